@@ -1,0 +1,77 @@
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use cancel_operator::telemetry::{self, LogFormat};
+use cancel_operator::{controller, crd};
+
+/// Runs stages as Kubernetes Jobs and cancels them safely.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller for StageRuns and CancelRequests.
+    Controller(ControllerArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+}
+
+#[derive(Args)]
+struct Logging {
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Namespace holding the controller's state (the id counters).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    state_namespace: String,
+
+    /// Name of the ConfigMap holding the id counters.
+    #[arg(long, default_value = "cancel-operator-ids")]
+    id_configmap: String,
+
+    /// Seconds to wait past a pod's grace period before force-deleting it.
+    #[arg(long, default_value_t = 10)]
+    force_delete_margin_seconds: u64,
+
+    #[command(flatten)]
+    logging: Logging,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", crd::crds_yaml()?);
+            Ok(())
+        }
+        Command::Controller(args) => {
+            telemetry::init(args.logging.log_format);
+            let client = kube::Client::try_default().await?;
+            controller::run(
+                client,
+                controller::Config {
+                    namespace: args.namespace,
+                    state_namespace: args.state_namespace,
+                    id_configmap: args.id_configmap,
+                    force_margin: Duration::from_secs(args.force_delete_margin_seconds),
+                },
+            )
+            .await
+        }
+    }
+}

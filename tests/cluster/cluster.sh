@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# The test control plane: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kwok, built from Go modules and run on loopback.
+#
+#   cluster.sh build   build (or reuse) the binaries under $CACHE_DIR/bin
+#   cluster.sh up      start a control plane in a temporary directory; the repository's
+#                      .cluster link points at it; prints the admin kubeconfig path
+#   cluster.sh down    stop it and remove its directory, leaving no process behind
+#   cluster.sh env     print shell exports for the running control plane
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+CACHE_DIR=${CANCEL_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cancel-operator}
+BIN=$CACHE_DIR/bin
+LINK=${CANCEL_OPERATOR_CLUSTER_LINK:-$root/.cluster}
+USERS=(admin operator viewer nobody)
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- build -----------------------------------------------------------------
+
+build_key() {
+  (cd "$here" && cat go.mod go.sum versions.env cmd/kube/*.go && go version) | sha256sum | cut -d' ' -f1
+}
+
+build() {
+  command -v go >/dev/null || die "Go is required to build the control plane (https://go.dev/dl/)"
+  # shellcheck source=versions.env
+  . "$here/versions.env"
+  local key stamp="$BIN/.build-key"
+  key=$(build_key)
+  if [[ -f $stamp && $(cat "$stamp") == "$key" && -x $BIN/kube && -x $BIN/kwok && -x $BIN/helm ]]; then
+    return 0
+  fi
+  mkdir -p "$BIN"
+  local start=$SECONDS
+  export CGO_ENABLED=0
+  log "building etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl"
+  (cd "$here" && go build -trimpath -ldflags "-s -w" -o "$BIN/kube" ./cmd/kube)
+  log "building kwok $KWOK_VERSION"
+  GOBIN=$BIN go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  log "building helm $HELM_VERSION"
+  GOBIN=$BIN go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    ln -sf kube "$BIN/$c"
+  done
+  echo "$key" >"$stamp"
+  log "built in $((SECONDS - start))s into $BIN"
+}
+
+# --- up --------------------------------------------------------------------
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND until it succeeds.
+wait_for() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out waiting for $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# start NAME COMMAND...: run a component in its own session, logging to NAME.log.
+start() {
+  local name=$1
+  shift
+  setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
+  echo "$! $name" >>"$dir/pids"
+}
+
+alive() {
+  local pid name
+  while read -r pid name; do
+    kill -0 "$pid" 2>/dev/null || { log "$name exited; its log:"; tail -n 30 "$dir/$name.log" >&2; return 1; }
+  done <"$dir/pids"
+}
+
+kubeconfig() {
+  local user=$1 token=$2
+  cat <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: cancel-operator-test
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority: $dir/certs/apiserver.crt
+users:
+- name: $user
+  user:
+    token: $token
+contexts:
+- name: $user
+  context:
+    cluster: cancel-operator-test
+    user: $user
+    namespace: default
+current-context: $user
+EOF
+}
+
+up() {
+  if [[ -L $LINK && -f $LINK/ready ]]; then
+    if (dir=$(readlink "$LINK") && alive); then
+      log "already running"
+      echo "$LINK/admin.kubeconfig"
+      return 0
+    fi
+    down
+  fi
+  build
+  local t0=$SECONDS
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/cancel-operator-cluster.XXXXXX")
+  : >"$dir/pids"
+  ln -sfn "$dir" "$LINK"
+  trap 'log "start failed; logs are in $dir"; down_dir "$dir" keep; exit 1' ERR
+
+  local ports
+  mapfile -t ports < <("$BIN/kube" freeport 3)
+  local etcd_port=${ports[0]} peer_port=${ports[1]}
+  api_port=${ports[2]}
+
+  # Static-token users: admin is system:masters; the others get only what
+  # RBAC objects created later grant them.
+  local user token
+  : >"$dir/tokens.csv"
+  for user in "${USERS[@]}"; do
+    token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    if [[ $user == admin ]]; then
+      echo "$token,$user,uid-$user,\"system:masters\"" >>"$dir/tokens.csv"
+    else
+      echo "$token,$user,uid-$user" >>"$dir/tokens.csv"
+    fi
+    printf '%s' "$token" >"$dir/$user.token"
+  done
+  chmod 600 "$dir"/tokens.csv "$dir"/*.token
+  "$BIN/kube" keygen "$dir/sa.key" "$dir/sa.pub"
+
+  start etcd "$BIN/etcd" --name=test --data-dir="$dir/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+    --initial-cluster="test=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level=warn
+  wait_for 60 etcd curl -fsS "http://127.0.0.1:$etcd_port/health"
+
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" --cert-dir="$dir/certs" \
+    --secure-port="$api_port" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
+    --authorization-mode=RBAC --token-auth-file="$dir/tokens.csv" \
+    --service-account-issuer="https://127.0.0.1:$api_port" \
+    --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
+    --enable-admission-plugins=ValidatingAdmissionPolicy
+  for user in "${USERS[@]}"; do
+    kubeconfig "$user" "$(cat "$dir/$user.token")" >"$dir/$user.kubeconfig"
+  done
+  chmod 600 "$dir"/*.kubeconfig
+  export KUBECONFIG=$dir/admin.kubeconfig
+  wait_for 120 kube-apiserver "$BIN/kubectl" get --raw /readyz
+  alive
+
+  start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
+    --leader-elect=false --secure-port=0 --use-service-account-credentials=false \
+    --controllers=job-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,ttl-after-finished-controller,pod-garbage-collector-controller,root-ca-certificate-publisher-controller \
+    --service-account-private-key-file="$dir/sa.key" --root-ca-file="$dir/certs/apiserver.crt" \
+    --concurrent-job-syncs=10 --concurrent-gc-syncs=10
+  start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG" --leader-elect=false --secure-port=0
+  start kwok "$BIN/kwok" --kubeconfig="$KUBECONFIG" --config="$here/stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-lease-duration-seconds=40 --cidr=10.1.0.0/16 --node-ip=10.1.0.1 --server-address=""
+
+  "$BIN/kubectl" apply -f "$here/nodes.yaml" >/dev/null
+  wait_for 60 "a Ready kwok node" "$BIN/kubectl" wait --for=condition=Ready node --all --timeout=2s
+  wait_for 60 "the default service account" "$BIN/kubectl" -n default get serviceaccount default
+  alive
+  trap - ERR
+  date +%s >"$dir/ready"
+  log "ready in $((SECONDS - t0))s; kubeconfigs for ${USERS[*]} are in $LINK/"
+  echo "$LINK/admin.kubeconfig"
+}
+
+# --- down ------------------------------------------------------------------
+
+# down_dir DIR [keep]: stop every process started for DIR, newest first, then
+# remove DIR unless asked to keep it.
+down_dir() {
+  local d=$1 pid name pids=()
+  if [[ -f $d/pids ]]; then
+    while read -r pid name; do pids=("$pid" "${pids[@]}"); done <"$d/pids"
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+    local deadline=$((SECONDS + 15))
+    for pid in "${pids[@]}"; do
+      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    done
+  fi
+  [[ ${2:-} == keep ]] || rm -rf "$d"
+}
+
+down() {
+  if [[ -L $LINK ]]; then
+    down_dir "$(readlink "$LINK")"
+    rm -f "$LINK"
+    log "stopped"
+  fi
+}
+
+env_() {
+  [[ -f $LINK/ready ]] || die "no control plane is running; start one with: make cluster-up"
+  echo "export KUBECONFIG=$LINK/admin.kubeconfig"
+  echo "export PATH=$BIN:\$PATH"
+}
+
+case ${1:-} in
+build) build ;;
+up) up ;;
+down) down ;;
+env) env_ ;;
+*) die "usage: $0 {build|up|down|env}" ;;
+esac
