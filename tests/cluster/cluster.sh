@@ -22,7 +22,7 @@ die() { log "$*"; exit 1; }
 # --- build -----------------------------------------------------------------
 
 build_key() {
-  (cd "$here" && cat go.mod go.sum versions.env cmd/kube/*.go && go version) | sha256sum | cut -d' ' -f1
+  (cd "$here" && cat go.mod go.sum versions.env cmd/kube/*.go cluster.sh && go version) | sha256sum | cut -d' ' -f1
 }
 
 build() {
@@ -38,7 +38,14 @@ build() {
   local start=$SECONDS
   export CGO_ENABLED=0
   log "building etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl"
-  (cd "$here" && go build -trimpath -ldflags "-s -w" -o "$BIN/kube" ./cmd/kube)
+  # Stamp the release version so that /version reports it (helm and kubectl check it).
+  local k8s v
+  k8s=$(cd "$here" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  v="-X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/client-go/pkg/version.gitVersion=$k8s"
+  v+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMajor=1"
+  v+=" -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$k8s") -X k8s.io/client-go/pkg/version.gitMinor=$(cut -d. -f2 <<<"$k8s")"
+  v+=" -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitTreeState=clean"
+  (cd "$here" && go build -trimpath -ldflags "-s -w $v" -o "$BIN/kube" ./cmd/kube)
   log "building kwok $KWOK_VERSION"
   GOBIN=$BIN go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   log "building helm $HELM_VERSION"
@@ -154,7 +161,8 @@ up() {
     --authorization-mode=RBAC --token-auth-file="$dir/tokens.csv" \
     --service-account-issuer="https://127.0.0.1:$api_port" \
     --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
-    --enable-admission-plugins=ValidatingAdmissionPolicy
+    --endpoint-reconciler-type=none \
+    --disable-admission-plugins=TaintNodesByCondition
   for user in "${USERS[@]}"; do
     kubeconfig "$user" "$(cat "$dir/$user.token")" >"$dir/$user.kubeconfig"
   done

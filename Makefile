@@ -1,0 +1,42 @@
+# cancel-operator: build, test and run against a local control plane.
+SHELL := bash
+CLUSTER := tests/cluster/cluster.sh
+BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
+
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test run lint fmt
+
+all: build
+
+build:
+	cargo build
+
+## Regenerate crds/ from the Rust types.
+crds:
+	cargo run --quiet -- crd > crds/cancel.dev.yaml
+
+## Build the control plane binaries (cached; rebuilt when tests/cluster changes).
+cluster-build:
+	$(CLUSTER) build
+
+## Start the local control plane; prints the admin kubeconfig path.
+cluster-up:
+	$(CLUSTER) up
+
+## Stop it, leaving no process behind.
+cluster-down:
+	$(CLUSTER) down
+
+## The whole test suite, on a control plane of its own that it starts and stops.
+test:
+	tests/run-tests.sh
+
+## Unit tests only (no control plane).
+unit-test:
+	cargo test --lib --bins
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
