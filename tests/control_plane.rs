@@ -33,20 +33,45 @@ fn job(name: &str, run_for: &str) -> Job {
 async fn a_job_runs_a_pod_to_success() {
     let ns = TestNamespace::new("smoke-job").await;
     let jobs: Api<Job> = ns.api();
-    jobs.create(&PostParams::default(), &job("hello", "1s")).await.unwrap();
+    jobs.create(&PostParams::default(), &job("hello", "1s"))
+        .await
+        .unwrap();
 
-    let done = wait_for(&jobs, "hello", "the Job to complete", Duration::from_secs(60), |j: &Job| {
-        j.status.as_ref().and_then(|s| s.succeeded) == Some(1)
-    })
+    let done = wait_for(
+        &jobs,
+        "hello",
+        "the Job to complete",
+        Duration::from_secs(60),
+        |j: &Job| j.status.as_ref().and_then(|s| s.succeeded) == Some(1),
+    )
     .await;
-    assert!(done.status.unwrap().conditions.unwrap().iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+    assert!(
+        done.status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+    );
 
     let pods: Api<Pod> = ns.api();
-    let listed = pods.list(&ListParams::default().labels("job-name=hello")).await.unwrap();
+    let listed = pods
+        .list(&ListParams::default().labels("job-name=hello"))
+        .await
+        .unwrap();
     assert_eq!(listed.items.len(), 1);
     let pod = &listed.items[0];
-    assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded"));
-    assert!(pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some(), "scheduled to a node");
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded")
+    );
+    assert!(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some(),
+        "scheduled to a node"
+    );
 }
 
 #[tokio::test]
@@ -54,15 +79,33 @@ async fn deleting_a_job_with_background_propagation_removes_its_pods() {
     let ns = TestNamespace::new("smoke-gc").await;
     let jobs: Api<Job> = ns.api();
     let pods: Api<Pod> = ns.api();
-    jobs.create(&PostParams::default(), &job("long", "1h")).await.unwrap();
+    jobs.create(&PostParams::default(), &job("long", "1h"))
+        .await
+        .unwrap();
     let lp = ListParams::default().labels("job-name=long");
-    wait_list(&pods, &lp, "a running pod", Duration::from_secs(60), |p: &[Pod]| {
-        p.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-    })
+    wait_list(
+        &pods,
+        &lp,
+        "a running pod",
+        Duration::from_secs(60),
+        |p: &[Pod]| {
+            p.iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        },
+    )
     .await;
 
-    jobs.delete("long", &DeleteParams::background()).await.unwrap();
-    wait_list(&pods, &lp, "the pods to be gone", Duration::from_secs(60), |p: &[Pod]| p.is_empty()).await;
+    jobs.delete("long", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_list(
+        &pods,
+        &lp,
+        "the pods to be gone",
+        Duration::from_secs(60),
+        |p: &[Pod]| p.is_empty(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -120,16 +163,23 @@ async fn rbac_refuses_nobody_and_allows_what_a_role_grants() {
         ..ConfigMap::default()
     };
     let as_nobody: Api<ConfigMap> = Api::namespaced(support::client(User::Nobody).await, &ns.name);
-    match as_nobody.create(&PostParams::default(), &cm("denied")).await {
+    match as_nobody
+        .create(&PostParams::default(), &cm("denied"))
+        .await
+    {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
         other => panic!("nobody must be refused, got {other:?}"),
     }
 
     // RBAC changes take effect once the authorizer's informer sees them.
-    let as_operator: Api<ConfigMap> = Api::namespaced(support::client(User::Operator).await, &ns.name);
+    let as_operator: Api<ConfigMap> =
+        Api::namespaced(support::client(User::Operator).await, &ns.name);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match as_operator.create(&PostParams::default(), &cm("allowed")).await {
+        match as_operator
+            .create(&PostParams::default(), &cm("allowed"))
+            .await
+        {
             Ok(_) => break,
             Err(kube::Error::Api(s)) if s.code == 403 && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;

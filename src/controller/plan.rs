@@ -571,7 +571,7 @@ pub fn plan(obs: &Observation) -> Plan {
                 );
                 events.push(PlannedEvent {
                     warning: false,
-                    reason,
+                    reason: "Cancelled",
                     note: format!("{message}; no pod of it remains"),
                 });
             } else {

@@ -125,6 +125,7 @@ up() {
   dir=$(mktemp -d "${TMPDIR:-/tmp}/cancel-operator-cluster.XXXXXX")
   : >"$dir/pids"
   ln -sfn "$dir" "$LINK"
+  ln -sfn "$BIN" "$dir/bin"
   trap 'log "start failed; logs are in $dir"; down_dir "$dir" keep; exit 1' ERR
 
   local ports

@@ -81,9 +81,13 @@ pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [StageRun::crd(), CancelRequest::crd()] {
         let name = crd.metadata.name.clone().expect("crd name");
-        crds.patch(&name, &PatchParams::apply("cancel-operator-tests").force(), &Patch::Apply(&crd))
-            .await
-            .expect("apply CRD");
+        crds.patch(
+            &name,
+            &PatchParams::apply("cancel-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
         let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
         tokio::time::timeout(Duration::from_secs(30), established)
             .await
@@ -106,7 +110,10 @@ impl TestNamespace {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_nanos();
-        let name = format!("{prefix}-{:x}", (nanos as u64) ^ (std::process::id() as u64) << 40);
+        let name = format!(
+            "{prefix}-{:x}",
+            (nanos as u64) ^ (std::process::id() as u64) << 40
+        );
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -136,10 +143,15 @@ impl Drop for TestNamespace {
         // down), so the deletion gets a thread and a runtime of its own.
         let name = self.name.clone();
         let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let client = client(User::Admin).await;
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
             });
         });
         let _ = handle.join();
@@ -153,9 +165,12 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     F: Fn(&K) -> bool,
 {
-    let mut stream = watcher(api.clone(), watcher::Config::default().fields(&format!("metadata.name={name}")))
-        .applied_objects()
-        .boxed();
+    let mut stream = watcher(
+        api.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .applied_objects()
+    .boxed();
     let mut last: Option<K> = None;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -168,13 +183,21 @@ where
             }
             Ok(Ok(None)) => panic!("watch of {name} ended while waiting for {what}"),
             Ok(Err(e)) => panic!("watch of {name} failed while waiting for {what}: {e}"),
-            Err(_) => panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:#?}"),
+            Err(_) => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:#?}")
+            }
         }
     }
 }
 
 /// Waits until `cond` holds for the list of objects selected by `lp`.
-pub async fn wait_list<K, F>(api: &Api<K>, lp: &ListParams, what: &str, timeout: Duration, cond: F) -> Vec<K>
+pub async fn wait_list<K, F>(
+    api: &Api<K>,
+    lp: &ListParams,
+    what: &str,
+    timeout: Duration,
+    cond: F,
+) -> Vec<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -200,7 +223,10 @@ where
         }
         match tokio::time::timeout_at(deadline, stream.try_next()).await {
             Ok(Ok(Some(ev))) => {
-                if matches!(ev, watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) {
+                if matches!(
+                    ev,
+                    watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)
+                ) {
                     ready = ready || matches!(ev, watcher::Event::InitDone);
                 }
             }

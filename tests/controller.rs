@@ -1,0 +1,880 @@
+//! The controller against the real control plane (kwok runs the pods).
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cancel_operator::controller::{self, Config};
+use cancel_operator::crd::{
+    CancelRequest, JobState, RequestPhase, RunResult, StagePhase, StageRun, TargetOutcome,
+};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::{TestNamespace, wait_for, wait_list};
+
+const T: Duration = Duration::from_secs(90);
+
+/// A namespace with the CRDs installed and a controller watching it.
+struct Setup {
+    ns: TestNamespace,
+    _controller: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(h) = &self._controller {
+            h.abort();
+        }
+    }
+}
+
+fn config(ns: &str) -> Config {
+    Config {
+        namespace: Some(ns.to_string()),
+        state_namespace: ns.to_string(),
+        id_configmap: "cancel-operator-ids".into(),
+        force_margin: Duration::from_secs(1),
+    }
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let ns = TestNamespace::new(prefix).await;
+    support::install_crds(&ns.client).await;
+    let handle = tokio::spawn(controller::run(ns.client.clone(), config(&ns.name)));
+    Setup {
+        ns,
+        _controller: Some(handle),
+    }
+}
+
+/// A StageRun of `foo`/`DEV` whose jobs carry the given pod annotations.
+fn stagerun(name: &str, jobs: &[(&str, Value)], extra: Value) -> StageRun {
+    let jobs: Vec<Value> = jobs
+        .iter()
+        .map(|(job, annotations)| {
+            json!({
+                "name": job,
+                "template": {
+                    "metadata": {"annotations": annotations},
+                    "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+                }
+            })
+        })
+        .collect();
+    let mut spec = json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": jobs});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    let mut obj = json!({"apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": name}, "spec": spec});
+    if let Some(labels) = extra.get("labels") {
+        obj["metadata"]["labels"] = labels.clone();
+        obj["spec"].as_object_mut().map(|s| s.remove("labels"));
+    }
+    serde_json::from_value(obj).expect("stagerun")
+}
+
+fn cancel_request(name: &str, target: Value, extra: Value) -> CancelRequest {
+    let mut spec =
+        json!({"target": target, "reason": "superseded by a newer build", "requestedBy": "alice"});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("cancel request")
+}
+
+fn phase(sr: &StageRun) -> Option<StagePhase> {
+    sr.status.as_ref().and_then(|s| s.phase)
+}
+
+fn request_phase(r: &CancelRequest) -> Option<RequestPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn wait_phase(api: &Api<StageRun>, name: &str, want: StagePhase) -> StageRun {
+    wait_for(api, name, &format!("{name} to be {want:?}"), T, |sr| {
+        phase(sr) == Some(want)
+    })
+    .await
+}
+
+async fn wait_request_done(api: &Api<CancelRequest>, name: &str) -> CancelRequest {
+    wait_for(api, name, &format!("{name} to complete"), T, |r| {
+        matches!(
+            request_phase(r),
+            Some(RequestPhase::Completed | RequestPhase::Rejected)
+        )
+    })
+    .await
+}
+
+fn selector(sr: &StageRun) -> ListParams {
+    ListParams::default().labels(&format!("cancel.dev/stagerun-uid={}", sr.uid().unwrap()))
+}
+
+async fn pods_of(client: &Client, ns: &str, sr: &StageRun) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&selector(sr))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn jobs_of(client: &Client, ns: &str, sr: &StageRun) -> Vec<Job> {
+    Api::<Job>::namespaced(client.clone(), ns)
+        .list(&selector(sr))
+        .await
+        .unwrap()
+        .items
+}
+
+/// The Events recorded on `name` with `reason`, once at least one exists.
+async fn events_for(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name},reason={reason}"));
+    wait_list(
+        &api,
+        &lp,
+        &format!("a {reason} event on {name}"),
+        T,
+        |items: &[Event]| !items.is_empty(),
+    )
+    .await
+}
+
+/// Asserts the invariants of a cancelled StageRun: final job states, no pods,
+/// no Jobs, a completion time no earlier than any job's.
+async fn assert_cancelled(s: &Setup, sr: &StageRun, failure_reason: &str) {
+    let status = sr.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(StagePhase::Failed));
+    assert_eq!(status.result, Some(RunResult::Cancelled));
+    assert_eq!(status.failure_reason.as_deref(), Some(failure_reason));
+    assert!(status.cancel.is_some());
+    let completion = status.completion_time.as_ref().expect("completionTime").0;
+    for j in &status.jobs {
+        assert_eq!(j.state, JobState::Completed, "{j:?}");
+        assert_ne!(j.result, RunResult::Unknown, "{j:?}");
+        assert!(
+            j.completion_time
+                .as_ref()
+                .is_some_and(|t| t.0 <= completion),
+            "{j:?}"
+        );
+    }
+    assert!(
+        pods_of(&s.ns.client, &s.ns.name, sr).await.is_empty(),
+        "no pod may remain"
+    );
+    assert!(
+        jobs_of(&s.ns.client, &s.ns.name, sr).await.is_empty(),
+        "no Job may remain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_runs_its_jobs_to_success() {
+    let s = setup("ctl-success").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let quick = json!({"sim.cancel.dev/run-for": "1s"});
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", quick.clone()), ("Lint", quick)],
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Succeeded).await;
+    let status = sr.status.clone().unwrap();
+    assert_eq!(status.result, Some(RunResult::Passed));
+    assert!(status.id.is_some_and(|id| id >= 1));
+    assert_eq!(status.jobs.len(), 2);
+    let ids: Vec<i64> = status.jobs.iter().map(|j| j.id).collect();
+    assert_ne!(ids[0], ids[1], "job ids are unique");
+    for j in &status.jobs {
+        assert_eq!(
+            (j.state, j.result),
+            (JobState::Completed, RunResult::Passed)
+        );
+        assert!(j.job_name.is_some());
+    }
+    assert!(status.start_time.unwrap().0 <= status.completion_time.unwrap().0);
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .unwrap();
+    assert_eq!(cond.status, "True");
+
+    // The Jobs are the StageRun's, found by owner.
+    let jobs = jobs_of(&s.ns.client, &s.ns.name, &sr).await;
+    assert_eq!(jobs.len(), 2);
+    for j in &jobs {
+        assert_eq!(j.owner_references()[0].uid, sr.uid().unwrap());
+    }
+
+    // A second run gets fresh ids.
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-2-dev",
+            &[("UnitTest", json!({}))],
+            json!({"pipelineCounter": 2}),
+        ),
+    )
+    .await
+    .unwrap();
+    let second = wait_phase(&runs, "foo-2-dev", StagePhase::Succeeded).await;
+    let second = second.status.unwrap();
+    assert!(second.id > status.id);
+    assert!(!ids.contains(&second.jobs[0].id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_fails_the_stage() {
+    let s = setup("ctl-fail").await;
+    let runs: Api<StageRun> = s.ns.api();
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[
+                ("UnitTest", json!({"sim.cancel.dev/exit-code": "1"})),
+                ("Lint", json!({"sim.cancel.dev/run-for": "2s"})),
+            ],
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    let status = sr.status.unwrap();
+    assert_eq!(status.result, Some(RunResult::Failed));
+    assert_eq!(
+        status.failure_reason.as_deref(),
+        Some("job UnitTest failed")
+    );
+    let by_name = |n: &str| status.jobs.iter().find(|j| j.name == n).unwrap().clone();
+    assert_eq!(
+        (by_name("UnitTest").state, by_name("UnitTest").result),
+        (JobState::Completed, RunResult::Failed)
+    );
+    assert_eq!(
+        (by_name("Lint").state, by_name("Lint").result),
+        (JobState::Completed, RunResult::Passed)
+    );
+    assert!(status.cancel.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_pending_stage_never_creates_its_jobs() {
+    let s = setup("ctl-pending").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-uat",
+            &[("UAT", json!({}))],
+            json!({"stage": "UATTest", "approvalType": "manual"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let pending = wait_for(&runs, "foo-1-uat", "the stage to await approval", T, |sr| {
+        phase(sr) == Some(StagePhase::Pending) && sr.status.as_ref().is_some_and(|s| s.id.is_some())
+    })
+    .await;
+
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("stop-uat", json!({"stageRun": "foo-1-uat"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let sr = wait_phase(&runs, "foo-1-uat", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    assert!(
+        sr.status
+            .as_ref()
+            .unwrap()
+            .jobs
+            .iter()
+            .all(|j| j.job_name.is_none())
+    );
+    assert_eq!(
+        sr.status.as_ref().unwrap().jobs[0].result,
+        RunResult::Cancelled
+    );
+    assert_eq!(
+        sr.status.as_ref().unwrap().id,
+        pending.status.unwrap().id,
+        "ids are stable"
+    );
+
+    // Approving it afterwards changes nothing: it stays cancelled, with no Job.
+    runs.patch(
+        "foo-1-uat",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"cancel.dev/approved": "true"}}})),
+    )
+    .await
+    .unwrap();
+    let req = wait_request_done(&requests, "stop-uat").await;
+    let st = req.status.unwrap();
+    assert_eq!(st.phase, Some(RequestPhase::Completed));
+    assert_eq!((st.matched, st.cancelled), (Some(1), Some(1)));
+    assert_eq!(st.targets[0].outcome, TargetOutcome::Cancelled);
+    let after = runs.get("foo-1-uat").await.unwrap();
+    assert_eq!(phase(&after), Some(StagePhase::Failed));
+    assert!(jobs_of(&s.ns.client, &s.ns.name, &after).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_stage_stops_its_pods_then_fails_it() {
+    let s = setup("ctl-running").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    let slow_stop = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "2s"});
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", slow_stop.clone()), ("Lint", slow_stop)],
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&runs, "foo-1-dev", "both jobs building", T, |sr| {
+        sr.status.as_ref().is_some_and(|s| {
+            s.jobs.len() == 2 && s.jobs.iter().all(|j| j.state == JobState::Building)
+        })
+    })
+    .await;
+
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("stop-dev", json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    let record = canceling.status.as_ref().unwrap().cancel.clone().unwrap();
+    assert_eq!(record.request_name, "stop-dev");
+    assert_eq!(record.requested_by, "alice");
+    assert_eq!(record.reason, "superseded by a newer build");
+
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    assert!(
+        sr.status
+            .as_ref()
+            .unwrap()
+            .jobs
+            .iter()
+            .all(|j| j.result == RunResult::Cancelled)
+    );
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "Canceling")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "Cancelled")
+            .await
+            .len(),
+        1
+    );
+
+    let req = wait_request_done(&requests, "stop-dev").await;
+    let st = req.status.unwrap();
+    assert_eq!((st.matched, st.cancelled), (Some(1), Some(1)));
+    assert_eq!(st.targets[0].outcome, TargetOutcome::Cancelled);
+    assert!(st.completion_time.is_some());
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "stop-dev", "Accepted")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_cancel_during_canceling_causes_no_second_cancellation() {
+    let s = setup("ctl-twice").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    let stubborn = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"});
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", stubborn)],
+            json!({"cancelGracePeriodSeconds": 3}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&runs, "foo-1-dev", "the job building", T, |sr| {
+        sr.status.as_ref().is_some_and(|s| {
+            s.jobs
+                .first()
+                .is_some_and(|j| j.state == JobState::Building)
+        })
+    })
+    .await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("first", json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "second",
+                json!({"stage": {"pipeline": "foo", "stage": "DEV"}}),
+                json!({"requestedBy": "bob"}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    let record = sr.status.as_ref().unwrap().cancel.clone().unwrap();
+    assert_eq!(
+        record,
+        canceling.status.unwrap().cancel.unwrap(),
+        "the first cancel stands"
+    );
+    assert_eq!(record.request_name, "first");
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "Canceling")
+            .await
+            .len(),
+        1
+    );
+
+    for name in ["first", "second"] {
+        let st = wait_request_done(&requests, name).await.status.unwrap();
+        assert_eq!(st.phase, Some(RequestPhase::Completed), "{name}");
+        assert_eq!(st.targets.len(), 1, "{name}");
+        assert_eq!(st.targets[0].outcome, TargetOutcome::Cancelled, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_stage_keeps_its_result_when_cancelled_late() {
+    let s = setup("ctl-late").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    runs.create(
+        &PostParams::default(),
+        &stagerun("foo-1-dev", &[("UnitTest", json!({}))], json!({})),
+    )
+    .await
+    .unwrap();
+    wait_phase(&runs, "foo-1-dev", StagePhase::Succeeded).await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("too-late", json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let st = wait_request_done(&requests, "too-late")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(st.phase, Some(RequestPhase::Completed));
+    assert_eq!((st.matched, st.cancelled), (Some(1), Some(0)));
+    assert_eq!(st.targets[0].outcome, TargetOutcome::AlreadyFinished);
+    let sr = runs.get("foo-1-dev").await.unwrap();
+    let status = sr.status.unwrap();
+    assert_eq!(
+        (status.phase, status.result),
+        (Some(StagePhase::Succeeded), Some(RunResult::Passed))
+    );
+    assert!(status.cancel.is_none());
+
+    // A request that matches nothing is rejected with a message.
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("nothing", json!({"stageRun": "missing"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let rejected = wait_request_done(&requests, "nothing")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(rejected.phase, Some(RequestPhase::Rejected));
+    let cond = rejected
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .unwrap();
+    assert!(
+        cond.message.contains("StageRun missing"),
+        "{}",
+        cond.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_cancels_fifty_stages_and_nothing_else() {
+    let s = setup("ctl-bulk").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    let long = json!({"sim.cancel.dev/run-for": "1h"});
+    for i in 1..=50 {
+        let sr = stagerun(
+            &format!("bulk-{i}"),
+            &[("UnitTest", long.clone())],
+            json!({"pipelineCounter": i, "labels": {"team": "bulk"}}),
+        );
+        runs.create(&PostParams::default(), &sr).await.unwrap();
+    }
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "other",
+            &[("UnitTest", long.clone())],
+            json!({"labels": {"team": "other"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let all = ListParams::default();
+    wait_list(
+        &runs,
+        &all,
+        "all 51 running",
+        Duration::from_secs(180),
+        |items: &[StageRun]| {
+            items.len() == 51
+                && items
+                    .iter()
+                    .all(|sr| phase(sr) == Some(StagePhase::Running))
+        },
+    )
+    .await;
+
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "bulk",
+                json!({"selector": {"matchLabels": {"team": "bulk"}}}),
+                json!({"gracePeriodSeconds": 0}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(&requests, "bulk", "the request accepted", T, |r| {
+        request_phase(r) == Some(RequestPhase::InProgress)
+            || request_phase(r) == Some(RequestPhase::Completed)
+    })
+    .await;
+    // Created after acceptance: never matched by the old request.
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "bulk-late",
+            &[("UnitTest", long)],
+            json!({"pipelineCounter": 51, "labels": {"team": "bulk"}}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let st = wait_request_done(&requests, "bulk").await.status.unwrap();
+    assert_eq!(st.phase, Some(RequestPhase::Completed));
+    assert_eq!((st.matched, st.cancelled), (Some(50), Some(50)));
+    assert!(
+        st.targets
+            .iter()
+            .all(|t| t.outcome == TargetOutcome::Cancelled)
+    );
+    assert!(st.targets.iter().all(|t| t.name != "bulk-late"));
+    let items = runs.list(&all).await.unwrap().items;
+    for sr in &items {
+        let p = phase(sr);
+        match sr.name_any().as_str() {
+            "other" | "bulk-late" => assert_ne!(
+                p,
+                Some(StagePhase::Failed),
+                "{} must not be cancelled",
+                sr.name_any()
+            ),
+            _ => {
+                assert_eq!(p, Some(StagePhase::Failed), "{}", sr.name_any());
+                assert_eq!(
+                    sr.status.as_ref().unwrap().result,
+                    Some(RunResult::Cancelled)
+                );
+            }
+        }
+    }
+    let pods: Api<Pod> = s.ns.api();
+    let remaining = pods.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        remaining.len() <= 2,
+        "only the two uncancelled stages keep pods: {}",
+        remaining.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_still_present_after_the_grace_period_are_force_deleted() {
+    let s = setup("ctl-force").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    // Its node no longer answers: the pod would stay Terminating for ever.
+    let stuck = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/unresponsive": "true"});
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", stuck)],
+            json!({"cancelGracePeriodSeconds": 2}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&runs, "foo-1-dev", "the job building", T, |sr| {
+        sr.status.as_ref().is_some_and(|s| {
+            s.jobs
+                .first()
+                .is_some_and(|j| j.state == JobState::Building)
+        })
+    })
+    .await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("stop", json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    let status = sr.status.as_ref().unwrap();
+    let forced = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PodsForceDeleted")
+        .expect("condition");
+    assert_eq!(forced.status, "True");
+    // Not before the grace period (2s) and the margin (1s) had passed.
+    let accepted = canceling.status.unwrap().cancel.unwrap().accepted_at.0;
+    assert!(
+        forced
+            .last_transition_time
+            .0
+            .duration_since(accepted)
+            .as_secs_f64()
+            >= 3.0
+    );
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "ForceDeleted")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_deadline_times_the_stage_out_through_the_cancel_path() {
+    let s = setup("ctl-deadline").await;
+    let runs: Api<StageRun> = s.ns.api();
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))],
+            json!({"activeDeadlineSeconds": 2}),
+        ),
+    )
+    .await
+    .unwrap();
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "deadline exceeded").await;
+    let status = sr.status.as_ref().unwrap();
+    assert_eq!(status.cancel.as_ref().unwrap().reason, "DeadlineExceeded");
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "DeadlineExceeded")
+    );
+    let elapsed = status
+        .completion_time
+        .as_ref()
+        .unwrap()
+        .0
+        .duration_since(status.start_time.as_ref().unwrap().0);
+    assert!(elapsed.as_secs_f64() >= 2.0, "{elapsed:?}");
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "DeadlineExceeded")
+            .await
+            .len(),
+        1
+    );
+}
+
+fn spawn_controller(ns: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cancel-operator"))
+        .args([
+            "controller",
+            "--namespace",
+            ns,
+            "--state-namespace",
+            ns,
+            "--force-delete-margin-seconds",
+            "1",
+        ])
+        .env("KUBECONFIG", support::kubeconfig_path(support::User::Admin))
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start controller")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_cancel_completes_it_exactly_once_after_restart() {
+    let ns = TestNamespace::new("ctl-restart").await;
+    support::install_crds(&ns.client).await;
+    let runs: Api<StageRun> = ns.api();
+    let requests: Api<CancelRequest> = ns.api();
+    let mut first = spawn_controller(&ns.name);
+    let stubborn = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"});
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", stubborn.clone()), ("Lint", stubborn)],
+            json!({"cancelGracePeriodSeconds": 4}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&runs, "foo-1-dev", "both jobs building", T, |sr| {
+        sr.status.as_ref().is_some_and(|s| {
+            s.jobs.len() == 2 && s.jobs.iter().all(|j| j.state == JobState::Building)
+        })
+    })
+    .await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("stop", json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    events_for(&ns.client, &ns.name, "foo-1-dev", "Canceling").await;
+    first.kill().expect("kill -9 the controller");
+    first.wait().expect("reap");
+    // Its pods are still terminating while no controller runs.
+    assert!(!pods_of(&ns.client, &ns.name, &canceling).await.is_empty());
+
+    let mut second = spawn_controller(&ns.name);
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    let req = wait_request_done(&requests, "stop").await;
+    let cancelled_events = events_for(&ns.client, &ns.name, "foo-1-dev", "Cancelled").await;
+    second.kill().ok();
+    second.wait().ok();
+
+    let status = sr.status.as_ref().unwrap();
+    assert_eq!(status.result, Some(RunResult::Cancelled));
+    assert_eq!(
+        status.cancel,
+        canceling.status.as_ref().unwrap().cancel,
+        "accepted once, never again"
+    );
+    assert!(
+        status
+            .jobs
+            .iter()
+            .all(|j| j.state == JobState::Completed && j.result == RunResult::Cancelled)
+    );
+    assert!(pods_of(&ns.client, &ns.name, &sr).await.is_empty());
+    assert_eq!(
+        events_for(&ns.client, &ns.name, "foo-1-dev", "Canceling")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(cancelled_events.len(), 1);
+    let st = req.status.unwrap();
+    assert_eq!((st.matched, st.cancelled), (Some(1), Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_requests_are_deleted_after_their_ttl() {
+    let s = setup("ctl-ttl").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))],
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_phase(&runs, "foo-1-dev", StagePhase::Running).await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "short-lived",
+                json!({"stageRun": "foo-1-dev"}),
+                json!({"ttlSecondsAfterFinished": 1, "gracePeriodSeconds": 0}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_list(
+        &requests,
+        &ListParams::default(),
+        "the request deleted after its TTL",
+        T,
+        |items: &[CancelRequest]| items.is_empty(),
+    )
+    .await;
+    let sr = runs.get("foo-1-dev").await.unwrap();
+    assert_eq!(sr.status.unwrap().result, Some(RunResult::Cancelled));
+}
