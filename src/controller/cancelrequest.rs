@@ -326,3 +326,7 @@ pub fn error_policy(obj: Arc<CancelRequest>, err: &Error, ctx: Arc<Context>) -> 
     }
     Action::requeue(delay)
 }
+
+#[cfg(test)]
+#[path = "cancelrequest_tests.rs"]
+mod tests;

@@ -630,3 +630,7 @@ fn display_or<'a>(s: &'a str, fallback: &'a str) -> &'a str {
 pub fn seconds_since(now: Timestamp, at: &Time) -> f64 {
     since(now, at).as_secs_f64()
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

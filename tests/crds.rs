@@ -1,0 +1,170 @@
+//! The CRDs: checked-in YAML matches the Rust types, and the API server
+//! rejects invalid resources with messages that say what is wrong.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use cancel_operator::crd::{CancelRequest, StageRun, crds_yaml};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::TestNamespace;
+
+#[test]
+fn checked_in_crds_match_the_rust_types() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/cancel.dev.yaml");
+    let checked_in = std::fs::read_to_string(path).expect("crds/cancel.dev.yaml");
+    let generated = crds_yaml().expect("generate");
+    assert!(
+        checked_in == generated,
+        "crds/cancel.dev.yaml is out of date with src/crd.rs: run `make crds` and commit the result"
+    );
+}
+
+fn stagerun(spec: Value) -> Value {
+    json!({"apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": "bad"}, "spec": spec})
+}
+
+fn job(name: &str) -> Value {
+    json!({"name": name, "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}})
+}
+
+/// Creates `obj` (untyped, so that anything can be sent) and returns the API
+/// server's refusal message.
+async fn refusal<K>(ns: &TestNamespace, obj: Value) -> String
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::erase::<K>(&()));
+    let obj: DynamicObject = serde_json::from_value(obj).expect("object");
+    match api.create(&PostParams::default(), &obj).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            s.message
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_resources_are_rejected_with_a_clear_message() {
+    let ns = TestNamespace::new("crd-validation").await;
+    support::install_crds(&ns.client).await;
+    let runs: Api<StageRun> = ns.api();
+
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": []}),
+            "spec.jobs",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 0, "stage": "DEV", "jobs": [job("a")]}),
+            "spec.pipelineCounter",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a"), job("a")]}),
+            "job names must be unique within a stage",
+        ),
+        (
+            json!({"pipeline": "foo bar", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")]}),
+            "spec.pipeline",
+        ),
+        (
+            json!({"pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")]}),
+            "spec.pipeline: Required value",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [{"name": "a", "template": {"spec": {"containers": []}}}]}),
+            "containers",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "cancelGracePeriodSeconds": -1}),
+            "spec.cancelGracePeriodSeconds",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "approvalType": "sometimes"}),
+            "spec.approvalType",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let message = refusal::<StageRun>(&ns, stagerun(spec.clone())).await;
+        assert!(
+            message.contains(expected),
+            "for {spec}: {message:?} should mention {expected:?}"
+        );
+    }
+
+    // The spec is immutable.
+    let good: StageRun = serde_json::from_value(stagerun(
+        json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "approvalType": "manual"}),
+    ))
+    .unwrap();
+    runs.create(&PostParams::default(), &good).await.unwrap();
+    match runs
+        .patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pipelineCounter": 2}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(s.message.contains("spec is immutable"), "{}", s.message);
+        }
+        other => panic!("spec change must be refused, got {other:?}"),
+    }
+    // Defaults are filled in.
+    let stored = runs.get("bad").await.unwrap();
+    assert_eq!(stored.spec.stage_counter, 1);
+    assert_eq!(stored.spec.approved_by, "changes");
+    assert_eq!(stored.spec.cancel_grace_period_seconds, 30);
+
+    let request = |target: Value| json!({"apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": "bad"}, "spec": {"target": target}});
+    let exactly_one = "target must set exactly one of stageRun, stage, build, uids or selector";
+    for target in [
+        json!({}),
+        json!({"stageRun": "a", "uids": ["b"]}),
+        json!({"stage": {"pipeline": "foo", "stage": "DEV"}, "build": {"pipeline": "foo", "pipelineCounter": 1}}),
+    ] {
+        let message = refusal::<CancelRequest>(&ns, request(target.clone())).await;
+        assert!(message.contains(exactly_one), "for {target}: {message}");
+    }
+    let message = refusal::<CancelRequest>(
+        &ns,
+        request(json!({"build": {"pipeline": "foo", "pipelineCounter": 0}})),
+    )
+    .await;
+    assert!(
+        message.contains("spec.target.build.pipelineCounter"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_explain_shows_the_field_descriptions() {
+    let ns = TestNamespace::new("crd-explain").await;
+    support::install_crds(&ns.client).await;
+    let kubectl = support::cluster_dir().join("bin/kubectl");
+    // The API server publishes a new CRD's schema a moment after it serves it.
+    let text = support::eventually("kubectl explain", Duration::from_secs(60), || async {
+        let out = Command::new(&kubectl)
+            .args(["explain", "stagerun.spec.jobs"])
+            .env("KUBECONFIG", support::kubeconfig_path(support::User::Admin))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await;
+    assert!(text.contains("The jobs of the stage"), "{text}");
+    assert!(
+        text.contains("Name of the job, unique within the stage"),
+        "{text}"
+    );
+}
