@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use cancel_operator::sidecar::auth::AuthMode;
 use cancel_operator::telemetry::{self, LogFormat};
-use cancel_operator::{controller, crd};
+use cancel_operator::{controller, crd, sidecar};
 
 /// Runs stages as Kubernetes Jobs and cancels them safely.
 #[derive(Parser)]
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the controller for StageRuns and CancelRequests.
     Controller(ControllerArgs),
+    /// Serve the GoCD, CodeArts, CrafterCMS and Cloud Foundry cancel APIs.
+    Sidecar(SidecarArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
 }
@@ -52,6 +55,36 @@ struct ControllerArgs {
     logging: Logging,
 }
 
+#[derive(Args)]
+struct SidecarArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8153")]
+    listen: std::net::SocketAddr,
+
+    /// Namespace to serve (repeat for several; default: all namespaces).
+    #[arg(long = "namespace", env = "SERVE_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+
+    /// How callers are authenticated; `none` trusts everyone (local use only).
+    #[arg(long, value_enum, default_value = "kubernetes")]
+    auth: AuthMode,
+
+    /// Users for HTTP Basic: YAML `users: [{name, passwordHash (bcrypt), username, groups}]`.
+    #[arg(long, env = "USERS_FILE")]
+    users_file: Option<std::path::PathBuf>,
+
+    /// Public base URL for absolute links (default: from the Host header).
+    #[arg(long, env = "EXTERNAL_URL")]
+    external_url: Option<String>,
+
+    /// Seconds authentication and authorisation results are cached.
+    #[arg(long, default_value_t = 10)]
+    auth_cache_seconds: u64,
+
+    #[command(flatten)]
+    logging: Logging,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -69,6 +102,22 @@ async fn main() -> anyhow::Result<()> {
                     state_namespace: args.state_namespace,
                     id_configmap: args.id_configmap,
                     force_margin: Duration::from_secs(args.force_delete_margin_seconds),
+                },
+            )
+            .await
+        }
+        Command::Sidecar(args) => {
+            telemetry::init(args.logging.log_format);
+            let client = kube::Client::try_default().await?;
+            sidecar::run(
+                client,
+                sidecar::Config {
+                    listen: args.listen,
+                    namespaces: args.namespaces,
+                    auth: args.auth,
+                    users_file: args.users_file,
+                    external_url: args.external_url,
+                    auth_cache_ttl: Duration::from_secs(args.auth_cache_seconds),
                 },
             )
             .await

@@ -1,0 +1,381 @@
+//! Cloud Foundry v3 tasks: cancel a task (seed 004) and read it. A task is a
+//! StageRun; its guid is the StageRun's uid.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+use warp::http::{HeaderMap, StatusCode, header};
+use warp::reply::Response;
+
+use super::auth::{AuthError, Identity, credentials};
+use super::{State, is_active, json};
+use crate::crd::{StagePhase, StageRun};
+
+#[derive(Serialize)]
+struct CfError<'a> {
+    code: u32,
+    title: &'a str,
+    detail: &'a str,
+}
+
+#[derive(Serialize)]
+struct CfErrors<'a> {
+    errors: [CfError<'a>; 1],
+}
+
+pub fn error(status: StatusCode, code: u32, title: &str, detail: &str) -> Response {
+    json(
+        status,
+        &CfErrors {
+            errors: [CfError {
+                code,
+                title,
+                detail,
+            }],
+        },
+    )
+}
+
+pub fn not_authenticated() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        10002,
+        "CF-NotAuthenticated",
+        "Authentication error",
+    )
+}
+
+pub fn task_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        10010,
+        "CF-ResourceNotFound",
+        "Task not found",
+    )
+}
+
+fn not_authorized() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        10003,
+        "CF-NotAuthorized",
+        "You are not authorized to perform the requested action",
+    )
+}
+
+fn unavailable(why: &str) -> Response {
+    tracing::error!(error = why, "Cloud Foundry request failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        10015,
+        "CF-ServiceUnavailable",
+        "The Kubernetes API could not be reached; try again",
+    )
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Link {
+    pub href: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub self_: Link,
+    pub cancel: Link,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct TaskResult {
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Metadata {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The v3 Task object.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Task {
+    pub guid: String,
+    pub sequence_id: i64,
+    pub name: String,
+    pub command: String,
+    pub state: &'static str,
+    pub memory_in_mb: i64,
+    pub disk_in_mb: i64,
+    pub droplet_guid: String,
+    pub result: TaskResult,
+    pub metadata: Metadata,
+    pub created_at: String,
+    pub updated_at: String,
+    pub links: Links,
+}
+
+fn cf_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Megabytes in a Kubernetes quantity such as `512Mi`, `1Gi`, `1G`, `1048576`.
+pub fn quantity_mb(q: &str) -> Option<i64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, unit) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some((bytes / (1024.0 * 1024.0)).round() as i64)
+}
+
+fn state_of(run: &StageRun, canceling: bool) -> &'static str {
+    match run.status.as_ref().and_then(|s| s.phase) {
+        Some(StagePhase::Succeeded) => "SUCCEEDED",
+        Some(StagePhase::Failed) => "FAILED",
+        _ if canceling => "CANCELING",
+        Some(StagePhase::Canceling) => "CANCELING",
+        Some(StagePhase::Running) => "RUNNING",
+        Some(StagePhase::Pending) | None => "PENDING",
+    }
+}
+
+/// A StageRun as a Task; `canceling` reports a cancel just requested.
+pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
+    let guid = run.metadata.uid.clone().unwrap_or_default();
+    let status = run.status.clone().unwrap_or_default();
+    let container = run
+        .spec
+        .jobs
+        .first()
+        .and_then(|j| j.template.pointer("/spec/containers/0"))
+        .cloned()
+        .unwrap_or_default();
+    let words = |key: &str| -> Vec<String> {
+        container
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let command = [words("command"), words("args")].concat().join(" ");
+    let request_mb = |res: &str| {
+        container
+            .pointer(&format!("/resources/requests/{res}"))
+            .and_then(|v| v.as_str())
+            .and_then(quantity_mb)
+            .unwrap_or(0)
+    };
+    let created = run
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let updated = [
+        status.start_time.as_ref().map(|t| t.0),
+        status.completion_time.as_ref().map(|t| t.0),
+        status.cancel.as_ref().map(|c| c.accepted_at.0),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(status.conditions.iter().map(|c| c.last_transition_time.0))
+    .max()
+    .unwrap_or(created)
+    .max(created);
+    let state = state_of(run, canceling);
+    let failure_reason = (state == "FAILED").then(|| {
+        status
+            .failure_reason
+            .clone()
+            .unwrap_or_else(|| "task failed".into())
+    });
+    let mut annotations = run.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    let self_href = format!("{base_url}/v3/tasks/{guid}");
+    Task {
+        sequence_id: run.spec.pipeline_counter,
+        name: run.metadata.name.clone().unwrap_or_default(),
+        command,
+        state,
+        memory_in_mb: request_mb("memory"),
+        disk_in_mb: request_mb("ephemeral-storage"),
+        droplet_guid: String::new(),
+        result: TaskResult { failure_reason },
+        metadata: Metadata {
+            labels: run.metadata.labels.clone().unwrap_or_default(),
+            annotations,
+        },
+        created_at: cf_time(created),
+        updated_at: cf_time(updated),
+        links: Links {
+            cancel: Link {
+                href: format!("{self_href}/actions/cancel"),
+                method: Some("POST"),
+            },
+            self_: Link {
+                href: self_href,
+                method: None,
+            },
+        },
+        guid,
+    }
+}
+
+/// The absolute URL clients reach the sidecar at.
+fn base_url(state: &State, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.external_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}
+
+/// The task, if it exists and the caller may read it (CF hides the rest).
+async fn visible_task(
+    state: &State,
+    headers: &HeaderMap,
+    guid: &str,
+) -> Result<(Identity, std::sync::Arc<StageRun>), Response> {
+    let who = match state.auth.authenticate(&credentials(headers)).await {
+        Ok(id) => id,
+        Err(AuthError::Unavailable(why)) => return Err(unavailable(&why)),
+        Err(_) => return Err(not_authenticated()),
+    };
+    let Some(run) = state.cache.by_uid(guid) else {
+        return Err(task_not_found());
+    };
+    let ns = run.metadata.namespace.clone().unwrap_or_default();
+    match state.auth.can_read(&who, &ns).await {
+        Ok(true) => Ok((who, run)),
+        Ok(false) => Err(task_not_found()),
+        Err(why) => Err(unavailable(&why)),
+    }
+}
+
+/// `GET /v3/tasks/{guid}`.
+pub async fn get(state: &State, headers: &HeaderMap, guid: &str) -> Response {
+    match visible_task(state, headers, guid).await {
+        Ok((_, run)) => json(
+            StatusCode::OK,
+            &task(&run, &base_url(state, headers), false),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// `POST /v3/tasks/{guid}/actions/cancel`.
+pub async fn cancel(state: &State, headers: &HeaderMap, guid: &str) -> Response {
+    let (who, run) = match visible_task(state, headers, guid).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let ns = run.metadata.namespace.clone().unwrap_or_default();
+    match state.auth.can_cancel(&who, &ns).await {
+        Ok(true) => {}
+        Ok(false) => return not_authorized(),
+        Err(why) => return unavailable(&why),
+    }
+    if !is_active(&run) {
+        let current = state_of(&run, false);
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            10008,
+            "CF-UnprocessableEntity",
+            &format!("Task state is {current} and therefore cannot be canceled"),
+        );
+    }
+    let reason = format!("task {guid} cancelled through the Cloud Foundry API");
+    if let Err(e) = state
+        .request_cancel("cf", std::slice::from_ref(&run), &who, reason)
+        .await
+    {
+        return unavailable(&e.to_string());
+    }
+    json(
+        StatusCode::ACCEPTED,
+        &task(&run, &base_url(state, headers), true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn quantities_convert_to_megabytes() {
+        assert_eq!(quantity_mb("512Mi"), Some(512));
+        assert_eq!(quantity_mb("1Gi"), Some(1024));
+        assert_eq!(quantity_mb("1048576"), Some(1));
+        assert_eq!(quantity_mb("1G"), Some(954));
+        assert_eq!(quantity_mb("lots"), None);
+        assert_eq!(quantity_mb("5Zi"), None);
+    }
+
+    #[test]
+    fn a_cancelled_stagerun_is_a_failed_task() {
+        let run: StageRun = serde_json::from_value(json!({
+            "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+            "metadata": {"name": "demo-1", "namespace": "d", "uid": "6a1b", "creationTimestamp": "2026-01-01T10:00:00Z",
+                         "labels": {"team": "a"}},
+            "spec": {"pipeline": "demo", "pipelineCounter": 7, "stage": "s",
+                     "jobs": [{"name": "j", "template": {"spec": {"containers": [{"name": "c", "image": "i",
+                         "command": ["rake"], "args": ["db:migrate"], "resources": {"requests": {"memory": "256Mi"}}}]}}}]},
+            "status": {"phase": "Failed", "result": "Cancelled", "failureReason": "task was cancelled",
+                       "startTime": "2026-01-01T10:00:01Z", "completionTime": "2026-01-01T10:00:09Z"}
+        }))
+        .unwrap();
+        let t = task(&run, "https://api.example.local", false);
+        assert_eq!(t.state, "FAILED");
+        assert_eq!(t.sequence_id, 7);
+        assert_eq!(t.command, "rake db:migrate");
+        assert_eq!(t.memory_in_mb, 256);
+        assert_eq!(
+            t.result.failure_reason.as_deref(),
+            Some("task was cancelled")
+        );
+        assert_eq!(t.created_at, "2026-01-01T10:00:00Z");
+        assert_eq!(t.updated_at, "2026-01-01T10:00:09Z");
+        assert_eq!(
+            t.links.cancel.href,
+            "https://api.example.local/v3/tasks/6a1b/actions/cancel"
+        );
+        assert_eq!(
+            t.links.self_.href,
+            "https://api.example.local/v3/tasks/6a1b"
+        );
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["links"]["cancel"]["method"], "POST");
+        assert_eq!(v["metadata"]["labels"]["team"], "a");
+        assert!(v["links"]["self"].get("method").is_none());
+    }
+}
