@@ -40,3 +40,7 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+## Run the operator for real on the local control plane, with demo data.
+run:
+	scripts/run-local.sh

@@ -24,6 +24,12 @@ enum Command {
     Sidecar(SidecarArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Print a bcrypt hash of a password read from standard input, for the users file.
+    HashPassword {
+        /// bcrypt cost (4-31).
+        #[arg(long, default_value_t = 12)]
+        cost: u32,
+    },
 }
 
 #[derive(Args)]
@@ -88,6 +94,14 @@ struct SidecarArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::HashPassword { cost } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!("{}", bcrypt::hash(password, cost)?);
+            Ok(())
+        }
         Command::Crd => {
             print!("{}", crd::crds_yaml()?);
             Ok(())

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs cancel-operator for real on the local control plane: installs the CRDs,
+# starts the controller and the REST sidecar, and loads the demo data from
+# the API documents. Ctrl-C stops everything, the control plane included.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+cluster=tests/cluster/cluster.sh
+port=${SIDECAR_PORT:-8153}
+log() { printf 'run: %s\n' "$*" >&2; }
+
+if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  log "port $port is in use; set SIDECAR_PORT to another port"
+  exit 1
+fi
+
+cargo build --quiet
+bin=$root/target/debug/cancel-operator
+"$cluster" up >/dev/null
+eval "$("$cluster" env)"
+state=${CANCEL_OPERATOR_CLUSTER_LINK:-$root/.cluster}
+
+pids=()
+stop() {
+  trap - EXIT INT TERM
+  log "stopping"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  "$cluster" down
+}
+trap stop EXIT INT TERM
+
+log "installing the CRDs"
+kubectl apply --server-side -f crds/cancel.dev.yaml >/dev/null
+kubectl wait --for=condition=Established crd/stageruns.cancel.dev crd/cancelrequests.cancel.dev --timeout=60s >/dev/null
+kubectl apply -f examples/demo/namespace.yaml >/dev/null
+
+log "starting the controller (log: $state/controller.log)"
+LOG_FORMAT=text "$bin" controller --state-namespace demo >"$state/controller.log" 2>&1 &
+pids+=($!)
+log "starting the sidecar on http://127.0.0.1:$port (log: $state/sidecar.log)"
+LOG_FORMAT=text "$bin" sidecar --listen "127.0.0.1:$port" --namespace demo \
+  --users-file examples/demo/users.yaml >"$state/sidecar.log" 2>&1 &
+pids+=($!)
+
+log "creating the demo StageRuns"
+split=$(mktemp -d)
+csplit -z -s -f "$split/sr-" examples/demo/stageruns.yaml '/^---$/' '{*}'
+for f in "$split"/sr-*; do
+  name=$(kubectl create -f "$f" -o name)
+  # One at a time, so that ids are handed out in this order.
+  kubectl -n demo wait --for=jsonpath='{.status.id}' "$name" --timeout=60s >/dev/null
+done
+rm -rf "$split"
+until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+  kill -0 "${pids[1]}" 2>/dev/null || { log "the sidecar exited; see $state/sidecar.log"; exit 1; }
+  sleep 0.2
+done
+
+cat <<MSG
+
+cancel-operator is running.
+
+  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):\$PATH
+  kubectl -n demo get stageruns
+  curl -u admin:badger http://127.0.0.1:$port/go/api/stages/foo/DEV/history/0
+  curl -u admin:badger -d "" http://127.0.0.1:$port/go/api/stages/demo_pipeline/first_stage/cancel
+  kubectl -n demo wait --for=jsonpath='{.status.phase}'=Failed stagerun/demo-pipeline-1-first-stage
+
+Tokens for the users operator, viewer and nobody are in $state/*.token.
+Press Ctrl-C to stop.
+MSG
+wait "${pids[@]}"
