@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test run lint fmt
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench run lint fmt
 
 all: build
 
@@ -29,6 +29,10 @@ cluster-down:
 ## The whole test suite, on a control plane of its own that it starts and stops.
 test:
 	tests/run-tests.sh
+
+## Benchmarks, as ratios to a baseline measured in the same run.
+bench:
+	scripts/bench.sh
 
 ## Unit tests only (no control plane).
 unit-test:

@@ -21,4 +21,4 @@ cleanup() {
 trap cleanup EXIT
 "$cluster" down
 "$cluster" up >/dev/null
-cargo test --all-targets "$@"
+cargo test --lib --bins --tests "$@"
