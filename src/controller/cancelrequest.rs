@@ -91,17 +91,24 @@ pub fn outcome(run: Option<&StageRun>) -> TargetOutcome {
     }
 }
 
-fn describe(target: &CancelTarget) -> String {
+/// Why a target matched nothing, as a sentence.
+fn no_match(target: &CancelTarget) -> String {
     if let Some(n) = &target.stage_run {
-        format!("StageRun {n}")
+        format!("nothing to cancel: no StageRun {n} exists")
     } else if let Some(s) = &target.stage {
-        format!("an active run of stage {}/{}", s.pipeline, s.stage)
+        format!(
+            "nothing to cancel: stage {}/{} has no active run",
+            s.pipeline, s.stage
+        )
     } else if let Some(b) = &target.build {
-        format!("a run of {} #{}", b.pipeline, b.pipeline_counter)
+        format!(
+            "nothing to cancel: pipeline {} has no run #{}",
+            b.pipeline, b.pipeline_counter
+        )
     } else if let Some(u) = &target.uids {
-        format!("the uid(s) {}", u.join(", "))
+        format!("nothing to cancel: no StageRun has uid {}", u.join(", "))
     } else {
-        "an active StageRun matching the selector".into()
+        "nothing to cancel: no active StageRun matches the selector".into()
     }
 }
 
@@ -157,10 +164,7 @@ pub fn plan_request(req: &CancelRequest, runs: &[StageRun], now: Timestamp) -> R
                 result => {
                     let message = match result {
                         Err(why) => why,
-                        Ok(_) => format!(
-                            "nothing to cancel: no {} exists",
-                            describe(&req.spec.target)
-                        ),
+                        Ok(_) => no_match(&req.spec.target),
                     };
                     status.phase = Some(RequestPhase::Rejected);
                     status.matched = Some(0);

@@ -270,7 +270,8 @@ pub fn plan(obs: &Observation) -> Plan {
     }
     let mut phase = status.phase.unwrap_or(StagePhase::Pending);
 
-    if phase.is_finished() {
+    // Without ids nothing can be recorded yet; the caller allocates them first.
+    if phase.is_finished() || status.id.is_none() {
         return Plan {
             status,
             actions,
@@ -279,8 +280,26 @@ pub fn plan(obs: &Observation) -> Plan {
         };
     }
 
+    let find_job = |name: &str| obs.jobs.iter().find(|j| j.job == name);
+    let pods_of = |name: &str| -> Vec<&ObservedPod> {
+        obs.pods
+            .iter()
+            .filter(|p| p.job.as_deref() == Some(name))
+            .collect()
+    };
+
+    // A run whose jobs have all finished keeps its result, even when a cancel
+    // or its deadline is noticed in the same pass (the cancel came too late).
+    let naturally_finished = phase == StagePhase::Running
+        && !status.jobs.is_empty()
+        && status.jobs.iter().all(|js| {
+            js.state == JobState::Completed
+                || find_job(&js.name).is_some_and(|j| j.finished.is_some())
+        })
+        && obs.pods.iter().all(|p| p.progress == PodProgress::Finished);
+
     // Accept a cancel, or a timeout, once.
-    if phase != StagePhase::Canceling && status.cancel.is_none() {
+    if phase != StagePhase::Canceling && status.cancel.is_none() && !naturally_finished {
         let deadline = run
             .spec
             .active_deadline_seconds
@@ -334,14 +353,6 @@ pub fn plan(obs: &Observation) -> Plan {
         }
     }
 
-    let find_job = |name: &str| obs.jobs.iter().find(|j| j.job == name);
-    let pods_of = |name: &str| -> Vec<&ObservedPod> {
-        obs.pods
-            .iter()
-            .filter(|p| p.job.as_deref() == Some(name))
-            .collect()
-    };
-
     match phase {
         StagePhase::Pending if !approved(run) => {
             set_condition(
@@ -384,6 +395,7 @@ pub fn plan(obs: &Observation) -> Plan {
                     None => {}
                     Some(j) => {
                         js.job_name = Some(j.resource_name.clone());
+                        js.scheduled_at.get_or_insert(Time(now));
                         let (state, result) = job_progress(Some(j), &pods);
                         js.state = state;
                         js.result = result;
@@ -453,18 +465,19 @@ pub fn plan(obs: &Observation) -> Plan {
             }
         }
         StagePhase::Canceling => {
-            let Some(cancel) = status.cancel.clone() else {
-                // Canceling always carries its record; recover by finishing as Failed.
-                phase = StagePhase::Failed;
-                status.result = Some(RunResult::Cancelled);
-                status.phase = Some(phase);
-                return Plan {
-                    status,
-                    actions,
-                    events,
-                    requeue_after,
-                };
-            };
+            // Canceling always carries its record; should it be lost, the
+            // cancel goes on from now with the stage's grace period.
+            let cancel = status
+                .cancel
+                .get_or_insert_with(|| CancelRecord {
+                    request_name: String::new(),
+                    requested_by: String::new(),
+                    reason: "Unknown".into(),
+                    requested_at: Time(now),
+                    accepted_at: Time(now),
+                    grace_period_seconds: run.spec.cancel_grace_period_seconds,
+                })
+                .clone();
             let timeout = cancel.reason == "DeadlineExceeded" && cancel.request_name.is_empty();
             let grace = cancel.grace_period_seconds.max(0);
             let force_at = cancel.accepted_at.0
