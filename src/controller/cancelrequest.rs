@@ -102,7 +102,7 @@ fn no_match(target: &CancelTarget) -> String {
         )
     } else if let Some(b) = &target.build {
         format!(
-            "nothing to cancel: pipeline {} has no run #{}",
+            "nothing to cancel: no run {} #{} exists",
             b.pipeline, b.pipeline_counter
         )
     } else if let Some(u) = &target.uids {
