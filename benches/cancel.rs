@@ -35,7 +35,10 @@ fn pod_template() -> serde_json::Value {
 }
 
 fn running(pods: &[Pod], n: usize) -> bool {
-    pods.len() == n && pods.iter().all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    pods.len() == n
+        && pods
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
 }
 
 /// Kubernetes alone: N Jobs deleted with Background propagation, until no pod is left.
@@ -49,13 +52,17 @@ async fn baseline_job_delete(n: usize) -> Duration {
             "spec": {"backoffLimit": 0, "template": pod_template()}
         }))
         .expect("job");
-        jobs.create(&PostParams::default(), &job).await.expect("create job");
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .expect("create job");
     }
     let lp = ListParams::default();
     wait_list(&pods, &lp, "pods running", T, |p: &[Pod]| running(p, n)).await;
     let start = Instant::now();
     for i in 0..n {
-        jobs.delete(&format!("job-{i}"), &DeleteParams::background()).await.expect("delete job");
+        jobs.delete(&format!("job-{i}"), &DeleteParams::background())
+            .await
+            .expect("delete job");
     }
     wait_list(&pods, &lp, "pods gone", T, |p: &[Pod]| p.is_empty()).await;
     start.elapsed()
@@ -85,7 +92,9 @@ async fn cancel_stageruns(n: usize) -> Duration {
                      "jobs": [{"name": "main", "template": pod_template()}]}
         }))
         .expect("stagerun");
-        runs.create(&PostParams::default(), &sr).await.expect("create stagerun");
+        runs.create(&PostParams::default(), &sr)
+            .await
+            .expect("create stagerun");
     }
     let lp = ListParams::default();
     wait_list(&pods, &lp, "pods running", T, |p: &[Pod]| running(p, n)).await;
@@ -97,7 +106,10 @@ async fn cancel_stageruns(n: usize) -> Duration {
     }))
     .expect("request");
     let start = Instant::now();
-    requests.create(&PostParams::default(), &request).await.expect("create request");
+    requests
+        .create(&PostParams::default(), &request)
+        .await
+        .expect("create request");
     wait_list(&runs, &lp, "all cancelled", T, |items: &[StageRun]| {
         items.len() == n
             && items
@@ -112,7 +124,13 @@ async fn cancel_stageruns(n: usize) -> Duration {
 }
 
 /// Mean latency of `rounds` sequential GETs of `path`.
-async fn mean_get(http: &reqwest::Client, base: &str, path: &str, auth: Option<&str>, rounds: u32) -> Duration {
+async fn mean_get(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    auth: Option<&str>,
+    rounds: u32,
+) -> Duration {
     let start = Instant::now();
     for _ in 0..rounds {
         let mut req = http.get(format!("{base}{path}"));
@@ -138,9 +156,17 @@ async fn sidecar_latency() -> (Duration, Duration, Duration) {
                      "jobs": [{"name": "UnitTest", "template": pod_template()}]}
         }))
         .expect("stagerun");
-        runs.create(&PostParams::default(), &sr).await.expect("create stagerun");
+        runs.create(&PostParams::default(), &sr)
+            .await
+            .expect("create stagerun");
     }
-    let uid = runs.get("foo-1-dev").await.expect("get").metadata.uid.expect("uid");
+    let uid = runs
+        .get("foo-1-dev")
+        .await
+        .expect("get")
+        .metadata
+        .uid
+        .expect("uid");
     let state = sidecar::start(
         support::client(support::User::Admin).await,
         &sidecar::Config {
@@ -153,24 +179,44 @@ async fn sidecar_latency() -> (Duration, Duration, Duration) {
         },
     )
     .expect("sidecar");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(sidecar::serve(state, listener, std::future::pending()));
     let http = reqwest::Client::new();
     let token = support::token(support::User::Admin);
     let history = "/go/api/stages/foo/DEV/history/0";
-    support::eventually("the sidecar to serve the history", Duration::from_secs(60), || async {
-        let r = http.get(format!("{base}{history}")).bearer_auth(&token).send().await.map_err(|e| e.to_string())?;
-        let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        (body["pagination"]["total"] == 30).then_some(()).ok_or_else(|| body.to_string())
-    })
+    support::eventually(
+        "the sidecar to serve the history",
+        Duration::from_secs(60),
+        || async {
+            let r = http
+                .get(format!("{base}{history}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            (body["pagination"]["total"] == 30)
+                .then_some(())
+                .ok_or_else(|| body.to_string())
+        },
+    )
     .await;
     let rounds = 300;
     // Warm both paths (connections, auth caches) before measuring.
     mean_get(&http, &base, history, Some(&token), 10).await;
     let healthz = mean_get(&http, &base, "/healthz", None, rounds).await;
     let hist = mean_get(&http, &base, history, Some(&token), rounds).await;
-    let task = mean_get(&http, &base, &format!("/v3/tasks/{uid}"), Some(&token), rounds).await;
+    let task = mean_get(
+        &http,
+        &base,
+        &format!("/v3/tasks/{uid}"),
+        Some(&token),
+        rounds,
+    )
+    .await;
     (healthz, hist, task)
 }
 

@@ -287,7 +287,8 @@ pub async fn reconcile(obj: Arc<CancelRequest>, ctx: Arc<Context>) -> Result<Act
             .items
     };
     let plan = plan_request(&req, &runs, Timestamp::now());
-    if plan.delete {
+    // A request that has just finished records that first, then goes.
+    if plan.delete && req.status.as_ref() == Some(&plan.status) {
         match api.delete(&req.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -314,6 +315,9 @@ pub async fn reconcile(obj: Arc<CancelRequest>, ctx: Arc<Context>) -> Result<Act
         }
     }
     ctx.succeeded(&key(&req));
+    if plan.delete {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     Ok(match plan.requeue_after {
         Some(d) => Action::requeue(d.max(Duration::from_millis(100))),
         None if plan.status.phase == Some(RequestPhase::InProgress) => {

@@ -84,7 +84,7 @@ pub async fn cancel(
     };
     let mut runs = state.cache.by_stage(pipeline, stage);
     if let Some((pc, sc)) = instance {
-        let (Ok(pc), Ok(sc)) = (pc.parse::<i64>(), sc.parse::<i64>()) else {
+        let (Some(pc), Some(sc)) = (parse_counter(pc), parse_counter(sc)) else {
             return not_found(headers, pipeline, stage, instance);
         };
         runs.retain(|r| r.spec.pipeline_counter == pc && r.spec.stage_counter == sc);
@@ -260,6 +260,15 @@ pub fn sort_newest_first(runs: &mut [Arc<StageRun>]) {
     });
 }
 
+/// Parses a pipeline or stage counter of a path: decimal digits only, so
+/// that `+2` or ` 2` name no instance.
+pub fn parse_counter(raw: &str) -> Option<i64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
 /// Parses a history offset: a non-negative decimal integer.
 pub fn parse_offset(raw: Option<&str>) -> Option<usize> {
     match raw {
@@ -369,6 +378,15 @@ mod tests {
         assert_eq!(parse_offset(Some("20")), Some(20));
         for bad in ["", "-1", "abc", "1.5", "+1", "99999999999999999999"] {
             assert_eq!(parse_offset(Some(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn counters_are_decimal_digits() {
+        assert_eq!(parse_counter("2"), Some(2));
+        assert_eq!(parse_counter("02"), Some(2));
+        for bad in ["", "+2", "-2", " 2", "2 ", "x", "99999999999999999999"] {
+            assert_eq!(parse_counter(bad), None, "{bad:?}");
         }
     }
 

@@ -299,6 +299,32 @@ fn too_large(family: Family, headers: &HeaderMap) -> Response {
     }
 }
 
+/// A body that could not be read (e.g. broken chunked encoding), answered
+/// in the format of the API the path belongs to.
+fn unreadable(family: Family, headers: &HeaderMap) -> Response {
+    let msg = "could not read the request body";
+    match family {
+        Family::GoCd => gocd::message(
+            headers,
+            StatusCode::BAD_REQUEST,
+            "Bad Request { could not read the request body }",
+        ),
+        Family::CodeArts => codearts::error(
+            StatusCode::BAD_REQUEST,
+            codearts::codes::MALFORMED_BODY,
+            msg,
+        ),
+        Family::Crafter => crafter::invalid(),
+        Family::CloudFoundry => cloudfoundry::error(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "CF-MessageParseError",
+            "Request invalid due to parse error: could not read the request body",
+        ),
+        Family::Operations => text(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
 enum BodyError {
     TooLarge,
     Broken,
@@ -423,9 +449,7 @@ where
             let response = match read_body(&headers, body).await {
                 Ok(bytes) => dispatch(&state, &route, &headers, &bytes).await,
                 Err(BodyError::TooLarge) => too_large(route.family(), &headers),
-                Err(BodyError::Broken) => {
-                    text(StatusCode::BAD_REQUEST, "could not read the request body")
-                }
+                Err(BodyError::Broken) => unreadable(route.family(), &headers),
             };
             (route.name(), response)
         }
