@@ -1,0 +1,992 @@
+//! openapi/openapi.json against the running sidecar: every route the server
+//! answers is documented, every documented path is answered, the methods
+//! match, and a representative answer for every documented operation and
+//! status code validates against the document's schema.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use cancel_operator::controller;
+use cancel_operator::crd::{StagePhase, StageRun};
+use cancel_operator::sidecar::routes::{self, Route};
+use cancel_operator::sidecar::{self, auth::AuthMode};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use support::{TestNamespace, User, eventually, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warp::http::Method;
+
+const T: Duration = Duration::from_secs(90);
+const PASSWORD: &str = "badger";
+const JOB: &str = "f9d6c8466d614a9788e9a0acf6c15f46";
+
+/// The documented path of each route the server knows, with its method.
+/// Exhaustive on purpose: a new route does not compile until it is mapped
+/// here, and the test fails until it is documented.
+fn documented_as(route: &Route) -> (&'static str, &'static str) {
+    match route {
+        Route::GoCdCancel { .. } => ("post", "/go/api/stages/{pipeline}/{stage}/cancel"),
+        Route::GoCdCancelInstance { .. } => (
+            "post",
+            "/go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel",
+        ),
+        Route::GoCdHistory { offset: None, .. } => {
+            ("get", "/go/api/stages/{pipeline}/{stage}/history")
+        }
+        Route::GoCdHistory {
+            offset: Some(_), ..
+        } => ("get", "/go/api/stages/{pipeline}/{stage}/history/{offset}"),
+        Route::CodeArtsStop => ("post", "/v3/jobs/stop"),
+        Route::CodeArtsStopPath { .. } => ("post", "/v3/jobs/{job_id}/{build_no}/stop"),
+        Route::CrafterCancel => (
+            "post",
+            "/api/1/services/api/1/publish/cancel-publish-requests.json",
+        ),
+        Route::CfCancel { .. } => ("post", "/v3/tasks/{guid}/actions/cancel"),
+        Route::CfGet { .. } => ("get", "/v3/tasks/{guid}"),
+        Route::Healthz => ("get", "/healthz"),
+        Route::Readyz => ("get", "/readyz"),
+        Route::Metrics => ("get", "/metrics"),
+        Route::OpenApi => ("get", "/openapi.json"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Harness (as in tests/sidecar.rs).
+
+struct World {
+    ns: TestNamespace,
+    /// The sidecar under test.
+    addr: SocketAddr,
+    /// A sidecar whose Kubernetes client has no rights: its TokenReviews and
+    /// SubjectAccessReviews fail and its cache never syncs, which is how the
+    /// "Kubernetes unreachable" answers (500, 503) are produced.
+    broken: SocketAddr,
+    http: reqwest::Client,
+    users_dir: PathBuf,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.users_dir);
+    }
+}
+
+async fn grant_rbac(ns: &TestNamespace) {
+    let roles: Api<Role> = ns.api();
+    let bindings: Api<RoleBinding> = ns.api();
+    let grants = [
+        (
+            "stagerun-reader",
+            json!({"apiGroups": ["cancel.dev"], "resources": ["stageruns"], "verbs": ["get", "list", "watch"]}),
+            vec!["viewer", "operator", "gocd-admin", "jez"],
+        ),
+        (
+            "stagerun-canceller",
+            json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests"], "verbs": ["create"]}),
+            vec!["operator", "gocd-admin", "jez"],
+        ),
+    ];
+    for (name, rule, users) in grants {
+        let role: Role =
+            serde_json::from_value(json!({"metadata": {"name": name}, "rules": [rule]})).unwrap();
+        roles.create(&PostParams::default(), &role).await.unwrap();
+        let subjects: Vec<Value> = users
+            .iter()
+            .map(|u| json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": u}))
+            .collect();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": subjects
+        }))
+        .unwrap();
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+}
+
+async fn serve(
+    client: kube::Client,
+    ns: &str,
+    users_file: &std::path::Path,
+) -> (SocketAddr, tokio::task::AbortHandle) {
+    let state = sidecar::start(
+        client,
+        &sidecar::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            namespaces: vec![ns.to_string()],
+            auth: AuthMode::Kubernetes,
+            users_file: Some(users_file.to_path_buf()),
+            external_url: None,
+            auth_cache_ttl: Duration::from_secs(1),
+        },
+    )
+    .expect("start the sidecar");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(sidecar::serve(state, listener, std::future::pending()));
+    (addr, task.abort_handle())
+}
+
+async fn setup() -> World {
+    let ns = TestNamespace::new("sc-openapi").await;
+    support::install_crds(&ns.client).await;
+    let controller = tokio::spawn(controller::run(
+        ns.client.clone(),
+        controller::Config {
+            namespace: Some(ns.name.clone()),
+            state_namespace: ns.name.clone(),
+            id_configmap: "cancel-operator-ids".into(),
+            force_margin: Duration::from_secs(1),
+        },
+    ));
+    grant_rbac(&ns).await;
+    let users_dir = std::env::temp_dir().join(format!("cancel-sidecar-{}", ns.name));
+    std::fs::create_dir_all(&users_dir).unwrap();
+    let users_file = users_dir.join("users.yaml");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    std::fs::write(
+        &users_file,
+        format!(
+            "users:\n- name: admin\n  passwordHash: \"{hash}\"\n  username: gocd-admin\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\n"
+        ),
+    )
+    .unwrap();
+    let (addr, server) = serve(support::client(User::Admin).await, &ns.name, &users_file).await;
+    let (broken, broken_server) =
+        serve(support::client(User::Nobody).await, &ns.name, &users_file).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{addr}/readyz");
+    let probe = http.clone();
+    eventually("the sidecar ready", T, || {
+        let (http, url) = (probe.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            (r.status() == 200)
+                .then_some(())
+                .ok_or(format!("readyz answered {}", r.status()))
+        }
+    })
+    .await;
+    World {
+        ns,
+        addr,
+        broken,
+        http,
+        users_dir,
+        tasks: vec![controller.abort_handle(), server, broken_server],
+    }
+}
+
+fn stagerun(
+    name: &str,
+    (pipeline, counter, stage): (&str, i64, &str),
+    annotations: Value,
+) -> StageRun {
+    serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+        "metadata": {"name": name},
+        "spec": {
+            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
+            "jobs": [{"name": "UnitTest", "template": {
+                "metadata": {"annotations": annotations},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+            }}]
+        }
+    }))
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Requests.
+
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    Anonymous,
+    Admin,
+    Viewer,
+    Operator,
+}
+
+#[derive(Clone)]
+enum Body {
+    None,
+    Bytes(Vec<u8>),
+    /// Chunked transfer encoding with a malformed chunk: a body that cannot be read.
+    Broken,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::None => f.write_str("no body"),
+            Body::Bytes(b) if b.len() > 200 => write!(f, "a {}-byte body", b.len()),
+            Body::Bytes(b) => write!(f, "body {}", String::from_utf8_lossy(b)),
+            Body::Broken => f.write_str("a malformed chunked body"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Server {
+    Main,
+    Broken,
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    allow: Option<String>,
+    body: String,
+}
+
+fn basic(user: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{PASSWORD}"));
+    format!("Basic {b64}")
+}
+
+fn auth_header(caller: Caller) -> Option<String> {
+    match caller {
+        Caller::Anonymous => None,
+        Caller::Admin => Some(basic("admin")),
+        Caller::Viewer => Some(format!("Bearer {}", support::token(User::Viewer))),
+        Caller::Operator => Some(format!("Bearer {}", support::token(User::Operator))),
+    }
+}
+
+impl World {
+    async fn send(
+        &self,
+        server: Server,
+        method: &str,
+        path: &str,
+        caller: Caller,
+        headers: &[(&str, &str)],
+        body: &Body,
+    ) -> Reply {
+        let addr = match server {
+            Server::Main => self.addr,
+            Server::Broken => self.broken,
+        };
+        if let Body::Broken = body {
+            return raw_broken_body(addr, method, path, headers).await;
+        }
+        let mut req = self.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("http://{addr}{path}"),
+        );
+        if let Some(a) = auth_header(caller) {
+            req = req.header("Authorization", a);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Body::Bytes(b) = body {
+            req = req.body(b.clone());
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = r.status().as_u16();
+        let header = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let allow = header("allow");
+        let body = r.text().await.unwrap();
+        Reply {
+            status,
+            content_type,
+            allow,
+            body,
+        }
+    }
+}
+
+/// Sends a request whose chunked body is malformed, over a raw connection.
+async fn raw_broken_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\nZZZ\r\nnot a chunk\r\n0\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, conn.read_to_end(&mut out))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let mut content_type = String::new();
+    let mut allow = None;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-type" => content_type = v.trim().to_string(),
+                "allow" => allow = Some(v.trim().to_string()),
+                "transfer-encoding" => panic!("unexpected chunked answer: {out}"),
+                _ => {}
+            }
+        }
+    }
+    Reply {
+        status,
+        content_type,
+        allow,
+        body: body.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The document.
+
+fn document() -> Value {
+    serde_json::from_str(sidecar::OPENAPI).expect("openapi.json is JSON")
+}
+
+/// A validator for `schema`, a part of `doc`: the document's components are
+/// embedded so that `#/components/...` references resolve.
+fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = schema.clone();
+    if let Some(obj) = root.as_object_mut() {
+        obj.insert("components".into(), doc["components"].clone());
+    }
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("invalid schema {schema}: {e}"))
+}
+
+fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    v.iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+/// The documented path template a concrete path belongs to: `{x}` matches
+/// one segment; the template with the most literal segments wins.
+fn template_of<'d>(doc: &'d Value, path: &str) -> Option<&'d str> {
+    let segs: Vec<&str> = path.split('/').collect();
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter_map(|t| {
+            let tsegs: Vec<&str> = t.split('/').collect();
+            if tsegs.len() != segs.len() {
+                return None;
+            }
+            let mut literal = 0;
+            for (a, b) in tsegs.iter().zip(&segs) {
+                if a.starts_with('{') && a.ends_with('}') {
+                    if b.is_empty() {
+                        return None;
+                    }
+                } else if a == b {
+                    literal += 1;
+                } else {
+                    return None;
+                }
+            }
+            Some((literal, t.as_str()))
+        })
+        .max()
+        .map(|(_, t)| t)
+}
+
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                out.push((path.clone(), method.clone(), op.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn instantiate(template: &str, params: &BTreeMap<&str, String>) -> String {
+    let mut path = template.to_string();
+    for (k, v) in params {
+        path = path.replace(&format!("{{{k}}}"), v);
+    }
+    assert!(!path.contains('{'), "no sample value for {template}");
+    path
+}
+
+/// True for the answer to a path the server does not know, in any family.
+fn is_generic_not_found(r: &Reply) -> bool {
+    if r.status != 404 {
+        return false;
+    }
+    let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    r.body == "Not Found"
+        || r.body == "not found"
+        || v == json!({"message": "Not Found"})
+        || v["error_code"] == "CB.00060222"
+        || v["errors"][0]["code"] == 10000
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_server() {
+    let doc = document();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let w = setup().await;
+    let runs: Api<StageRun> = w.ns.api();
+    for (name, key, annotations) in [
+        (
+            "foo-1-dev",
+            ("foo", 1, "DEV"),
+            json!({"sim.cancel.dev/run-for": "1s"}),
+        ),
+        (
+            "foo-2-uattest",
+            ("foo", 2, "UATTest"),
+            json!({"sim.cancel.dev/run-for": "1h"}),
+        ),
+        (
+            "build-19",
+            (JOB, 19, "build"),
+            json!({"sim.cancel.dev/run-for": "1s"}),
+        ),
+    ] {
+        runs.create(&PostParams::default(), &stagerun(name, key, annotations))
+            .await
+            .unwrap();
+    }
+    let mut uid = BTreeMap::new();
+    for (name, want, state) in [
+        ("foo-1-dev", StagePhase::Succeeded, "SUCCEEDED"),
+        ("foo-2-uattest", StagePhase::Running, "RUNNING"),
+        ("build-19", StagePhase::Succeeded, "SUCCEEDED"),
+    ] {
+        let sr = wait_for(&runs, name, &format!("{name} {want:?}"), T, |sr| {
+            sr.status.as_ref().and_then(|s| s.phase) == Some(want)
+        })
+        .await;
+        let url = format!("http://{}/v3/tasks/{}", w.addr, sr.uid().unwrap());
+        let http = w.http.clone();
+        eventually(&format!("{name} cached"), T, || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let v: Value = http
+                    .get(&url)
+                    .bearer_auth(support::token(User::Admin))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (v["state"] == state).then_some(()).ok_or(v.to_string())
+            }
+        })
+        .await;
+        uid.insert(name, sr.uid().unwrap());
+    }
+    let params: BTreeMap<&str, String> = BTreeMap::from([
+        ("pipeline", "foo".to_string()),
+        ("stage", "DEV".to_string()),
+        ("pipeline_counter", "1".to_string()),
+        ("stage_counter", "1".to_string()),
+        ("offset", "0".to_string()),
+        ("job_id", JOB.to_string()),
+        ("build_no", "19".to_string()),
+        ("guid", uid["foo-1-dev"].clone()),
+    ]);
+
+    // 1. Every route the server answers is documented, with its method.
+    let samples: Vec<(Method, String)> = vec![
+        (Method::POST, "/go/api/stages/foo/DEV/cancel".into()),
+        (Method::POST, "/go/api/stages/foo/1/DEV/1/cancel".into()),
+        (Method::GET, "/go/api/stages/foo/DEV/history".into()),
+        (Method::GET, "/go/api/stages/foo/DEV/history/0".into()),
+        (Method::POST, "/v3/jobs/stop".into()),
+        (Method::POST, format!("/v3/jobs/{JOB}/19/stop")),
+        (
+            Method::POST,
+            "/api/1/services/api/1/publish/cancel-publish-requests.json".into(),
+        ),
+        (
+            Method::POST,
+            format!("/v3/tasks/{}/actions/cancel", uid["foo-1-dev"]),
+        ),
+        (Method::GET, format!("/v3/tasks/{}", uid["foo-1-dev"])),
+        (Method::GET, "/healthz".into()),
+        (Method::GET, "/readyz".into()),
+        (Method::GET, "/metrics".into()),
+        (Method::GET, "/openapi.json".into()),
+    ];
+    let mut served = BTreeSet::new();
+    for (method, path) in &samples {
+        let route = routes::route(method, path)
+            .unwrap_or_else(|e| panic!("{method} {path} is not routed: {e:?}"));
+        let (m, template) = documented_as(&route);
+        assert_eq!(m, method.as_str().to_ascii_lowercase());
+        assert!(
+            doc["paths"][template][m].is_object(),
+            "{method} {template} is served but not documented"
+        );
+        assert_eq!(template_of(&doc, path), Some(template), "{path}");
+        served.insert((m, template));
+    }
+
+    // 2. Every documented operation is answered, by the route it documents,
+    //    and the methods the server allows are the documented ones.
+    let ops = operations(&doc);
+    assert_eq!(
+        ops.len(),
+        served.len(),
+        "documented operations vs served routes: {served:?}"
+    );
+    let mut methods: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (template, method, _) in &ops {
+        methods
+            .entry(template.clone())
+            .or_default()
+            .insert(method.to_ascii_uppercase());
+    }
+    for (template, method, op) in &ops {
+        let path = instantiate(template, &params);
+        let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let route = routes::route(&m, &path)
+            .unwrap_or_else(|e| panic!("documented {method} {template} is not routed: {e:?}"));
+        assert_eq!(
+            documented_as(&route),
+            (method.as_str(), template.as_str()),
+            "{path}"
+        );
+        let body = if op.get("requestBody").is_some() {
+            Body::Bytes(b"{}".to_vec())
+        } else {
+            Body::None
+        };
+        let r = w
+            .send(Server::Main, m.as_str(), &path, Caller::Admin, &[], &body)
+            .await;
+        assert!(
+            !is_generic_not_found(&r) && r.status != 405,
+            "documented {method} {template} answered {} {}",
+            r.status,
+            r.body
+        );
+        let r = w
+            .send(
+                Server::Main,
+                "PATCH",
+                &path,
+                Caller::Admin,
+                &[],
+                &Body::None,
+            )
+            .await;
+        assert_eq!(r.status, 405, "PATCH {path}");
+        let mut want = methods[template].clone();
+        if want.contains("GET") {
+            want.insert("HEAD".into());
+        }
+        let allow: BTreeSet<String> = r
+            .allow
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect();
+        assert_eq!(allow, want, "Allow of {template}");
+    }
+
+    // 3. The document's own examples fit its schemas.
+    for (template, method, op) in &ops {
+        let mut media: Vec<(String, &Value)> = Vec::new();
+        if let Some(content) = op["requestBody"]["content"].as_object() {
+            media.extend(content.iter().map(|(k, v)| (format!("request {k}"), v)));
+        }
+        for (code, resp) in op["responses"].as_object().unwrap() {
+            if let Some(content) = resp["content"].as_object() {
+                media.extend(content.iter().map(|(k, v)| (format!("{code} {k}"), v)));
+            }
+        }
+        for (what, m) in media {
+            let v = validator(&doc, &m["schema"]);
+            let mut examples: Vec<&Value> = m.get("example").into_iter().collect();
+            if let Some(ex) = m["examples"].as_object() {
+                examples.extend(ex.values().map(|e| &e["value"]));
+            }
+            for ex in examples {
+                let errs = errors(&v, ex);
+                assert!(
+                    errs.is_empty(),
+                    "example of {method} {template} {what}: {errs:?}"
+                );
+            }
+        }
+    }
+
+    // 4. A representative answer for every documented status code of every
+    //    operation validates against the schema documented for it.
+    let json_accept: &[(&str, &str)] = &[("Accept", "application/json")];
+    let big = Body::Bytes(vec![b' '; 64 * 1024 + 1]);
+    let broken = Body::Broken;
+    let none = Body::None;
+    let json_body = |v: Value| Body::Bytes(v.to_string().into_bytes());
+    let ca_ok = json_body(json!({"job_id": JOB, "build_no": "19"}));
+    let crafter_ok = json_body(json!({"site_id": "foo", "package_ids": [uid["foo-1-dev"]]}));
+    let done = uid["foo-1-dev"].clone();
+    let active = uid["foo-2-uattest"].clone();
+    let cf_cancel = format!("/v3/tasks/{done}/actions/cancel");
+    let cf_get = format!("/v3/tasks/{done}");
+    let unknown_task = "/v3/tasks/00000000-0000-0000-0000-000000000000".to_string();
+    use Caller::*;
+    use Server::{Broken as Down, Main};
+    #[allow(clippy::type_complexity)]
+    let mut calls: Vec<(Server, &str, String, Caller, &[(&str, &str)], &Body, u16)> = Vec::new();
+    for cancel in [
+        "/go/api/stages/foo/DEV/cancel",
+        "/go/api/stages/foo/1/DEV/1/cancel",
+    ] {
+        let nope = cancel.replace("foo", "nope");
+        for accept in [&[][..], json_accept] {
+            calls.extend([
+                (Main, "POST", cancel.to_string(), Admin, accept, &none, 200),
+                (
+                    Main,
+                    "POST",
+                    cancel.to_string(),
+                    Anonymous,
+                    accept,
+                    &none,
+                    401,
+                ),
+                (Main, "POST", cancel.to_string(), Viewer, accept, &none, 401),
+                (Main, "POST", nope.clone(), Admin, accept, &none, 404),
+                (Main, "GET", cancel.to_string(), Admin, accept, &none, 405),
+                (Main, "POST", cancel.to_string(), Admin, accept, &big, 413),
+                (
+                    Main,
+                    "POST",
+                    cancel.to_string(),
+                    Admin,
+                    accept,
+                    &broken,
+                    400,
+                ),
+                (
+                    Down,
+                    "POST",
+                    cancel.to_string(),
+                    Operator,
+                    accept,
+                    &none,
+                    503,
+                ),
+            ]);
+        }
+    }
+    for history in [
+        "/go/api/stages/foo/DEV/history",
+        "/go/api/stages/foo/DEV/history/0",
+    ] {
+        let nope = history.replace("foo", "nope");
+        for accept in [&[][..], json_accept] {
+            calls.extend([
+                (Main, "GET", history.to_string(), Admin, accept, &none, 200),
+                (
+                    Main,
+                    "GET",
+                    history.to_string(),
+                    Anonymous,
+                    accept,
+                    &none,
+                    401,
+                ),
+                (Main, "GET", nope.clone(), Admin, accept, &none, 404),
+                (Main, "POST", history.to_string(), Admin, accept, &none, 405),
+                (Main, "GET", history.to_string(), Admin, accept, &big, 413),
+                (
+                    Main,
+                    "GET",
+                    history.to_string(),
+                    Admin,
+                    accept,
+                    &broken,
+                    400,
+                ),
+                (
+                    Down,
+                    "GET",
+                    history.to_string(),
+                    Operator,
+                    accept,
+                    &none,
+                    503,
+                ),
+            ]);
+        }
+    }
+    for accept in [&[][..], json_accept] {
+        calls.push((
+            Main,
+            "GET",
+            "/go/api/stages/foo/DEV/history/-1".into(),
+            Admin,
+            accept,
+            &none,
+            400,
+        ));
+    }
+    let ca_bad = json_body(json!({"job_id": JOB, "build_no": 19}));
+    let ca_unknown = json_body(json!({"job_id": "nope", "build_no": "1"}));
+    let stop = "/v3/jobs/stop".to_string();
+    let stop_path = format!("/v3/jobs/{JOB}/19/stop");
+    calls.extend([
+        (Main, "POST", stop.clone(), Operator, &[][..], &ca_ok, 200),
+        (Main, "POST", stop.clone(), Operator, &[], &ca_bad, 400),
+        (Main, "POST", stop.clone(), Anonymous, &[], &ca_ok, 401),
+        (Main, "POST", stop.clone(), Viewer, &[], &ca_ok, 403),
+        (Main, "POST", stop.clone(), Operator, &[], &ca_unknown, 404),
+        (Main, "GET", stop.clone(), Operator, &[], &none, 405),
+        (Main, "POST", stop.clone(), Operator, &[], &big, 413),
+        (Main, "POST", stop.clone(), Operator, &[], &broken, 400),
+        (Down, "POST", stop.clone(), Operator, &[], &ca_ok, 500),
+        (Main, "POST", stop_path.clone(), Operator, &[], &none, 200),
+        (
+            Main,
+            "POST",
+            format!("/v3/jobs/{JOB}/x/stop"),
+            Operator,
+            &[],
+            &none,
+            400,
+        ),
+        (Main, "POST", stop_path.clone(), Anonymous, &[], &none, 401),
+        (Main, "POST", stop_path.clone(), Viewer, &[], &none, 403),
+        (
+            Main,
+            "POST",
+            "/v3/jobs/nope/1/stop".into(),
+            Operator,
+            &[],
+            &none,
+            404,
+        ),
+        (Main, "GET", stop_path.clone(), Operator, &[], &none, 405),
+        (Main, "POST", stop_path.clone(), Operator, &[], &big, 413),
+        (Main, "POST", stop_path.clone(), Operator, &[], &broken, 400),
+        (Down, "POST", stop_path.clone(), Operator, &[], &none, 500),
+    ]);
+    let crafter = "/api/1/services/api/1/publish/cancel-publish-requests.json".to_string();
+    let crafter_bad = json_body(json!({"site_id": "foo", "package_ids": []}));
+    let crafter_unknown = json_body(json!({"site_id": "nope", "package_ids": ["x"]}));
+    calls.extend([
+        (
+            Main,
+            "POST",
+            crafter.clone(),
+            Operator,
+            &[][..],
+            &crafter_ok,
+            200,
+        ),
+        (
+            Main,
+            "POST",
+            crafter.clone(),
+            Operator,
+            &[],
+            &crafter_bad,
+            400,
+        ),
+        (
+            Main,
+            "POST",
+            crafter.clone(),
+            Anonymous,
+            &[],
+            &crafter_ok,
+            401,
+        ),
+        (
+            Main,
+            "POST",
+            crafter.clone(),
+            Operator,
+            &[],
+            &crafter_unknown,
+            404,
+        ),
+        (Main, "GET", crafter.clone(), Operator, &[], &none, 405),
+        (Main, "POST", crafter.clone(), Operator, &[], &big, 413),
+        (Main, "POST", crafter.clone(), Operator, &[], &broken, 400),
+        (
+            Down,
+            "POST",
+            crafter.clone(),
+            Operator,
+            &[],
+            &crafter_ok,
+            500,
+        ),
+    ]);
+    calls.extend([
+        (
+            Main,
+            "POST",
+            cf_cancel.clone(),
+            Operator,
+            &[][..],
+            &broken,
+            400,
+        ),
+        (Main, "POST", cf_cancel.clone(), Anonymous, &[], &none, 401),
+        (Main, "POST", cf_cancel.clone(), Viewer, &[], &none, 403),
+        (
+            Main,
+            "POST",
+            format!("{unknown_task}/actions/cancel"),
+            Operator,
+            &[],
+            &none,
+            404,
+        ),
+        (Main, "GET", cf_cancel.clone(), Operator, &[], &none, 405),
+        (Main, "POST", cf_cancel.clone(), Operator, &[], &big, 413),
+        (Main, "POST", cf_cancel.clone(), Operator, &[], &none, 422),
+        (Down, "POST", cf_cancel.clone(), Operator, &[], &none, 503),
+        (Main, "GET", cf_get.clone(), Operator, &[], &none, 200),
+        (Main, "GET", cf_get.clone(), Operator, &[], &broken, 400),
+        (Main, "GET", cf_get.clone(), Anonymous, &[], &none, 401),
+        (Main, "GET", unknown_task.clone(), Operator, &[], &none, 404),
+        (Main, "DELETE", cf_get.clone(), Operator, &[], &none, 405),
+        (Main, "GET", cf_get.clone(), Operator, &[], &big, 413),
+        (Down, "GET", cf_get.clone(), Operator, &[], &none, 503),
+    ]);
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        calls.extend([
+            (
+                Main,
+                "GET",
+                path.to_string(),
+                Anonymous,
+                &[][..],
+                &none,
+                200,
+            ),
+            (Main, "GET", path.to_string(), Anonymous, &[], &broken, 400),
+            (Main, "POST", path.to_string(), Anonymous, &[], &none, 405),
+            (Main, "GET", path.to_string(), Anonymous, &[], &big, 413),
+        ]);
+    }
+    calls.push((Down, "GET", "/readyz".into(), Anonymous, &[], &none, 503));
+    // Last, as it cancels: 202 from an active task.
+    calls.push((
+        Main,
+        "POST",
+        format!("/v3/tasks/{active}/actions/cancel"),
+        Operator,
+        &[],
+        &none,
+        202,
+    ));
+
+    let mut covered: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut failures = Vec::new();
+    for (server, method, path, caller, headers, body, want) in &calls {
+        let what = format!("{method} {path} as {caller:?} on {server:?} {headers:?} with {body:?}");
+        let r = w.send(*server, method, path, *caller, headers, body).await;
+        if r.status != *want {
+            failures.push(format!("{what}: want {want}, got {} {}", r.status, r.body));
+            continue;
+        }
+        let template = template_of(&doc, path).expect("a documented path");
+        let item = &doc["paths"][template];
+        // A 405 is documented on the path's operation.
+        let (op_method, op) = match item.get(method.to_ascii_lowercase()) {
+            Some(op) => (method.to_ascii_lowercase(), op),
+            None => {
+                let (m, op) = item
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, _)| *k != "parameters")
+                    .unwrap();
+                (m.clone(), op)
+            }
+        };
+        let op_id = op["operationId"].as_str().unwrap().to_string();
+        let Some(resp) = op["responses"].get(want.to_string()) else {
+            failures.push(format!("{what}: {want} is not documented for {op_id}"));
+            continue;
+        };
+        let media = r.content_type.split(';').next().unwrap_or("").trim();
+        let Some(schema) = resp["content"].get(media).map(|m| &m["schema"]) else {
+            failures.push(format!(
+                "{what}: content-type {media:?} is not documented for {op_id} {want}"
+            ));
+            continue;
+        };
+        let instance = if media == "application/json" {
+            match serde_json::from_str(&r.body) {
+                Ok(v) => v,
+                Err(e) => {
+                    failures.push(format!("{what}: not JSON ({e}): {}", r.body));
+                    continue;
+                }
+            }
+        } else {
+            Value::String(r.body.clone())
+        };
+        let errs = errors(&validator(&doc, schema), &instance);
+        if !errs.is_empty() {
+            failures.push(format!("{what} ({op_method} {template}): {errs:?}"));
+        }
+        covered.insert((op_id, want.to_string()));
+    }
+    for (_, _, op) in &ops {
+        let id = op["operationId"].as_str().unwrap();
+        for code in op["responses"].as_object().unwrap().keys() {
+            if !covered.contains(&(id.to_string(), code.clone())) {
+                failures.push(format!("{id} {code}: documented but never produced"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}

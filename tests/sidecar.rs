@@ -1,0 +1,2225 @@
+//! The REST sidecar against the real control plane: every API of DESIGN.md §4,
+//! the seeds' curl examples run verbatim, idempotency, bad input, and an
+//! authorisation matrix. Each test has a namespace, a controller and a
+//! sidecar of its own; the sidecar authorises with real SubjectAccessReviews.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cancel_operator::controller;
+use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
+use cancel_operator::sidecar::{self, auth::AuthMode};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+use support::{TestNamespace, User, eventually, wait_for};
+
+const T: Duration = Duration::from_secs(90);
+
+/// The password of the users file's `admin` and `jez`, as in the seeds.
+const PASSWORD: &str = "badger";
+
+/// The seed's CodeArts build task id (seed 002).
+const SEED_JOB: &str = "f9d6c8466d614a9788e9a0acf6c15f46";
+
+/// The seed's history example for foo/DEV (seed 001).
+const SEED_HISTORY: &str = r#"{
+  "stages": [
+    {
+      "name": "DEV",
+      "approved_by": "admin",
+      "jobs": [
+        {
+          "name": "UnitTest",
+          "result": "Failed",
+          "state": "Completed",
+          "id": 3,
+          "scheduled_date": 1411456876262
+        }
+      ],
+      "can_run": false,
+      "pipeline_counter": 2,
+      "pipeline_name": "foo",
+      "approval_type": "success",
+      "result": "Failed",
+      "id": 3,
+      "counter": "1",
+      "operate_permission": false,
+      "scheduled": true
+    },
+    {
+      "name": "DEV",
+      "approved_by": "changes",
+      "jobs": [
+        {
+          "name": "UnitTest",
+          "result": "Passed",
+          "state": "Completed",
+          "id": 1,
+          "scheduled_date": 1411456676119
+        }
+      ],
+      "can_run": false,
+      "pipeline_counter": 1,
+      "pipeline_name": "foo",
+      "approval_type": "success",
+      "result": "Passed",
+      "id": 1,
+      "counter": "1",
+      "operate_permission": false,
+      "scheduled": true
+    }
+  ],
+  "pagination": {
+    "offset": 0,
+    "total": 2,
+    "page_size": 10
+  }
+}"#;
+
+// ---------------------------------------------------------------------------
+// Harness: a namespace, the controller, RBAC, a users file and the sidecar.
+
+/// One test's world. Dropping it stops the controller and the sidecar and
+/// deletes the namespace.
+struct Sidecar {
+    ns: TestNamespace,
+    base: String,
+    http: reqwest::Client,
+    users_dir: PathBuf,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.users_dir);
+    }
+}
+
+/// Who calls.
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    Anonymous,
+    /// `Authorization: Bearer` with a token the API server does not know.
+    BadToken,
+    /// HTTP Basic `admin` with a wrong password.
+    BadPassword,
+    Bearer(User),
+    /// `Authorization: bearer <t>`.
+    LowercaseBearer(User),
+    XAuthToken(User),
+    /// HTTP Basic from the users file, password `badger`.
+    Basic(&'static str),
+}
+
+/// An HTTP answer, read in full.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+    what: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or("")
+    }
+
+    fn json(&self) -> Value {
+        assert!(
+            self.content_type().starts_with("application/json"),
+            "{}: content-type {:?}, body {}",
+            self.what,
+            self.content_type(),
+            self.body
+        );
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{}: body is not JSON ({e}): {}", self.what, self.body))
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    fn expect(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "{}: unexpected status; body: {}",
+            self.what, self.body
+        );
+        self
+    }
+
+    /// Asserts a plain-text body.
+    fn text(&self, status: u16, body: &str) {
+        self.expect(status);
+        assert!(
+            self.content_type().starts_with("text/plain"),
+            "{}: content-type {:?}",
+            self.what,
+            self.content_type()
+        );
+        assert_eq!(self.body, body, "{}", self.what);
+    }
+
+    /// Asserts a JSON body.
+    fn json_eq(&self, status: u16, body: Value) {
+        self.expect(status);
+        assert_eq!(self.json(), body, "{}", self.what);
+    }
+
+    /// Asserts a CodeArts error.
+    fn codearts_error(&self, status: u16, code: &str) {
+        self.expect(status);
+        let v = self.json();
+        assert_eq!(v["error_code"], code, "{}: {v}", self.what);
+        assert!(
+            v["error_msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}: {v}",
+            self.what
+        );
+        assert_eq!(
+            v.as_object().map(|o| o.len()),
+            Some(2),
+            "{}: {v}",
+            self.what
+        );
+    }
+
+    /// Asserts a Cloud Foundry error.
+    fn cf_error(&self, status: u16, code: u64, title: &str, detail: Option<&str>) {
+        self.expect(status);
+        let v = self.json();
+        let errors = v["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "{}: {v}", self.what);
+        assert_eq!(errors[0]["code"], code, "{}: {v}", self.what);
+        assert_eq!(errors[0]["title"], title, "{}: {v}", self.what);
+        match detail {
+            Some(d) => assert_eq!(errors[0]["detail"], d, "{}: {v}", self.what),
+            None => assert!(errors[0]["detail"].is_string(), "{}: {v}", self.what),
+        }
+    }
+}
+
+fn config(ns: &str) -> controller::Config {
+    controller::Config {
+        namespace: Some(ns.to_string()),
+        state_namespace: ns.to_string(),
+        id_configmap: "cancel-operator-ids".into(),
+        force_margin: Duration::from_secs(1),
+    }
+}
+
+/// Read access for viewer, operator, gocd-admin and jez; cancel rights
+/// (create CancelRequests) for operator, gocd-admin and jez.
+async fn grant_rbac(ns: &TestNamespace) {
+    let roles: Api<Role> = ns.api();
+    let bindings: Api<RoleBinding> = ns.api();
+    let grants = [
+        (
+            "stagerun-reader",
+            json!({"apiGroups": ["cancel.dev"], "resources": ["stageruns"], "verbs": ["get", "list", "watch"]}),
+            vec!["viewer", "operator", "gocd-admin", "jez"],
+        ),
+        (
+            "stagerun-canceller",
+            json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests"], "verbs": ["create"]}),
+            vec!["operator", "gocd-admin", "jez"],
+        ),
+    ];
+    for (name, rule, users) in grants {
+        let role: Role =
+            serde_json::from_value(json!({"metadata": {"name": name}, "rules": [rule]})).unwrap();
+        roles.create(&PostParams::default(), &role).await.unwrap();
+        let subjects: Vec<Value> = users
+            .iter()
+            .map(|u| json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": u}))
+            .collect();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": subjects
+        }))
+        .unwrap();
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+}
+
+async fn setup(prefix: &str) -> Sidecar {
+    let ns = TestNamespace::new(prefix).await;
+    support::install_crds(&ns.client).await;
+    let controller = tokio::spawn(controller::run(ns.client.clone(), config(&ns.name)));
+    grant_rbac(&ns).await;
+
+    let users_dir = std::env::temp_dir().join(format!("cancel-sidecar-{}", ns.name));
+    std::fs::create_dir_all(&users_dir).unwrap();
+    let users_file = users_dir.join("users.yaml");
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    std::fs::write(
+        &users_file,
+        format!(
+            "users:\n- name: admin\n  passwordHash: \"{hash}\"\n  username: gocd-admin\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\n"
+        ),
+    )
+    .unwrap();
+    let state = sidecar::start(
+        support::client(User::Admin).await,
+        &sidecar::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            namespaces: vec![ns.name.clone()],
+            auth: AuthMode::Kubernetes,
+            users_file: Some(users_file),
+            external_url: None,
+            auth_cache_ttl: Duration::from_secs(1),
+        },
+    )
+    .expect("start the sidecar");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(sidecar::serve(state, listener, std::future::pending()));
+    let s = Sidecar {
+        ns,
+        base: format!("http://{addr}"),
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        users_dir,
+        tasks: vec![controller.abort_handle(), server.abort_handle()],
+    };
+    let (http, url) = (s.http.clone(), s.url("/readyz"));
+    eventually("the sidecar ready", T, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            if r.status() == 200 {
+                Ok(())
+            } else {
+                Err(format!("readyz answered {}", r.status()))
+            }
+        }
+    })
+    .await;
+    s
+}
+
+impl Sidecar {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn runs(&self) -> Api<StageRun> {
+        self.ns.api()
+    }
+
+    /// Sends a request; a 5xx answer fails the test wherever it happens.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        caller: Caller,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let what = format!("{method} {path} as {caller:?}");
+        let mut req = self.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            self.url(path),
+        );
+        req = match caller {
+            Caller::Anonymous => req,
+            Caller::BadToken => req.header("Authorization", "Bearer not-a-token-anyone-issued"),
+            Caller::BadPassword => req.basic_auth("admin", Some("not-badger")),
+            Caller::Bearer(u) => {
+                req.header("Authorization", format!("Bearer {}", support::token(u)))
+            }
+            Caller::LowercaseBearer(u) => {
+                req.header("Authorization", format!("bearer {}", support::token(u)))
+            }
+            Caller::XAuthToken(u) => req.header("X-Auth-Token", support::token(u)),
+            Caller::Basic(user) => req.basic_auth(user, Some(PASSWORD)),
+        };
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.text().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(status < 500, "{what} answered {status}: {body}");
+        Reply {
+            status,
+            headers,
+            body,
+            what,
+        }
+    }
+
+    async fn get(&self, path: &str, caller: Caller) -> Reply {
+        self.send("GET", path, caller, &[], None).await
+    }
+
+    async fn post(&self, path: &str, caller: Caller) -> Reply {
+        self.send("POST", path, caller, &[], None).await
+    }
+
+    async fn post_json(&self, path: &str, caller: Caller, body: &Value) -> Reply {
+        self.post_raw(path, caller, body.to_string().as_bytes())
+            .await
+    }
+
+    async fn post_raw(&self, path: &str, caller: Caller, body: &[u8]) -> Reply {
+        self.send(
+            "POST",
+            path,
+            caller,
+            &[("Content-Type", "application/json")],
+            Some(body.to_vec()),
+        )
+        .await
+    }
+
+    async fn create(&self, sr: StageRun) -> StageRun {
+        self.runs()
+            .create(&PostParams::default(), &sr)
+            .await
+            .unwrap_or_else(|e| panic!("create {}: {e}", sr.name_any()))
+    }
+
+    async fn wait_phase(&self, name: &str, want: StagePhase) -> StageRun {
+        wait_for(
+            &self.runs(),
+            name,
+            &format!("{name} to be {want:?}"),
+            T,
+            |sr| phase(sr) == Some(want),
+        )
+        .await
+    }
+
+    /// Waits until the sidecar's cache shows the StageRun in `state` (its
+    /// Cloud Foundry task state), so that endpoints answer from current data.
+    async fn wait_cached(&self, sr: &StageRun, state: &str) {
+        let path = format!("/v3/tasks/{}", sr.uid().unwrap());
+        let (http, url, token) = (
+            self.http.clone(),
+            self.url(&path),
+            support::token(User::Admin),
+        );
+        let what = format!("the sidecar to show {} as {state}", sr.name_any());
+        eventually(&what, T, || {
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            async move {
+                let r = http
+                    .get(&url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = r.status();
+                let body: Value = r.json().await.map_err(|e| e.to_string())?;
+                if status == 200 && body["state"] == state {
+                    Ok(())
+                } else {
+                    Err(format!("{status}: {body}"))
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn cancel_requests(&self) -> Vec<CancelRequest> {
+        self.ns
+            .api::<CancelRequest>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn assert_no_cancel_request(&self, when: &str) {
+        let found: Vec<String> = self
+            .cancel_requests()
+            .await
+            .iter()
+            .map(|r| r.name_any())
+            .collect();
+        assert!(
+            found.is_empty(),
+            "{when}: CancelRequests written: {found:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Data.
+
+fn running() -> Value {
+    json!({"sim.cancel.dev/run-for": "1h"})
+}
+
+fn passing() -> Value {
+    json!({"sim.cancel.dev/run-for": "1s"})
+}
+
+fn failing() -> Value {
+    json!({"sim.cancel.dev/exit-code": "1"})
+}
+
+/// Runs until its grace period (30 s by default) ends after a cancel: it
+/// stays Canceling long enough for repeated calls to see it so.
+fn stubborn() -> Value {
+    json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"})
+}
+
+/// A StageRun with one job; `extra` adds or overrides spec fields.
+fn stagerun(
+    name: &str,
+    (pipeline, counter, stage): (&str, i64, &str),
+    job: &str,
+    annotations: Value,
+    extra: Value,
+) -> StageRun {
+    let mut spec = json!({
+        "pipeline": pipeline,
+        "pipelineCounter": counter,
+        "stage": stage,
+        "jobs": [{
+            "name": job,
+            "template": {
+                "metadata": {"annotations": annotations},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+            }
+        }]
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("stagerun")
+}
+
+fn phase(sr: &StageRun) -> Option<StagePhase> {
+    sr.status.as_ref().and_then(|s| s.phase)
+}
+
+fn result(sr: &StageRun) -> Option<RunResult> {
+    sr.status.as_ref().and_then(|s| s.result)
+}
+
+fn uid(sr: &StageRun) -> String {
+    sr.uid().unwrap()
+}
+
+/// The pipelines of the GoCD seeds: demo_pipeline/first_stage (running),
+/// foo/DEV counter 1 (passed, approved by `changes`) and counter 2 (failed,
+/// approved by `admin`), foo/UATTest counter 2 (running).
+struct Demo {
+    first_stage: StageRun,
+    foo_1_dev: StageRun,
+    foo_2_dev: StageRun,
+    foo_2_uat: StageRun,
+}
+
+async fn demo_data(s: &Sidecar) -> Demo {
+    s.create(stagerun(
+        "demo-pipeline-1-first-stage",
+        ("demo_pipeline", 1, "first_stage"),
+        "first_job",
+        running(),
+        json!({}),
+    ))
+    .await;
+    s.create(stagerun(
+        "foo-1-dev",
+        ("foo", 1, "DEV"),
+        "UnitTest",
+        passing(),
+        json!({"approvedBy": "changes"}),
+    ))
+    .await;
+    s.create(stagerun(
+        "foo-2-dev",
+        ("foo", 2, "DEV"),
+        "UnitTest",
+        failing(),
+        json!({"approvedBy": "admin"}),
+    ))
+    .await;
+    s.create(stagerun(
+        "foo-2-uattest",
+        ("foo", 2, "UATTest"),
+        "UAT",
+        running(),
+        json!({}),
+    ))
+    .await;
+    let demo = Demo {
+        first_stage: s
+            .wait_phase("demo-pipeline-1-first-stage", StagePhase::Running)
+            .await,
+        foo_1_dev: s.wait_phase("foo-1-dev", StagePhase::Succeeded).await,
+        foo_2_dev: s.wait_phase("foo-2-dev", StagePhase::Failed).await,
+        foo_2_uat: s.wait_phase("foo-2-uattest", StagePhase::Running).await,
+    };
+    s.wait_cached(&demo.first_stage, "RUNNING").await;
+    s.wait_cached(&demo.foo_1_dev, "SUCCEEDED").await;
+    s.wait_cached(&demo.foo_2_dev, "FAILED").await;
+    s.wait_cached(&demo.foo_2_uat, "RUNNING").await;
+    demo
+}
+
+/// Removes what depends on the run (ids, dates, the caller's permission).
+fn without_run_specifics(mut v: Value) -> Value {
+    if let Some(stages) = v["stages"].as_array_mut() {
+        for st in stages {
+            let st = st.as_object_mut().unwrap();
+            st.remove("id");
+            st.remove("operate_permission");
+            for job in st["jobs"].as_array_mut().unwrap() {
+                let job = job.as_object_mut().unwrap();
+                job.remove("id");
+                job.remove("scheduled_date");
+            }
+        }
+    }
+    v
+}
+
+/// Asserts a foo/DEV history page is the seed's, field for field, and that
+/// its ids and dates are those of the StageRuns.
+fn assert_seed_history(got: &Value, demo: &Demo, operate: bool) {
+    let seed: Value = serde_json::from_str(SEED_HISTORY).unwrap();
+    assert_eq!(
+        without_run_specifics(got.clone()),
+        without_run_specifics(seed),
+        "history differs from the seed: {got:#}"
+    );
+    for (stage, run) in got["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([&demo.foo_2_dev, &demo.foo_1_dev])
+    {
+        let status = run.status.as_ref().unwrap();
+        assert_eq!(stage["id"], json!(status.id.unwrap()), "{stage}");
+        assert_eq!(stage["operate_permission"], json!(operate), "{stage}");
+        let job = &stage["jobs"][0];
+        assert_eq!(job["id"], json!(status.jobs[0].id), "{stage}");
+        let scheduled = status.jobs[0]
+            .scheduled_at
+            .as_ref()
+            .unwrap()
+            .0
+            .as_millisecond();
+        assert_eq!(job["scheduled_date"], json!(scheduled), "{stage}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GoCD (seeds 000, 001).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gocd_cancels_a_stage_as_the_seeds_document() {
+    let s = setup("sc-gocd").await;
+    let demo = demo_data(&s).await;
+    let cancel = "/go/api/stages/demo_pipeline/first_stage/cancel";
+
+    // Not authenticated: 401 with GoCD's Basic challenge.
+    for caller in [Caller::Anonymous, Caller::BadToken, Caller::BadPassword] {
+        let r = s.post(cancel, caller).await;
+        r.expect(401);
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Basic realm=\"GoCD\""),
+            "{}",
+            r.what
+        );
+    }
+    // Authenticated without operate permission: 401 as the seed documents,
+    // without a challenge (logging in again would not help).
+    for caller in [Caller::Bearer(User::Viewer), Caller::Bearer(User::Nobody)] {
+        let r = s.post(cancel, caller).await;
+        r.expect(401);
+        assert_eq!(r.header("www-authenticate"), None, "{}", r.what);
+        assert!(r.body.contains("operate"), "{}: {}", r.what, r.body);
+    }
+    s.assert_no_cancel_request("after refused cancels").await;
+
+    // A pipeline or stage that never existed: 404, as text or JSON.
+    for path in [
+        "/go/api/stages/nope/first_stage/cancel",
+        "/go/api/stages/demo_pipeline/nope/cancel",
+    ] {
+        let r = s.post(path, Caller::Basic("admin")).await;
+        r.expect(404);
+        assert!(r.content_type().starts_with("text/plain"), "{}", r.what);
+        let r = s
+            .send(
+                "POST",
+                path,
+                Caller::Basic("admin"),
+                &[("Accept", "application/json")],
+                None,
+            )
+            .await;
+        r.expect(404);
+        assert!(r.json()["message"].is_string(), "{}", r.body);
+    }
+
+    // Nothing active: 200, ignored; plain text unless JSON is asked for.
+    let idle = "/go/api/stages/foo/DEV/cancel";
+    s.post(idle, Caller::Basic("admin"))
+        .await
+        .text(200, "Stage is not active. Cancellation Ignored.");
+    s.send(
+        "POST",
+        idle,
+        Caller::Basic("admin"),
+        &[("Accept", "application/json")],
+        None,
+    )
+    .await
+    .json_eq(
+        200,
+        json!({"message": "Stage is not active. Cancellation Ignored."}),
+    );
+    s.assert_no_cancel_request("after cancelling an inactive stage")
+        .await;
+
+    // The running stage is cancelled; GoCD's confirmation headers are accepted.
+    s.send(
+        "POST",
+        cancel,
+        Caller::Basic("jez"),
+        &[
+            ("Accept", "application/json"),
+            ("Confirm", "true"),
+            ("X-GoCD-Confirm", "true"),
+        ],
+        Some(Vec::new()),
+    )
+    .await
+    .json_eq(200, json!({"message": "Stage cancelled successfully."}));
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].spec.requested_by, "jez");
+    assert_eq!(
+        requests[0].spec.target.uids,
+        Some(vec![uid(&demo.first_stage)])
+    );
+    let sr = s
+        .wait_phase("demo-pipeline-1-first-stage", StagePhase::Failed)
+        .await;
+    assert_eq!(result(&sr), Some(RunResult::Cancelled));
+    let status = sr.status.as_ref().unwrap();
+    assert_eq!(status.failure_reason.as_deref(), Some("task was cancelled"));
+    assert_eq!(status.cancel.as_ref().unwrap().requested_by, "jez");
+
+    // Once it has ended, cancelling again is ignored and writes nothing.
+    s.wait_cached(&sr, "FAILED").await;
+    s.post(cancel, Caller::Basic("jez"))
+        .await
+        .text(200, "Stage is not active. Cancellation Ignored.");
+    assert_eq!(s.cancel_requests().await.len(), 1);
+    // The other stages were not touched.
+    let uat = s.runs().get("foo-2-uattest").await.unwrap();
+    assert_eq!(phase(&uat), Some(StagePhase::Running));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gocd_cancels_one_stage_instance() {
+    let s = setup("sc-gocd-instance").await;
+    let demo = demo_data(&s).await;
+    let cancel = "/go/api/stages/foo/2/UATTest/1/cancel";
+
+    let r = s.post(cancel, Caller::Anonymous).await;
+    r.expect(401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"GoCD\""));
+    let r = s.post(cancel, Caller::Bearer(User::Viewer)).await;
+    r.expect(401);
+    assert_eq!(r.header("www-authenticate"), None);
+
+    for path in [
+        "/go/api/stages/foo/9/UATTest/1/cancel",
+        "/go/api/stages/foo/2/UATTest/2/cancel",
+        "/go/api/stages/foo/x/UATTest/1/cancel",
+        "/go/api/stages/foo/2/UATTest/-1/cancel",
+        "/go/api/stages/foo/+2/UATTest/1/cancel",
+        "/go/api/stages/foo/2/UATTest/+1/cancel",
+        "/go/api/stages/foo/%202/UATTest/1/cancel",
+        "/go/api/stages/nope/1/DEV/1/cancel",
+        "/go/api/stages/foo/2/nope/1/cancel",
+    ] {
+        s.post(path, Caller::Bearer(User::Operator))
+            .await
+            .expect(404);
+    }
+    for path in [
+        "/go/api/stages/foo/1/DEV/1/cancel",
+        "/go/api/stages/foo/2/DEV/1/cancel",
+    ] {
+        s.post(path, Caller::Bearer(User::Operator))
+            .await
+            .text(200, "Stage is not active. Cancellation Ignored.");
+    }
+    s.assert_no_cancel_request("before the instance is cancelled")
+        .await;
+
+    s.send(
+        "POST",
+        cancel,
+        Caller::Bearer(User::Operator),
+        &[("Accept", "application/json"), ("X-GoCD-Confirm", "true")],
+        None,
+    )
+    .await
+    .json_eq(200, json!({"message": "Stage cancelled successfully."}));
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].spec.requested_by, "operator");
+    assert_eq!(
+        requests[0].spec.target.uids,
+        Some(vec![uid(&demo.foo_2_uat)])
+    );
+    let sr = s.wait_phase("foo-2-uattest", StagePhase::Failed).await;
+    assert_eq!(result(&sr), Some(RunResult::Cancelled));
+    // Only that instance: demo_pipeline keeps running.
+    let other = s.runs().get("demo-pipeline-1-first-stage").await.unwrap();
+    assert_eq!(phase(&other), Some(StagePhase::Running));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gocd_history_has_the_seed_shape_and_pages() {
+    let s = setup("sc-history").await;
+    let demo = demo_data(&s).await;
+
+    // The seed's example, field for field.
+    let r = s
+        .get("/go/api/stages/foo/DEV/history/0", Caller::Basic("admin"))
+        .await;
+    r.expect(200);
+    let page = r.json();
+    assert_seed_history(&page, &demo, true);
+    assert!(
+        page["stages"][0]["counter"].is_string(),
+        "counter is a string"
+    );
+    // Without an offset: the first page.
+    let r = s
+        .get("/go/api/stages/foo/DEV/history", Caller::Basic("admin"))
+        .await;
+    r.expect(200);
+    assert_eq!(r.json(), page);
+    // operate_permission is the caller's.
+    let r = s
+        .get(
+            "/go/api/stages/foo/DEV/history/0",
+            Caller::Bearer(User::Viewer),
+        )
+        .await;
+    r.expect(200);
+    assert_seed_history(&r.json(), &demo, false);
+
+    // Pagination: 13 instances, newest first by pipeline counter, then stage counter.
+    let manual = json!({"approvalType": "manual"});
+    for counter in 1..=12 {
+        s.create(stagerun(
+            &format!("paged-{counter}-dev-1"),
+            ("paged", counter, "DEV"),
+            "UnitTest",
+            json!({}),
+            manual.clone(),
+        ))
+        .await;
+    }
+    let mut second = manual.clone();
+    second["stageCounter"] = json!(2);
+    s.create(stagerun(
+        "paged-12-dev-2",
+        ("paged", 12, "DEV"),
+        "UnitTest",
+        json!({}),
+        second,
+    ))
+    .await;
+    let (http, url) = (s.http.clone(), s.url("/go/api/stages/paged/DEV/history/0"));
+    eventually("all 13 instances in the history", T, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let v: Value = http
+                .get(&url)
+                .basic_auth("admin", Some(PASSWORD))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            (v["pagination"]["total"] == 13)
+                .then_some(())
+                .ok_or(v.to_string())
+        }
+    })
+    .await;
+    let order = |v: &Value| -> Vec<(i64, String)> {
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|st| {
+                (
+                    st["pipeline_counter"].as_i64().unwrap(),
+                    st["counter"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let first = s
+        .get("/go/api/stages/paged/DEV/history/0", Caller::Basic("admin"))
+        .await;
+    first.expect(200);
+    let first = first.json();
+    let mut want: Vec<(i64, String)> = vec![(12, "2".into())];
+    want.extend((3..=12).rev().map(|c| (c, "1".to_string())));
+    assert_eq!(order(&first), want[..10].to_vec());
+    assert_eq!(
+        first["pagination"],
+        json!({"offset": 0, "total": 13, "page_size": 10})
+    );
+    let rest = s
+        .get(
+            "/go/api/stages/paged/DEV/history/10",
+            Caller::Basic("admin"),
+        )
+        .await;
+    rest.expect(200);
+    let rest = rest.json();
+    assert_eq!(
+        order(&rest),
+        vec![(3, "1".into()), (2, "1".into()), (1, "1".into())]
+    );
+    assert_eq!(
+        rest["pagination"],
+        json!({"offset": 10, "total": 13, "page_size": 10})
+    );
+    let past = s
+        .get(
+            "/go/api/stages/paged/DEV/history/13",
+            Caller::Basic("admin"),
+        )
+        .await;
+    past.json_eq(
+        200,
+        json!({"stages": [], "pagination": {"offset": 13, "total": 13, "page_size": 10}}),
+    );
+
+    // Bad offsets: 400, as text or JSON.
+    for bad in ["-1", "abc", "1.5", "%2B1", "1e3", "99999999999999999999"] {
+        let path = format!("/go/api/stages/foo/DEV/history/{bad}");
+        let r = s.get(&path, Caller::Basic("admin")).await;
+        r.expect(400);
+        assert!(r.content_type().starts_with("text/plain"), "{}", r.what);
+        let r = s
+            .send(
+                "GET",
+                &path,
+                Caller::Basic("admin"),
+                &[("Accept", "application/json")],
+                None,
+            )
+            .await;
+        r.expect(400);
+        assert!(r.json()["message"].is_string());
+    }
+    // Unknown pipeline or stage: 404.
+    for path in [
+        "/go/api/stages/nope/DEV/history/0",
+        "/go/api/stages/foo/nope/history/0",
+        "/go/api/stages/nope/DEV/history",
+    ] {
+        s.get(path, Caller::Basic("admin")).await.expect(404);
+    }
+    // Not authenticated: 401 with the challenge; no read permission: 401.
+    let r = s
+        .get("/go/api/stages/foo/DEV/history/0", Caller::Anonymous)
+        .await;
+    r.expect(401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"GoCD\""));
+    s.get(
+        "/go/api/stages/foo/DEV/history/0",
+        Caller::Bearer(User::Nobody),
+    )
+    .await
+    .expect(401);
+    s.assert_no_cancel_request("after reading history").await;
+}
+
+// ---------------------------------------------------------------------------
+// CodeArts (seed 002).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codearts_stops_builds() {
+    let s = setup("sc-codearts").await;
+    s.create(stagerun(
+        "build-19",
+        (SEED_JOB, 19, "build"),
+        "compile",
+        passing(),
+        json!({}),
+    ))
+    .await;
+    s.create(stagerun(
+        "build-20",
+        (SEED_JOB, 20, "build"),
+        "compile",
+        stubborn(),
+        json!({}),
+    ))
+    .await;
+    s.create(stagerun(
+        "build-21",
+        (SEED_JOB, 21, "build"),
+        "compile",
+        running(),
+        json!({}),
+    ))
+    .await;
+    let b19 = s.wait_phase("build-19", StagePhase::Succeeded).await;
+    let b20 = s.wait_phase("build-20", StagePhase::Running).await;
+    let b21 = s.wait_phase("build-21", StagePhase::Running).await;
+    s.wait_cached(&b19, "SUCCEEDED").await;
+    s.wait_cached(&b20, "RUNNING").await;
+    s.wait_cached(&b21, "RUNNING").await;
+
+    let stop = "/v3/jobs/stop";
+    let op = Caller::XAuthToken(User::Operator);
+    let valid = json!({"job_id": SEED_JOB, "build_no": "20"});
+
+    // 401 before anything else, including for a malformed body.
+    for caller in [Caller::Anonymous, Caller::BadToken, Caller::BadPassword] {
+        s.post_json(stop, caller, &valid)
+            .await
+            .codearts_error(401, "CB.00060210");
+        s.post_raw(stop, caller, b"{")
+            .await
+            .codearts_error(401, "CB.00060210");
+        s.post(&format!("/v3/jobs/{SEED_JOB}/20/stop"), caller)
+            .await
+            .codearts_error(401, "CB.00060210");
+    }
+    // 400: malformed, missing, empty or wrongly typed fields.
+    let bad_bodies: &[(&[u8], &str)] = &[
+        (b"{", "CB.00060200"),
+        (b"", "CB.00060200"),
+        (b"[]", "CB.00060200"),
+        (b"\"job\"", "CB.00060200"),
+        (br#"{"build_no": "20"}"#, "CB.00060201"),
+        (br#"{"job_id": "", "build_no": "20"}"#, "CB.00060201"),
+        (br#"{"job_id": "  ", "build_no": "20"}"#, "CB.00060201"),
+        (br#"{"job_id": 5, "build_no": "20"}"#, "CB.00060201"),
+        (br#"{"job_id": null, "build_no": "20"}"#, "CB.00060201"),
+        (
+            br#"{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46"}"#,
+            "CB.00060202",
+        ),
+        (
+            br#"{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": ""}"#,
+            "CB.00060202",
+        ),
+        (
+            br#"{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": 20}"#,
+            "CB.00060202",
+        ),
+        (
+            br#"{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "abc"}"#,
+            "CB.00060202",
+        ),
+        (
+            br#"{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "0"}"#,
+            "CB.00060202",
+        ),
+        (
+            br#"{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "-20"}"#,
+            "CB.00060202",
+        ),
+    ];
+    for (body, code) in bad_bodies {
+        s.post_raw(stop, op, body).await.codearts_error(400, code);
+    }
+    for (path, code) in [
+        (format!("/v3/jobs/{SEED_JOB}/abc/stop"), "CB.00060202"),
+        (format!("/v3/jobs/{SEED_JOB}/0/stop"), "CB.00060202"),
+        (format!("/v3/jobs/{SEED_JOB}/%20/stop"), "CB.00060202"),
+        ("/v3/jobs/%20/20/stop".to_string(), "CB.00060201"),
+    ] {
+        s.post(&path, op).await.codearts_error(400, code);
+    }
+    // 403: authenticated, but no right to cancel.
+    for caller in [
+        Caller::XAuthToken(User::Viewer),
+        Caller::XAuthToken(User::Nobody),
+    ] {
+        s.post_json(stop, caller, &valid)
+            .await
+            .codearts_error(403, "CB.00060211");
+        s.post(&format!("/v3/jobs/{SEED_JOB}/20/stop"), caller)
+            .await
+            .codearts_error(403, "CB.00060211");
+    }
+    // 404: unknown build task, unknown build number.
+    s.post_json(stop, op, &json!({"job_id": "nope", "build_no": "20"}))
+        .await
+        .codearts_error(404, "CB.00060220");
+    s.post_json(stop, op, &json!({"job_id": SEED_JOB, "build_no": "99"}))
+        .await
+        .codearts_error(404, "CB.00060221");
+    s.post("/v3/jobs/nope/1/stop", op)
+        .await
+        .codearts_error(404, "CB.00060220");
+    s.post(&format!("/v3/jobs/{SEED_JOB}/99/stop"), op)
+        .await
+        .codearts_error(404, "CB.00060221");
+    s.assert_no_cancel_request("after refused stops").await;
+
+    // A finished build: false, nothing written.
+    s.post_json(stop, op, &json!({"job_id": SEED_JOB, "build_no": "19"}))
+        .await
+        .json_eq(200, json!({"result": false}));
+    s.post(&format!("/v3/jobs/{SEED_JOB}/19/stop"), op)
+        .await
+        .json_eq(200, json!({"result": false}));
+    s.assert_no_cancel_request("after stopping a finished build")
+        .await;
+
+    // An active build: true; still true while it is canceling.
+    s.post_json(stop, op, &valid)
+        .await
+        .json_eq(200, json!({"result": true}));
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].spec.requested_by, "operator");
+    assert_eq!(requests[0].spec.target.uids, Some(vec![uid(&b20)]));
+    let canceling = s.wait_phase("build-20", StagePhase::Canceling).await;
+    s.wait_cached(&canceling, "CANCELING").await;
+    s.post_json(stop, op, &valid)
+        .await
+        .json_eq(200, json!({"result": true}));
+    assert_eq!(s.cancel_requests().await.len(), 1, "already canceling");
+
+    // The path form, with Authorization instead of X-Auth-Token.
+    let path = format!("/v3/jobs/{SEED_JOB}/21/stop");
+    s.post(&path, Caller::Bearer(User::Operator))
+        .await
+        .json_eq(200, json!({"result": true}));
+    let done = s.wait_phase("build-21", StagePhase::Failed).await;
+    assert_eq!(result(&done), Some(RunResult::Cancelled));
+    s.wait_cached(&done, "FAILED").await;
+    s.post(&path, Caller::Bearer(User::Operator))
+        .await
+        .json_eq(200, json!({"result": false}));
+    assert_eq!(s.cancel_requests().await.len(), 2);
+    // The finished build kept its result.
+    let b19 = s.runs().get("build-19").await.unwrap();
+    assert_eq!(result(&b19), Some(RunResult::Passed));
+}
+
+// ---------------------------------------------------------------------------
+// CrafterCMS (seed 003).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafter_cancels_publish_requests_all_or_nothing() {
+    let s = setup("sc-crafter").await;
+    for (name, counter, annotations) in [
+        ("mysite-1", 1, running()),
+        ("mysite-2", 2, running()),
+        ("mysite-3", 3, running()),
+        ("mysite-4", 4, passing()),
+    ] {
+        s.create(stagerun(
+            name,
+            ("mysite", counter, "publish"),
+            "deploy",
+            annotations,
+            json!({}),
+        ))
+        .await;
+    }
+    s.create(stagerun(
+        "othersite-1",
+        ("othersite", 1, "publish"),
+        "deploy",
+        running(),
+        json!({}),
+    ))
+    .await;
+    let mut runs = BTreeMap::new();
+    for (name, want) in [
+        ("mysite-1", StagePhase::Running),
+        ("mysite-2", StagePhase::Running),
+        ("mysite-3", StagePhase::Running),
+        ("mysite-4", StagePhase::Succeeded),
+        ("othersite-1", StagePhase::Running),
+    ] {
+        let sr = s.wait_phase(name, want).await;
+        let state = if want == StagePhase::Running {
+            "RUNNING"
+        } else {
+            "SUCCEEDED"
+        };
+        s.wait_cached(&sr, state).await;
+        runs.insert(name, uid(&sr));
+    }
+    let path = "/api/1/services/api/1/publish/cancel-publish-requests.json";
+    let op = Caller::Bearer(User::Operator);
+    let message = |m: &str| json!({ "message": m });
+    let both = json!({"site_id": "mysite", "package_ids": [runs["mysite-1"], runs["mysite-2"]]});
+
+    for caller in [
+        Caller::Anonymous,
+        Caller::BadToken,
+        Caller::BadPassword,
+        Caller::Bearer(User::Viewer),
+        Caller::Bearer(User::Nobody),
+    ] {
+        s.post_json(path, caller, &both)
+            .await
+            .json_eq(401, message("Unauthorized"));
+    }
+    let bad: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        b"".to_vec(),
+        b"[]".to_vec(),
+        br#"{"site_id": "mysite"}"#.to_vec(),
+        br#"{"package_ids": ["x"]}"#.to_vec(),
+        br#"{"site_id": "mysite", "package_ids": []}"#.to_vec(),
+        br#"{"site_id": "mysite", "package_ids": "x"}"#.to_vec(),
+        br#"{"site_id": "mysite", "package_ids": [1]}"#.to_vec(),
+        br#"{"site_id": "mysite", "package_ids": [""]}"#.to_vec(),
+        br#"{"site_id": "mysite", "package_ids": null}"#.to_vec(),
+        br#"{"site_id": 3, "package_ids": ["x"]}"#.to_vec(),
+        br#"{"site_id": "", "package_ids": ["x"]}"#.to_vec(),
+    ];
+    for body in &bad {
+        s.post_raw(path, op, body)
+            .await
+            .json_eq(400, message("Invalid parameter(s)"));
+    }
+    s.post_json(
+        path,
+        op,
+        &json!({"site_id": "nosuchsite", "package_ids": [runs["mysite-1"]]}),
+    )
+    .await
+    .json_eq(404, message("Site not found"));
+    // All or nothing: one unknown id, or an id of another site, cancels none.
+    for ids in [
+        json!([runs["mysite-1"], "00000000-0000-0000-0000-000000000000"]),
+        json!([runs["mysite-1"], runs["othersite-1"]]),
+    ] {
+        s.post_json(path, op, &json!({"site_id": "mysite", "package_ids": ids}))
+            .await
+            .json_eq(404, message("Package ID not found"));
+    }
+    s.assert_no_cancel_request("after refused cancels").await;
+    assert_eq!(
+        phase(&s.runs().get("mysite-1").await.unwrap()),
+        Some(StagePhase::Running)
+    );
+
+    // The listed packages are cancelled, and only they.
+    s.post_json(path, op, &both)
+        .await
+        .json_eq(200, message("OK"));
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    let mut want = vec![runs["mysite-1"].clone(), runs["mysite-2"].clone()];
+    want.sort();
+    assert_eq!(requests[0].spec.target.uids, Some(want));
+    assert_eq!(requests[0].spec.requested_by, "operator");
+    for name in ["mysite-1", "mysite-2"] {
+        let sr = s.wait_phase(name, StagePhase::Failed).await;
+        assert_eq!(result(&sr), Some(RunResult::Cancelled));
+    }
+    for name in ["mysite-3", "othersite-1"] {
+        assert_eq!(
+            phase(&s.runs().get(name).await.unwrap()),
+            Some(StagePhase::Running),
+            "{name}"
+        );
+    }
+    // A finished package: OK, nothing to do.
+    s.post_json(
+        path,
+        Caller::Basic("admin"),
+        &json!({"site_id": "mysite", "package_ids": [runs["mysite-4"]]}),
+    )
+    .await
+    .json_eq(200, message("OK"));
+    assert_eq!(s.cancel_requests().await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Cloud Foundry (seed 004).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_foundry_cancels_tasks() {
+    let s = setup("sc-cf").await;
+    let container = json!({"name": "main", "image": "busybox", "command": ["rake"], "args": ["db:migrate"],
+                           "resources": {"requests": {"memory": "256Mi"}}});
+    let mut task = stagerun(
+        "migrate",
+        ("app", 7, "tasks"),
+        "migrate",
+        json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"}),
+        json!({"cancelGracePeriodSeconds": 10}),
+    );
+    task.spec.jobs[0].template["spec"]["containers"] = json!([container]);
+    s.create(task).await;
+    s.create(stagerun(
+        "done",
+        ("app", 8, "tasks"),
+        "migrate",
+        passing(),
+        json!({}),
+    ))
+    .await;
+    let running_task = s.wait_phase("migrate", StagePhase::Running).await;
+    let done = s.wait_phase("done", StagePhase::Succeeded).await;
+    s.wait_cached(&running_task, "RUNNING").await;
+    s.wait_cached(&done, "SUCCEEDED").await;
+    let guid = uid(&running_task);
+    let get = format!("/v3/tasks/{guid}");
+    let cancel = format!("/v3/tasks/{guid}/actions/cancel");
+    let op = Caller::Bearer(User::Operator);
+
+    // The task as CF shows it.
+    let r = s.get(&get, op).await;
+    r.expect(200);
+    let t = r.json();
+    assert_eq!(t["guid"], guid);
+    assert_eq!(t["sequence_id"], 7);
+    assert_eq!(t["name"], "migrate");
+    assert_eq!(t["command"], "rake db:migrate");
+    assert_eq!(t["state"], "RUNNING");
+    assert_eq!(t["memory_in_mb"], 256);
+    assert_eq!(t["result"], json!({"failure_reason": null}));
+    for field in ["created_at", "updated_at"] {
+        let v = t[field].as_str().unwrap();
+        assert!(
+            v.ends_with('Z') && v.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+            "{field}: {v}"
+        );
+    }
+    assert_eq!(t["links"]["self"]["href"], s.url(&get));
+    assert_eq!(t["links"]["cancel"]["href"], s.url(&cancel));
+    assert_eq!(t["links"]["cancel"]["method"], "POST");
+
+    // Errors, before anything is written.
+    for caller in [Caller::Anonymous, Caller::BadToken, Caller::BadPassword] {
+        for r in [s.get(&get, caller).await, s.post(&cancel, caller).await] {
+            r.cf_error(
+                401,
+                10002,
+                "CF-NotAuthenticated",
+                Some("Authentication error"),
+            );
+        }
+    }
+    // A caller who cannot read the task does not learn that it exists.
+    let nobody = Caller::Bearer(User::Nobody);
+    for r in [s.get(&get, nobody).await, s.post(&cancel, nobody).await] {
+        r.cf_error(404, 10010, "CF-ResourceNotFound", Some("Task not found"));
+    }
+    for path in [
+        "/v3/tasks/00000000-0000-0000-0000-000000000000",
+        "/v3/tasks/00000000-0000-0000-0000-000000000000/actions/cancel",
+    ] {
+        let r = if path.ends_with("cancel") {
+            s.post(path, op).await
+        } else {
+            s.get(path, op).await
+        };
+        r.cf_error(404, 10010, "CF-ResourceNotFound", Some("Task not found"));
+    }
+    // A caller who can read but not cancel: 403.
+    s.get(&get, Caller::Bearer(User::Viewer)).await.expect(200);
+    s.post(&cancel, Caller::Bearer(User::Viewer))
+        .await
+        .cf_error(403, 10003, "CF-NotAuthorized", None);
+    // A succeeded task cannot be cancelled.
+    s.post(&format!("/v3/tasks/{}/actions/cancel", uid(&done)), op)
+        .await
+        .cf_error(
+            422,
+            10008,
+            "CF-UnprocessableEntity",
+            Some("Task state is SUCCEEDED and therefore cannot be canceled"),
+        );
+    s.assert_no_cancel_request("after refused cancels").await;
+
+    // Cancel: 202 CANCELING, and again while it is canceling.
+    let r = s.post(&cancel, op).await;
+    r.expect(202);
+    let t = r.json();
+    assert_eq!(t["guid"], guid);
+    assert_eq!(t["state"], "CANCELING");
+    assert_eq!(t["links"]["self"]["href"], s.url(&get));
+    let canceling = s.wait_phase("migrate", StagePhase::Canceling).await;
+    s.wait_cached(&canceling, "CANCELING").await;
+    let r = s.post(&cancel, Caller::XAuthToken(User::Operator)).await;
+    r.expect(202);
+    assert_eq!(r.json()["state"], "CANCELING");
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1, "a repeated cancel writes nothing new");
+    assert_eq!(requests[0].spec.target.uids, Some(vec![guid.clone()]));
+    assert_eq!(requests[0].spec.requested_by, "operator");
+
+    // Then FAILED, because it was cancelled.
+    let failed = s.wait_phase("migrate", StagePhase::Failed).await;
+    assert_eq!(result(&failed), Some(RunResult::Cancelled));
+    s.wait_cached(&failed, "FAILED").await;
+    let r = s.get(&get, op).await;
+    r.expect(200);
+    assert_eq!(
+        r.json()["result"],
+        json!({"failure_reason": "task was cancelled"})
+    );
+    s.post(&cancel, op).await.cf_error(
+        422,
+        10008,
+        "CF-UnprocessableEntity",
+        Some("Task state is FAILED and therefore cannot be canceled"),
+    );
+    assert_eq!(s.cancel_requests().await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// The seeds' examples, run with curl as written.
+
+/// Runs a seed's curl command line through the shell, as a reader would paste
+/// it; `-sS -w` only add the status code to the output.
+async fn curl(command: &str) -> (u16, String) {
+    let line = format!("{command} -sS -w '\\n%{{http_code}}'");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .output()
+            .expect("run curl")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = stdout.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_examples_work_verbatim_with_curl() {
+    let s = setup("sc-seeds").await;
+    let demo = demo_data(&s).await;
+    let build = s
+        .create(stagerun(
+            "build-20",
+            (SEED_JOB, 20, "build"),
+            "compile",
+            running(),
+            json!({}),
+        ))
+        .await;
+    let mut site = Vec::new();
+    for i in 1..=3 {
+        site.push(
+            s.create(stagerun(
+                &format!("mysite-{i}"),
+                ("mysite", i, "publish"),
+                "deploy",
+                running(),
+                json!({}),
+            ))
+            .await,
+        );
+    }
+    let task = s
+        .create(stagerun(
+            "task",
+            ("app", 1, "tasks"),
+            "migrate",
+            running(),
+            json!({}),
+        ))
+        .await;
+    for sr in site.iter().chain([&build, &task]) {
+        let sr = s.wait_phase(&sr.name_any(), StagePhase::Running).await;
+        s.wait_cached(&sr, "RUNNING").await;
+    }
+    let host = &s.base;
+    let operator = support::token(User::Operator);
+
+    // Seed 000, as jez.
+    let (code, body) = curl(&format!(
+        "curl -u jez:badger -d \"\" {host}/go/api/stages/demo_pipeline/first_stage/cancel"
+    ))
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "Stage cancelled successfully.")
+    );
+    let sr = s
+        .wait_phase("demo-pipeline-1-first-stage", StagePhase::Failed)
+        .await;
+    assert_eq!(result(&sr), Some(RunResult::Cancelled));
+    assert_eq!(sr.status.unwrap().cancel.unwrap().requested_by, "jez");
+
+    // Seed 001's cancel, as admin, on the next run of the stage.
+    s.create(stagerun(
+        "demo-pipeline-2-first-stage",
+        ("demo_pipeline", 2, "first_stage"),
+        "first_job",
+        running(),
+        json!({}),
+    ))
+    .await;
+    let next = s
+        .wait_phase("demo-pipeline-2-first-stage", StagePhase::Running)
+        .await;
+    s.wait_cached(&next, "RUNNING").await;
+    let seed_001_cancel = format!(
+        "curl -u admin:badger -d \"\" {host}/go/api/stages/demo_pipeline/first_stage/cancel"
+    );
+    let (code, body) = curl(&seed_001_cancel).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "Stage cancelled successfully.")
+    );
+    let sr = s
+        .wait_phase("demo-pipeline-2-first-stage", StagePhase::Failed)
+        .await;
+    assert_eq!(
+        sr.status
+            .as_ref()
+            .unwrap()
+            .cancel
+            .as_ref()
+            .unwrap()
+            .requested_by,
+        "gocd-admin"
+    );
+    s.wait_cached(&sr, "FAILED").await;
+    let (code, body) = curl(&seed_001_cancel).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "Stage is not active. Cancellation Ignored.")
+    );
+
+    // Seed 001's history.
+    let (code, body) = curl(&format!(
+        "curl -u admin:badger {host}/go/api/stages/foo/DEV/history/0"
+    ))
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_seed_history(&serde_json::from_str(&body).unwrap(), &demo, true);
+
+    // Seed 002: the example request, with its body as written.
+    let (code, body) = curl(&format!(
+        "curl -X POST -H 'X-Auth-Token: {operator}' -H 'Content-Type: application/json' -d '{{\n  \"job_id\" : \"f9d6c8466d614a9788e9a0acf6c15f46\",\n  \"build_no\" : \"20\"\n}}' {host}/v3/jobs/stop"
+    ))
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let seed_response: Value = serde_json::from_str("{\n  \"result\" : true\n}").unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), seed_response);
+    let sr = s.wait_phase("build-20", StagePhase::Failed).await;
+    assert_eq!(result(&sr), Some(RunResult::Cancelled));
+
+    // Seed 003: its package ids do not exist here, so nothing is cancelled...
+    let seed_003_body = r#"{
+        "site_id" : "mysite",
+        "package_ids" : [
+            "588d5441-9aa9-4fb7-9a51-8c9a80f4f1d5",
+            "9a7a1d3a-5b33-43c7-8214-6795335a56b7",
+            "32fce3fa-99f9-4f17-a723-53febe772bf3"
+        ]
+    }"#;
+    let crafter = |body: &str| {
+        format!(
+            "curl -X POST -H 'Authorization: Bearer {operator}' -H 'Content-Type: application/json' -d '{body}' {host}/api/1/services/api/1/publish/cancel-publish-requests.json"
+        )
+    };
+    let (code, body) = curl(&crafter(seed_003_body)).await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"message": "Package ID not found"})
+    );
+    for sr in &site {
+        let now = s.runs().get(&sr.name_any()).await.unwrap();
+        assert_eq!(phase(&now), Some(StagePhase::Running));
+    }
+    // ...and with the ids of real packages, they are.
+    let real = seed_003_body
+        .replace("588d5441-9aa9-4fb7-9a51-8c9a80f4f1d5", &uid(&site[0]))
+        .replace("9a7a1d3a-5b33-43c7-8214-6795335a56b7", &uid(&site[1]))
+        .replace("32fce3fa-99f9-4f17-a723-53febe772bf3", &uid(&site[2]));
+    let (code, body) = curl(&crafter(&real)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"message": "OK"})
+    );
+    for sr in &site {
+        let sr = s.wait_phase(&sr.name_any(), StagePhase::Failed).await;
+        assert_eq!(result(&sr), Some(RunResult::Cancelled));
+    }
+
+    // Seed 004, with the operator's token as the Authorization value.
+    let (code, body) = curl(&format!(
+        "curl -X POST -H 'Authorization: bearer {operator}' {host}/v3/tasks/{}/actions/cancel",
+        uid(&task)
+    ))
+    .await;
+    assert_eq!(code, 202, "{body}");
+    let t: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(t["state"], "CANCELING");
+    assert_eq!(t["guid"], uid(&task));
+    let sr = s.wait_phase("task", StagePhase::Failed).await;
+    assert_eq!(result(&sr), Some(RunResult::Cancelled));
+    s.wait_cached(&sr, "FAILED").await;
+}
+
+// ---------------------------------------------------------------------------
+// Idempotency.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_cancel_twice_creates_one_cancel_request() {
+    let s = setup("sc-idem").await;
+    // Stubborn jobs keep every run active (Running, then Canceling) for the
+    // whole test, so that both calls of a pair find it active.
+    let names = [
+        "gocd",
+        "instance",
+        "race",
+        "codearts",
+        "codearts-path",
+        "crafter",
+        "cf",
+    ];
+    let mut uids = BTreeMap::new();
+    for name in names {
+        s.create(stagerun(
+            name,
+            (name, 1, "DEV"),
+            "UnitTest",
+            stubborn(),
+            json!({}),
+        ))
+        .await;
+    }
+    for name in names {
+        let sr = s.wait_phase(name, StagePhase::Running).await;
+        s.wait_cached(&sr, "RUNNING").await;
+        uids.insert(name, uid(&sr));
+    }
+    let op = Caller::Bearer(User::Operator);
+    let crafter = json!({"site_id": "crafter", "package_ids": [uids["crafter"]]});
+    for _ in 0..2 {
+        s.post("/go/api/stages/gocd/DEV/cancel", op)
+            .await
+            .text(200, "Stage cancelled successfully.");
+        s.post("/go/api/stages/instance/1/DEV/1/cancel", op)
+            .await
+            .text(200, "Stage cancelled successfully.");
+        s.post_json(
+            "/v3/jobs/stop",
+            op,
+            &json!({"job_id": "codearts", "build_no": "1"}),
+        )
+        .await
+        .json_eq(200, json!({"result": true}));
+        s.post("/v3/jobs/codearts-path/1/stop", op)
+            .await
+            .json_eq(200, json!({"result": true}));
+        s.post_json(
+            "/api/1/services/api/1/publish/cancel-publish-requests.json",
+            op,
+            &crafter,
+        )
+        .await
+        .json_eq(200, json!({"message": "OK"}));
+        s.post(&format!("/v3/tasks/{}/actions/cancel", uids["cf"]), op)
+            .await
+            .expect(202);
+    }
+    // Two identical calls at the same time.
+    let (a, b) = tokio::join!(
+        s.post("/go/api/stages/race/DEV/cancel", op),
+        s.post("/go/api/stages/race/DEV/cancel", op)
+    );
+    a.text(200, "Stage cancelled successfully.");
+    b.text(200, "Stage cancelled successfully.");
+
+    let requests = s.cancel_requests().await;
+    let mut per_run: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &requests {
+        for u in r.spec.target.uids.clone().unwrap_or_default() {
+            *per_run.entry(u).or_default() += 1;
+        }
+    }
+    assert_eq!(requests.len(), names.len(), "one CancelRequest per run");
+    for name in names {
+        assert_eq!(per_run.get(&uids[name]), Some(&1), "{name}");
+    }
+    let mut apis: Vec<String> = requests
+        .iter()
+        .map(|r| r.labels()["cancel.dev/api"].clone())
+        .collect();
+    apis.sort();
+    assert_eq!(
+        apis,
+        [
+            "cf", "codearts", "codearts", "crafter", "gocd", "gocd", "gocd"
+        ]
+    );
+    for name in names {
+        s.wait_phase(name, StagePhase::Canceling).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bad input.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_in_each_api_format_and_writes_nothing() {
+    let s = setup("sc-bad").await;
+    s.create(stagerun(
+        "bad-1",
+        ("bad", 1, "DEV"),
+        "UnitTest",
+        running(),
+        json!({}),
+    ))
+    .await;
+    s.create(stagerun(
+        "done-1",
+        ("done", 1, "DEV"),
+        "UnitTest",
+        passing(),
+        json!({}),
+    ))
+    .await;
+    let active = s.wait_phase("bad-1", StagePhase::Running).await;
+    let done = s.wait_phase("done-1", StagePhase::Succeeded).await;
+    s.wait_cached(&active, "RUNNING").await;
+    s.wait_cached(&done, "SUCCEEDED").await;
+    let guid = uid(&active);
+    let admin = Caller::Basic("admin");
+    const LIMIT: usize = 64 * 1024;
+
+    // A valid request padded past 64 KiB: it would cancel if it were read.
+    let padded = |body: Value, to: usize| -> Vec<u8> {
+        let mut v = body;
+        v["padding"] = json!("");
+        let len = v.to_string().len();
+        v["padding"] = json!("x".repeat(to - len));
+        let out = v.to_string().into_bytes();
+        assert_eq!(out.len(), to);
+        out
+    };
+    let big = vec![b' '; LIMIT + 1];
+    let codearts_big = padded(json!({"job_id": "bad", "build_no": "1"}), LIMIT + 1);
+    let crafter_big = padded(json!({"site_id": "bad", "package_ids": [guid]}), LIMIT + 1);
+    let json_accept = [("Accept", "application/json")];
+
+    let r = s
+        .send(
+            "POST",
+            "/go/api/stages/bad/DEV/cancel",
+            admin,
+            &[],
+            Some(big.clone()),
+        )
+        .await;
+    r.expect(413);
+    assert!(r.content_type().starts_with("text/plain"), "{}", r.what);
+    for (method, path) in [
+        ("POST", "/go/api/stages/bad/DEV/cancel"),
+        ("POST", "/go/api/stages/bad/1/DEV/1/cancel"),
+        ("GET", "/go/api/stages/bad/DEV/history/0"),
+    ] {
+        let r = s
+            .send(method, path, admin, &json_accept, Some(big.clone()))
+            .await;
+        r.expect(413);
+        assert!(r.json()["message"].is_string(), "{}", r.what);
+    }
+    s.post_raw("/v3/jobs/stop", admin, &codearts_big)
+        .await
+        .codearts_error(413, "CB.00060231");
+    s.post_raw("/v3/jobs/bad/1/stop", admin, &big)
+        .await
+        .codearts_error(413, "CB.00060231");
+    let r = s
+        .post_raw(
+            "/api/1/services/api/1/publish/cancel-publish-requests.json",
+            admin,
+            &crafter_big,
+        )
+        .await;
+    r.expect(413);
+    assert!(r.json()["message"].is_string());
+    s.post_raw(&format!("/v3/tasks/{guid}/actions/cancel"), admin, &big)
+        .await
+        .cf_error(413, 1001, "CF-MessageParseError", None);
+    s.send(
+        "GET",
+        &format!("/v3/tasks/{guid}"),
+        admin,
+        &[],
+        Some(big.clone()),
+    )
+    .await
+    .cf_error(413, 1001, "CF-MessageParseError", None);
+    // Streamed without a Content-Length: refused all the same.
+    let path = s.users_dir.join("big.json");
+    std::fs::write(&path, &codearts_big).unwrap();
+    let (code, body) = curl(&format!(
+        "curl -X POST -u admin:badger -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/json' --data-binary @{} {}/v3/jobs/stop",
+        path.display(),
+        s.base
+    ))
+    .await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error_code"],
+        "CB.00060231"
+    );
+    // Exactly 64 KiB is accepted.
+    s.post_raw(
+        "/v3/jobs/stop",
+        admin,
+        &padded(json!({"job_id": "done", "build_no": "1"}), LIMIT),
+    )
+    .await
+    .json_eq(200, json!({"result": false}));
+
+    // A body that cannot be read (malformed chunks): 400 in each family's format.
+    let unreadable = |path: String| raw_malformed_chunked_post(s.base.clone(), path);
+    let (code, ctype, body) = unreadable("/go/api/stages/bad/DEV/cancel".into()).await;
+    assert_eq!(
+        (code, ctype.starts_with("text/plain")),
+        (400, true),
+        "{body}"
+    );
+    let (code, _, body) = unreadable("/v3/jobs/stop".into()).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error_code"],
+        "CB.00060200"
+    );
+    let (code, _, body) =
+        unreadable("/api/1/services/api/1/publish/cancel-publish-requests.json".into()).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"message": "Invalid parameter(s)"})
+    );
+    let (code, _, body) = unreadable(format!("/v3/tasks/{guid}/actions/cancel")).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["errors"][0]["title"],
+        "CF-MessageParseError"
+    );
+
+    // Unknown routes: 404 in the format of the family the path belongs to.
+    let r = s.get("/go/api/nothing", admin).await;
+    r.text(404, "Not Found");
+    s.send("GET", "/go/api/nothing", admin, &json_accept, None)
+        .await
+        .json_eq(404, json!({"message": "Not Found"}));
+    s.post("/go/api/stages/bad/DEV/cancel/now", admin)
+        .await
+        .expect(404);
+    s.post("/go/api/stages/bad/DEV/history/0/1", admin)
+        .await
+        .expect(404);
+    s.post("/v3/jobs/bad/1/stop/now", admin)
+        .await
+        .codearts_error(404, "CB.00060222");
+    s.post("/v3/jobs", admin)
+        .await
+        .codearts_error(404, "CB.00060222");
+    s.post(
+        "/api/1/services/api/1/publish/cancel-everything.json",
+        admin,
+    )
+    .await
+    .json_eq(404, json!({"message": "Not Found"}));
+    s.get("/v3/apps", admin)
+        .await
+        .cf_error(404, 10000, "CF-NotFound", None);
+    s.post(&format!("/v3/tasks/{guid}/actions/delete"), admin)
+        .await
+        .cf_error(404, 10000, "CF-NotFound", None);
+    for path in ["/nothing", "/", "/healthz/now"] {
+        s.get(path, admin).await.expect(404);
+    }
+
+    // Wrong methods: 405 with Allow, in each family's format.
+    let wrong: Vec<(&str, String, &str)> = vec![
+        ("GET", "/go/api/stages/bad/DEV/cancel".into(), "POST"),
+        ("PUT", "/go/api/stages/bad/1/DEV/1/cancel".into(), "POST"),
+        (
+            "POST",
+            "/go/api/stages/bad/DEV/history/0".into(),
+            "GET, HEAD",
+        ),
+        (
+            "DELETE",
+            "/go/api/stages/bad/DEV/history".into(),
+            "GET, HEAD",
+        ),
+        ("GET", "/v3/jobs/stop".into(), "POST"),
+        ("DELETE", "/v3/jobs/bad/1/stop".into(), "POST"),
+        (
+            "GET",
+            "/api/1/services/api/1/publish/cancel-publish-requests.json".into(),
+            "POST",
+        ),
+        ("GET", format!("/v3/tasks/{guid}/actions/cancel"), "POST"),
+        ("DELETE", format!("/v3/tasks/{guid}"), "GET, HEAD"),
+        ("POST", "/healthz".into(), "GET, HEAD"),
+        ("PUT", "/metrics".into(), "GET, HEAD"),
+    ];
+    for (method, path, allow) in &wrong {
+        let r = s.send(method, path, admin, &[], None).await;
+        r.expect(405);
+        assert_eq!(r.header("allow"), Some(*allow), "{}", r.what);
+        if path.starts_with("/v3/jobs") {
+            r.codearts_error(405, "CB.00060230");
+        } else if path.starts_with("/v3/tasks") {
+            r.cf_error(405, 10000, "CF-NotFound", None);
+        } else if path.starts_with("/api/") {
+            r.json_eq(405, json!({"message": "Method Not Allowed"}));
+        } else if path.starts_with("/go/") {
+            r.text(405, "Method Not Allowed");
+            s.send(method, path, admin, &json_accept, None)
+                .await
+                .json_eq(405, json!({"message": "Method Not Allowed"}));
+        } else {
+            assert!(r.content_type().starts_with("text/plain"));
+        }
+    }
+
+    s.assert_no_cancel_request("after every refused call").await;
+    let still = s.runs().get("bad-1").await.unwrap();
+    assert_eq!(phase(&still), Some(StagePhase::Running));
+    assert!(still.status.unwrap().cancel.is_none());
+}
+
+/// POSTs a chunked body whose first chunk size is not hexadecimal, over a raw
+/// connection (HTTP clients do not send such things); answers (status,
+/// content type, body).
+async fn raw_malformed_chunked_post(base: String, path: String) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nnot a chunk\r\n0\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(T, conn.read_to_end(&mut out))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    assert!(status < 500, "POST {path} answered {status}: {body}");
+    (status, ctype, body.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Who may do what.
+
+/// An endpoint of the matrix: name, method, path, body, and the status
+/// expected per column (anonymous, bad credentials, no rights, viewer,
+/// operator, admin).
+type MatrixRow = (&'static str, &'static str, String, Option<String>, [u16; 6]);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorisation_matrix() {
+    let s = setup("sc-authz").await;
+    // Finished, so that allowed calls change nothing and rows stay
+    // independent; Cloud Foundry's cancel needs an active task per success.
+    s.create(stagerun(
+        "mx-1-dev",
+        ("mx", 1, "DEV"),
+        "UnitTest",
+        passing(),
+        json!({}),
+    ))
+    .await;
+    s.create(stagerun(
+        "mxcf-idle",
+        ("mxcf", 1, "tasks"),
+        "t",
+        running(),
+        json!({}),
+    ))
+    .await;
+    for i in 2..=5 {
+        s.create(stagerun(
+            &format!("mxcf-{i}"),
+            ("mxcf", i, "tasks"),
+            "t",
+            running(),
+            json!({}),
+        ))
+        .await;
+    }
+    let finished = s.wait_phase("mx-1-dev", StagePhase::Succeeded).await;
+    s.wait_cached(&finished, "SUCCEEDED").await;
+    let idle = s.wait_phase("mxcf-idle", StagePhase::Running).await;
+    s.wait_cached(&idle, "RUNNING").await;
+    let mut fresh = Vec::new();
+    for i in 2..=5 {
+        let sr = s
+            .wait_phase(&format!("mxcf-{i}"), StagePhase::Running)
+            .await;
+        s.wait_cached(&sr, "RUNNING").await;
+        fresh.push(uid(&sr));
+    }
+    let done = uid(&finished);
+
+    // Columns: anonymous, bad credentials, no rights, viewer, operator, admin.
+    let callers: Vec<(Caller, usize)> = vec![
+        (Caller::Anonymous, 0),
+        (Caller::BadToken, 1),
+        (Caller::BadPassword, 1),
+        (Caller::Bearer(User::Nobody), 2),
+        (Caller::Bearer(User::Viewer), 3),
+        (Caller::Bearer(User::Operator), 4),
+        (Caller::LowercaseBearer(User::Operator), 4),
+        (Caller::XAuthToken(User::Operator), 4),
+        (Caller::Basic("admin"), 5),
+    ];
+    let crafter = json!({"site_id": "mx", "package_ids": [done]}).to_string();
+    let codearts = json!({"job_id": "mx", "build_no": "1"}).to_string();
+    let endpoints: Vec<MatrixRow> = vec![
+        (
+            "GoCD cancel",
+            "POST",
+            "/go/api/stages/mx/DEV/cancel".into(),
+            None,
+            [401, 401, 401, 401, 200, 200],
+        ),
+        (
+            "GoCD instance cancel",
+            "POST",
+            "/go/api/stages/mx/1/DEV/1/cancel".into(),
+            None,
+            [401, 401, 401, 401, 200, 200],
+        ),
+        (
+            "GoCD history",
+            "GET",
+            "/go/api/stages/mx/DEV/history/0".into(),
+            None,
+            [401, 401, 401, 200, 200, 200],
+        ),
+        (
+            "CodeArts stop",
+            "POST",
+            "/v3/jobs/stop".into(),
+            Some(codearts),
+            [401, 401, 403, 403, 200, 200],
+        ),
+        (
+            "CodeArts stop by path",
+            "POST",
+            "/v3/jobs/mx/1/stop".into(),
+            None,
+            [401, 401, 403, 403, 200, 200],
+        ),
+        (
+            "Crafter cancel",
+            "POST",
+            "/api/1/services/api/1/publish/cancel-publish-requests.json".into(),
+            Some(crafter),
+            [401, 401, 401, 401, 200, 200],
+        ),
+        (
+            "CF cancel",
+            "POST",
+            format!("/v3/tasks/{}/actions/cancel", uid(&idle)),
+            None,
+            [401, 401, 404, 403, 202, 202],
+        ),
+        (
+            "CF get",
+            "GET",
+            format!("/v3/tasks/{done}"),
+            None,
+            [401, 401, 404, 200, 200, 200],
+        ),
+    ];
+    let mut fresh = fresh.into_iter();
+    let mut failures = Vec::new();
+    for (name, method, path, body, expected) in &endpoints {
+        for (caller, col) in &callers {
+            let want = expected[*col];
+            // Each successful CF cancel gets a task of its own.
+            let path = if want == 202 {
+                format!("/v3/tasks/{}/actions/cancel", fresh.next().unwrap())
+            } else {
+                path.clone()
+            };
+            let r = s
+                .send(
+                    method,
+                    &path,
+                    *caller,
+                    &[("Content-Type", "application/json")],
+                    body.clone().map(String::into_bytes),
+                )
+                .await;
+            if r.status != want {
+                failures.push(format!(
+                    "{name} as {caller:?}: want {want}, got {} ({})",
+                    r.status, r.body
+                ));
+                continue;
+            }
+            if *name == "GoCD history" && want == 200 {
+                let operate = r.json()["stages"][0]["operate_permission"].clone();
+                if operate != json!(*col != 3) {
+                    failures.push(format!(
+                        "{name} as {caller:?}: operate_permission {operate}"
+                    ));
+                }
+            }
+            if want == 401 && name.starts_with("GoCD") {
+                let challenge = r.header("www-authenticate") == Some("Basic realm=\"GoCD\"");
+                if challenge != (*col <= 1) {
+                    failures.push(format!(
+                        "{name} as {caller:?}: WWW-Authenticate {:?}",
+                        r.header("www-authenticate")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "authorisation matrix:\n{}",
+        failures.join("\n")
+    );
+
+    // Only the four successful Cloud Foundry cancels wrote anything.
+    let requests = s.cancel_requests().await;
+    let mut by: Vec<String> = requests
+        .iter()
+        .map(|r| r.spec.requested_by.clone())
+        .collect();
+    by.sort();
+    assert_eq!(by, ["gocd-admin", "operator", "operator", "operator"]);
+    let idle_now = s.runs().get("mxcf-idle").await.unwrap();
+    assert_eq!(phase(&idle_now), Some(StagePhase::Running));
+    let finished_now = s.runs().get("mx-1-dev").await.unwrap();
+    assert_eq!(result(&finished_now), Some(RunResult::Passed));
+}
+
+// ---------------------------------------------------------------------------
+// Operations.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_and_openapi() {
+    let s = setup("sc-ops").await;
+    s.get("/healthz", Caller::Anonymous).await.text(200, "ok");
+    s.get("/readyz", Caller::Anonymous).await.text(200, "ok");
+    let head = s
+        .send("HEAD", "/healthz", Caller::Anonymous, &[], None)
+        .await;
+    head.expect(200);
+    assert!(head.body.is_empty());
+
+    // Some traffic, then the counters show it.
+    s.post("/go/api/stages/nope/DEV/cancel", Caller::Basic("admin"))
+        .await
+        .expect(404);
+    s.post("/v3/jobs/stop", Caller::Anonymous).await.expect(401);
+    let r = s.get("/metrics", Caller::Anonymous).await;
+    r.expect(200);
+    assert!(r.content_type().starts_with("text/plain"));
+    for want in [
+        "http_requests_total",
+        r#"http_requests_total{route="gocd_cancel",code="404"} 1"#,
+        r#"http_requests_total{route="codearts_stop",code="401"} 1"#,
+        "http_request_duration_seconds_bucket",
+        "stageruns_cached",
+    ] {
+        assert!(r.body.contains(want), "metrics lack {want}:\n{}", r.body);
+    }
+
+    let r = s.get("/openapi.json", Caller::Anonymous).await;
+    r.expect(200);
+    let doc = r.json();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
+    let documented: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for path in [
+        "/go/api/stages/{pipeline}/{stage}/cancel",
+        "/v3/jobs/stop",
+        "/api/1/services/api/1/publish/cancel-publish-requests.json",
+        "/v3/tasks/{guid}/actions/cancel",
+    ] {
+        assert!(documented.contains(path), "{path} is not documented");
+    }
+}
