@@ -16,14 +16,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cancel_operator::controller::{self, Config};
 use cancel_operator::crd::{CancelRequest, StagePhase, StageRun};
-use cancel_operator::sidecar;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use support::{TestNamespace, wait_list};
+use support::{TestNamespace, wait_list, world};
 
 const T: Duration = Duration::from_secs(300);
 
@@ -73,15 +71,7 @@ async fn baseline_job_delete(n: usize) -> Duration {
 async fn cancel_stageruns(n: usize) -> Duration {
     let ns = TestNamespace::new("bench-cancel").await;
     support::install_crds(&ns.client).await;
-    let ctl = tokio::spawn(controller::run(
-        ns.client.clone(),
-        Config {
-            namespace: Some(ns.name.clone()),
-            state_namespace: ns.name.clone(),
-            id_configmap: "ids".into(),
-            force_margin: Duration::from_secs(10),
-        },
-    ));
+    let ctl = world::spawn_controller(ns.client.clone(), &ns.name);
     let runs: Api<StageRun> = ns.api();
     let pods: Api<Pod> = ns.api();
     for i in 1..=n {
@@ -167,23 +157,14 @@ async fn sidecar_latency() -> (Duration, Duration, Duration) {
         .metadata
         .uid
         .expect("uid");
-    let state = sidecar::start(
+    let (addr, _server) = world::spawn_sidecar(
         support::client(support::User::Admin).await,
-        &sidecar::Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            namespaces: vec![ns.name.clone()],
-            auth: sidecar::auth::AuthMode::Kubernetes,
-            users_file: None,
-            external_url: None,
-            auth_cache_ttl: Duration::from_secs(60),
-        },
+        &ns.name,
+        None,
+        Duration::from_secs(60),
     )
-    .expect("sidecar");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(sidecar::serve(state, listener, std::future::pending()));
+    .await;
+    let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     let token = support::token(support::User::Admin);
     let history = "/go/api/stages/foo/DEV/history/0";

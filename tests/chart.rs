@@ -10,18 +10,16 @@ use std::time::Duration;
 
 use cancel_operator::controller;
 use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
-use cancel_operator::sidecar;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
-use support::{TestNamespace, User, wait_for};
+use support::{TestNamespace, User, wait_for, world};
 
 fn chart() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/cancel-operator")
@@ -169,41 +167,6 @@ async fn allowed(
         .is_some_and(|s| s.allowed)
 }
 
-fn grant_operator(ns: &str) -> (Role, RoleBinding) {
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some("canceller".into()),
-            namespace: Some(ns.into()),
-            ..ObjectMeta::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["cancel.dev".into()]),
-            resources: Some(vec!["cancelrequests".into(), "stageruns".into()]),
-            verbs: vec!["create".into(), "list".into(), "get".into()],
-            ..PolicyRule::default()
-        }]),
-    };
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("canceller".into()),
-            namespace: Some(ns.into()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: "canceller".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "User".into(),
-            name: "operator".into(),
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            ..Subject::default()
-        }]),
-    };
-    (role, binding)
-}
-
 fn stagerun(name: &str) -> StageRun {
     serde_json::from_value(json!({
         "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": name},
@@ -271,30 +234,21 @@ async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
     .await;
 
     // The sidecar, as the same ServiceAccount, takes a GoCD cancel from `operator`.
-    let (role, binding) = grant_operator(&work.name);
-    work.api::<Role>()
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    work.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let state = sidecar::start(
-        sa_client.clone(),
-        &sidecar::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            namespaces: vec![work.name.clone()],
-            auth: sidecar::auth::AuthMode::Kubernetes,
-            users_file: None,
-            external_url: None,
-            auth_cache_ttl: Duration::from_millis(200),
-        },
+    world::grant(
+        &work,
+        "canceller",
+        json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests", "stageruns"], "verbs": ["create", "list", "get"]}),
+        &["operator"],
     )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sidecar::serve(state, listener, std::future::pending()));
+    .await;
+    let (addr, _server) = world::spawn_sidecar(
+        sa_client.clone(),
+        &work.name,
+        None,
+        Duration::from_millis(200),
+    )
+    .await;
+    let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     let token = support::token(User::Operator);
     let url = format!("{base}/go/api/stages/demo_pipeline/first_stage/cancel");

@@ -5,7 +5,6 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cancel_operator::controller::{self, Config};
 use cancel_operator::crd::{
     CancelRequest, JobState, RequestPhase, RunResult, StagePhase, StageRun, TargetOutcome,
 };
@@ -15,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::{TestNamespace, wait_for, wait_list};
+use support::{TestNamespace, wait_for, wait_list, world};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -33,19 +32,10 @@ impl Drop for Setup {
     }
 }
 
-fn config(ns: &str) -> Config {
-    Config {
-        namespace: Some(ns.to_string()),
-        state_namespace: ns.to_string(),
-        id_configmap: "cancel-operator-ids".into(),
-        force_margin: Duration::from_secs(1),
-    }
-}
-
 async fn setup(prefix: &str) -> Setup {
     let ns = TestNamespace::new(prefix).await;
     support::install_crds(&ns.client).await;
-    let handle = tokio::spawn(controller::run(ns.client.clone(), config(&ns.name)));
+    let handle = world::spawn_controller(ns.client.clone(), &ns.name);
     Setup {
         ns,
         _controller: Some(handle),

@@ -7,24 +7,20 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use cancel_operator::controller;
 use cancel_operator::crd::{StagePhase, StageRun};
 use cancel_operator::sidecar::routes::{self, Route};
-use cancel_operator::sidecar::{self, auth::AuthMode};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
+use support::world::{self, PASSWORD, UsersFile};
 use support::{TestNamespace, User, eventually, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warp::http::Method;
 
 const T: Duration = Duration::from_secs(90);
-const PASSWORD: &str = "badger";
 const JOB: &str = "f9d6c8466d614a9788e9a0acf6c15f46";
 
 /// The documented path of each route the server knows, with its method.
@@ -70,7 +66,8 @@ struct World {
     /// "Kubernetes unreachable" answers (500, 503) are produced.
     broken: SocketAddr,
     http: reqwest::Client,
-    users_dir: PathBuf,
+    /// Kept for the sidecars' lifetime.
+    _users: UsersFile,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -79,116 +76,43 @@ impl Drop for World {
         for t in &self.tasks {
             t.abort();
         }
-        let _ = std::fs::remove_dir_all(&self.users_dir);
     }
-}
-
-async fn grant_rbac(ns: &TestNamespace) {
-    let roles: Api<Role> = ns.api();
-    let bindings: Api<RoleBinding> = ns.api();
-    let grants = [
-        (
-            "stagerun-reader",
-            json!({"apiGroups": ["cancel.dev"], "resources": ["stageruns"], "verbs": ["get", "list", "watch"]}),
-            vec!["viewer", "operator", "gocd-admin", "jez"],
-        ),
-        (
-            "stagerun-canceller",
-            json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests"], "verbs": ["create"]}),
-            vec!["operator", "gocd-admin", "jez"],
-        ),
-    ];
-    for (name, rule, users) in grants {
-        let role: Role =
-            serde_json::from_value(json!({"metadata": {"name": name}, "rules": [rule]})).unwrap();
-        roles.create(&PostParams::default(), &role).await.unwrap();
-        let subjects: Vec<Value> = users
-            .iter()
-            .map(|u| json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": u}))
-            .collect();
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": subjects
-        }))
-        .unwrap();
-        bindings
-            .create(&PostParams::default(), &binding)
-            .await
-            .unwrap();
-    }
-}
-
-async fn serve(
-    client: kube::Client,
-    ns: &str,
-    users_file: &std::path::Path,
-) -> (SocketAddr, tokio::task::AbortHandle) {
-    let state = sidecar::start(
-        client,
-        &sidecar::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            namespaces: vec![ns.to_string()],
-            auth: AuthMode::Kubernetes,
-            users_file: Some(users_file.to_path_buf()),
-            external_url: None,
-            auth_cache_ttl: Duration::from_secs(1),
-        },
-    )
-    .expect("start the sidecar");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(sidecar::serve(state, listener, std::future::pending()));
-    (addr, task.abort_handle())
 }
 
 async fn setup() -> World {
     let ns = TestNamespace::new("sc-openapi").await;
     support::install_crds(&ns.client).await;
-    let controller = tokio::spawn(controller::run(
-        ns.client.clone(),
-        controller::Config {
-            namespace: Some(ns.name.clone()),
-            state_namespace: ns.name.clone(),
-            id_configmap: "cancel-operator-ids".into(),
-            force_margin: Duration::from_secs(1),
-        },
-    ));
-    grant_rbac(&ns).await;
-    let users_dir = std::env::temp_dir().join(format!("cancel-sidecar-{}", ns.name));
-    std::fs::create_dir_all(&users_dir).unwrap();
-    let users_file = users_dir.join("users.yaml");
-    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
-    std::fs::write(
-        &users_file,
-        format!(
-            "users:\n- name: admin\n  passwordHash: \"{hash}\"\n  username: gocd-admin\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\n"
-        ),
+    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
+    world::grant_readers_and_cancellers(&ns).await;
+    let users = UsersFile::new(&ns.name);
+    let ttl = Duration::from_secs(1);
+    let (addr, server) = world::spawn_sidecar(
+        support::client(User::Admin).await,
+        &ns.name,
+        Some(&users.path),
+        ttl,
     )
-    .unwrap();
-    let (addr, server) = serve(support::client(User::Admin).await, &ns.name, &users_file).await;
-    let (broken, broken_server) =
-        serve(support::client(User::Nobody).await, &ns.name, &users_file).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("http://{addr}/readyz");
-    let probe = http.clone();
-    eventually("the sidecar ready", T, || {
-        let (http, url) = (probe.clone(), url.clone());
-        async move {
-            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            (r.status() == 200)
-                .then_some(())
-                .ok_or(format!("readyz answered {}", r.status()))
-        }
-    })
     .await;
+    let (broken, broken_server) = world::spawn_sidecar(
+        support::client(User::Nobody).await,
+        &ns.name,
+        Some(&users.path),
+        ttl,
+    )
+    .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    world::wait_ready(&http, addr).await;
     World {
         ns,
         addr,
         broken,
         http,
-        users_dir,
-        tasks: vec![controller.abort_handle(), server, broken_server],
+        _users: users,
+        tasks: vec![
+            controller.abort_handle(),
+            server.abort_handle(),
+            broken_server.abort_handle(),
+        ],
     }
 }
 
@@ -374,7 +298,7 @@ async fn raw_broken_body(
 // The document.
 
 fn document() -> Value {
-    serde_json::from_str(sidecar::OPENAPI).expect("openapi.json is JSON")
+    serde_json::from_str(cancel_operator::sidecar::OPENAPI).expect("openapi.json is JSON")
 }
 
 /// A validator for `schema`, a part of `doc`: the document's components are

@@ -6,22 +6,16 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use cancel_operator::controller;
 use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
-use cancel_operator::sidecar::{self, auth::AuthMode};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
+use support::world::{self, PASSWORD, UsersFile};
 use support::{TestNamespace, User, eventually, wait_for};
 
 const T: Duration = Duration::from_secs(90);
-
-/// The password of the users file's `admin` and `jez`, as in the seeds.
-const PASSWORD: &str = "badger";
 
 /// The seed's CodeArts build task id (seed 002).
 const SEED_JOB: &str = "f9d6c8466d614a9788e9a0acf6c15f46";
@@ -90,7 +84,7 @@ struct Sidecar {
     ns: TestNamespace,
     base: String,
     http: reqwest::Client,
-    users_dir: PathBuf,
+    users: UsersFile,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -99,7 +93,6 @@ impl Drop for Sidecar {
         for t in &self.tasks {
             t.abort();
         }
-        let _ = std::fs::remove_dir_all(&self.users_dir);
     }
 }
 
@@ -209,106 +202,28 @@ impl Reply {
     }
 }
 
-fn config(ns: &str) -> controller::Config {
-    controller::Config {
-        namespace: Some(ns.to_string()),
-        state_namespace: ns.to_string(),
-        id_configmap: "cancel-operator-ids".into(),
-        force_margin: Duration::from_secs(1),
-    }
-}
-
-/// Read access for viewer, operator, gocd-admin and jez; cancel rights
-/// (create CancelRequests) for operator, gocd-admin and jez.
-async fn grant_rbac(ns: &TestNamespace) {
-    let roles: Api<Role> = ns.api();
-    let bindings: Api<RoleBinding> = ns.api();
-    let grants = [
-        (
-            "stagerun-reader",
-            json!({"apiGroups": ["cancel.dev"], "resources": ["stageruns"], "verbs": ["get", "list", "watch"]}),
-            vec!["viewer", "operator", "gocd-admin", "jez"],
-        ),
-        (
-            "stagerun-canceller",
-            json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests"], "verbs": ["create"]}),
-            vec!["operator", "gocd-admin", "jez"],
-        ),
-    ];
-    for (name, rule, users) in grants {
-        let role: Role =
-            serde_json::from_value(json!({"metadata": {"name": name}, "rules": [rule]})).unwrap();
-        roles.create(&PostParams::default(), &role).await.unwrap();
-        let subjects: Vec<Value> = users
-            .iter()
-            .map(|u| json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": u}))
-            .collect();
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": subjects
-        }))
-        .unwrap();
-        bindings
-            .create(&PostParams::default(), &binding)
-            .await
-            .unwrap();
-    }
-}
-
 async fn setup(prefix: &str) -> Sidecar {
     let ns = TestNamespace::new(prefix).await;
     support::install_crds(&ns.client).await;
-    let controller = tokio::spawn(controller::run(ns.client.clone(), config(&ns.name)));
-    grant_rbac(&ns).await;
-
-    let users_dir = std::env::temp_dir().join(format!("cancel-sidecar-{}", ns.name));
-    std::fs::create_dir_all(&users_dir).unwrap();
-    let users_file = users_dir.join("users.yaml");
-    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
-    std::fs::write(
-        &users_file,
-        format!(
-            "users:\n- name: admin\n  passwordHash: \"{hash}\"\n  username: gocd-admin\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\n"
-        ),
-    )
-    .unwrap();
-    let state = sidecar::start(
+    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
+    world::grant_readers_and_cancellers(&ns).await;
+    let users = UsersFile::new(&ns.name);
+    let (addr, server) = world::spawn_sidecar(
         support::client(User::Admin).await,
-        &sidecar::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            namespaces: vec![ns.name.clone()],
-            auth: AuthMode::Kubernetes,
-            users_file: Some(users_file),
-            external_url: None,
-            auth_cache_ttl: Duration::from_secs(1),
-        },
+        &ns.name,
+        Some(&users.path),
+        Duration::from_secs(1),
     )
-    .expect("start the sidecar");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(sidecar::serve(state, listener, std::future::pending()));
-    let s = Sidecar {
+    .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    world::wait_ready(&http, addr).await;
+    Sidecar {
         ns,
         base: format!("http://{addr}"),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        users_dir,
+        http,
+        users,
         tasks: vec![controller.abort_handle(), server.abort_handle()],
-    };
-    let (http, url) = (s.http.clone(), s.url("/readyz"));
-    eventually("the sidecar ready", T, || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            if r.status() == 200 {
-                Ok(())
-            } else {
-                Err(format!("readyz answered {}", r.status()))
-            }
-        }
-    })
-    .await;
-    s
+    }
 }
 
 impl Sidecar {
@@ -1805,7 +1720,7 @@ async fn bad_input_is_refused_in_each_api_format_and_writes_nothing() {
     .await
     .cf_error(413, 1001, "CF-MessageParseError", None);
     // Streamed without a Content-Length: refused all the same.
-    let path = s.users_dir.join("big.json");
+    let path = s.users.path.with_file_name("big.json");
     std::fs::write(&path, &codearts_big).unwrap();
     let (code, body) = curl(&format!(
         "curl -X POST -u admin:badger -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/json' --data-binary @{} {}/v3/jobs/stop",

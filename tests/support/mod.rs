@@ -18,6 +18,8 @@ use serde::de::DeserializeOwned;
 
 use cancel_operator::crd::{CancelRequest, StageRun};
 
+pub mod world;
+
 /// A user of the test control plane (static tokens).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum User {

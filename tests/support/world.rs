@@ -1,0 +1,151 @@
+//! The pieces a test starts next to the control plane: the controller and
+//! the sidecar in-process, RBAC grants, a users file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cancel_operator::controller;
+use cancel_operator::sidecar::{self, auth::AuthMode};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+
+use super::{TestNamespace, eventually};
+
+/// Password of the users in [`UsersFile`].
+pub const PASSWORD: &str = "badger";
+
+/// A controller watching only `ns`, keeping its ids there too.
+pub fn controller_config(ns: &str) -> controller::Config {
+    controller::Config {
+        namespace: Some(ns.to_string()),
+        state_namespace: ns.to_string(),
+        id_configmap: "cancel-operator-ids".into(),
+        force_margin: Duration::from_secs(1),
+    }
+}
+
+/// Runs a controller for `ns` until the handle is aborted or the test ends.
+pub fn spawn_controller(client: Client, ns: &str) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(controller::run(client, controller_config(ns)))
+}
+
+/// A Role with one rule, bound to the given users.
+pub async fn grant(ns: &TestNamespace, name: &str, rule: Value, users: &[&str]) {
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": name}, "rules": [rule]})).expect("role");
+    ns.api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create role");
+    let subjects: Vec<Value> = users
+        .iter()
+        .map(|u| json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": u}))
+        .collect();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": subjects
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create binding");
+}
+
+/// Read access for viewer, operator, gocd-admin and jez; cancel rights
+/// (create CancelRequests) for operator, gocd-admin and jez.
+pub async fn grant_readers_and_cancellers(ns: &TestNamespace) {
+    grant(
+        ns,
+        "stagerun-reader",
+        json!({"apiGroups": ["cancel.dev"], "resources": ["stageruns"], "verbs": ["get", "list", "watch"]}),
+        &["viewer", "operator", "gocd-admin", "jez"],
+    )
+    .await;
+    grant(
+        ns,
+        "stagerun-canceller",
+        json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests"], "verbs": ["create"]}),
+        &["operator", "gocd-admin", "jez"],
+    )
+    .await;
+}
+
+/// A users file with the seeds' users: admin (as Kubernetes user gocd-admin)
+/// and jez, both with password [`PASSWORD`]. Removed when dropped.
+pub struct UsersFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl UsersFile {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cancel-sidecar-{tag}"));
+        std::fs::create_dir_all(&dir).expect("users dir");
+        let path = dir.join("users.yaml");
+        let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+        std::fs::write(
+            &path,
+            format!(
+                "users:\n- name: admin\n  passwordHash: \"{hash}\"\n  username: gocd-admin\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\n"
+            ),
+        )
+        .expect("write users file");
+        UsersFile { dir, path }
+    }
+}
+
+impl Drop for UsersFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves the sidecar for `ns` on a free loopback port, authenticating with
+/// Kubernetes, until the handle is aborted or the test ends.
+pub async fn spawn_sidecar(
+    client: Client,
+    ns: &str,
+    users_file: Option<&Path>,
+    auth_cache_ttl: Duration,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let state = sidecar::start(
+        client,
+        &sidecar::Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            namespaces: vec![ns.to_string()],
+            auth: AuthMode::Kubernetes,
+            users_file: users_file.map(Path::to_path_buf),
+            external_url: None,
+            auth_cache_ttl,
+        },
+    )
+    .expect("start the sidecar");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    (
+        addr,
+        tokio::spawn(sidecar::serve(state, listener, std::future::pending())),
+    )
+}
+
+/// Waits until the sidecar at `addr` is ready (its cache has synced).
+pub async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
+    let url = format!("http://{addr}/readyz");
+    eventually("the sidecar ready", Duration::from_secs(90), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            (r.status() == 200)
+                .then_some(())
+                .ok_or(format!("readyz answered {}", r.status()))
+        }
+    })
+    .await;
+}
