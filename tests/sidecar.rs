@@ -1,5 +1,5 @@
-//! The REST sidecar against the real control plane: every API of DESIGN.md §4,
-//! the seeds' curl examples run verbatim, idempotency, bad input, and an
+//! The REST sidecar against the real control plane: every API of the sidecar's contract,
+//! the API documents' curl examples run verbatim, idempotency, bad input, and an
 //! authorisation matrix. Each test has a namespace, a controller and a
 //! sidecar of its own; the sidecar authorises with real SubjectAccessReviews.
 
@@ -17,11 +17,11 @@ use support::{TestNamespace, User, eventually, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 
-/// The seed's CodeArts build task id (seed 002).
-const SEED_JOB: &str = "f9d6c8466d614a9788e9a0acf6c15f46";
+/// The documented CodeArts build task id.
+const DOCUMENTED_JOB: &str = "f9d6c8466d614a9788e9a0acf6c15f46";
 
-/// The seed's history example for foo/DEV (seed 001).
-const SEED_HISTORY: &str = r#"{
+/// The documented history example for foo/DEV.
+const DOCUMENTED_HISTORY: &str = r#"{
   "stages": [
     {
       "name": "DEV",
@@ -442,7 +442,7 @@ fn uid(sr: &StageRun) -> String {
     sr.uid().unwrap()
 }
 
-/// The pipelines of the GoCD seeds: demo_pipeline/first_stage (running),
+/// The pipelines of the GoCD documents: demo_pipeline/first_stage (running),
 /// foo/DEV counter 1 (passed, approved by `changes`) and counter 2 (failed,
 /// approved by `admin`), foo/UATTest counter 2 (running).
 struct Demo {
@@ -517,14 +517,14 @@ fn without_run_specifics(mut v: Value) -> Value {
     v
 }
 
-/// Asserts a foo/DEV history page is the seed's, field for field, and that
+/// Asserts a foo/DEV history page is the documented one, field for field, and that
 /// its ids and dates are those of the StageRuns.
-fn assert_seed_history(got: &Value, demo: &Demo, operate: bool) {
-    let seed: Value = serde_json::from_str(SEED_HISTORY).unwrap();
+fn assert_documented_history(got: &Value, demo: &Demo, operate: bool) {
+    let documented: Value = serde_json::from_str(DOCUMENTED_HISTORY).unwrap();
     assert_eq!(
         without_run_specifics(got.clone()),
-        without_run_specifics(seed),
-        "history differs from the seed: {got:#}"
+        without_run_specifics(documented),
+        "history differs from the documentation: {got:#}"
     );
     for (stage, run) in got["stages"]
         .as_array()
@@ -548,10 +548,10 @@ fn assert_seed_history(got: &Value, demo: &Demo, operate: bool) {
 }
 
 // ---------------------------------------------------------------------------
-// GoCD (seeds 000, 001).
+// GoCD.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gocd_cancels_a_stage_as_the_seeds_document() {
+async fn gocd_cancels_a_stage_as_documented() {
     let s = setup("sc-gocd").await;
     let demo = demo_data(&s).await;
     let cancel = "/go/api/stages/demo_pipeline/first_stage/cancel";
@@ -567,7 +567,7 @@ async fn gocd_cancels_a_stage_as_the_seeds_document() {
             r.what
         );
     }
-    // Authenticated without operate permission: 401 as the seed documents,
+    // Authenticated without operate permission: 401 as GoCD documents,
     // without a challenge (logging in again would not help).
     for caller in [Caller::Bearer(User::Viewer), Caller::Bearer(User::Nobody)] {
         let r = s.post(cancel, caller).await;
@@ -721,17 +721,17 @@ async fn gocd_cancels_one_stage_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gocd_history_has_the_seed_shape_and_pages() {
+async fn gocd_history_has_the_documented_shape_and_pages() {
     let s = setup("sc-history").await;
     let demo = demo_data(&s).await;
 
-    // The seed's example, field for field.
+    // The documented example, field for field.
     let r = s
         .get("/go/api/stages/foo/DEV/history/0", Caller::Basic("admin"))
         .await;
     r.expect(200);
     let page = r.json();
-    assert_seed_history(&page, &demo, true);
+    assert_documented_history(&page, &demo, true);
     assert!(
         page["stages"][0]["counter"].is_string(),
         "counter is a string"
@@ -750,7 +750,7 @@ async fn gocd_history_has_the_seed_shape_and_pages() {
         )
         .await;
     r.expect(200);
-    assert_seed_history(&r.json(), &demo, false);
+    assert_documented_history(&r.json(), &demo, false);
 
     // Pagination: 13 instances, newest first by pipeline counter, then stage counter.
     let manual = json!({"approvalType": "manual"});
@@ -887,14 +887,14 @@ async fn gocd_history_has_the_seed_shape_and_pages() {
 }
 
 // ---------------------------------------------------------------------------
-// CodeArts (seed 002).
+// CodeArts.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codearts_stops_builds() {
     let s = setup("sc-codearts").await;
     s.create(stagerun(
         "build-19",
-        (SEED_JOB, 19, "build"),
+        (DOCUMENTED_JOB, 19, "build"),
         "compile",
         passing(),
         json!({}),
@@ -902,7 +902,7 @@ async fn codearts_stops_builds() {
     .await;
     s.create(stagerun(
         "build-20",
-        (SEED_JOB, 20, "build"),
+        (DOCUMENTED_JOB, 20, "build"),
         "compile",
         stubborn(),
         json!({}),
@@ -910,7 +910,7 @@ async fn codearts_stops_builds() {
     .await;
     s.create(stagerun(
         "build-21",
-        (SEED_JOB, 21, "build"),
+        (DOCUMENTED_JOB, 21, "build"),
         "compile",
         running(),
         json!({}),
@@ -925,7 +925,7 @@ async fn codearts_stops_builds() {
 
     let stop = "/v3/jobs/stop";
     let op = Caller::XAuthToken(User::Operator);
-    let valid = json!({"job_id": SEED_JOB, "build_no": "20"});
+    let valid = json!({"job_id": DOCUMENTED_JOB, "build_no": "20"});
 
     // 401 before anything else, including for a malformed body.
     for caller in [Caller::Anonymous, Caller::BadToken, Caller::BadPassword] {
@@ -935,7 +935,7 @@ async fn codearts_stops_builds() {
         s.post_raw(stop, caller, b"{")
             .await
             .codearts_error(401, "CB.00060210");
-        s.post(&format!("/v3/jobs/{SEED_JOB}/20/stop"), caller)
+        s.post(&format!("/v3/jobs/{DOCUMENTED_JOB}/20/stop"), caller)
             .await
             .codearts_error(401, "CB.00060210");
     }
@@ -979,9 +979,9 @@ async fn codearts_stops_builds() {
         s.post_raw(stop, op, body).await.codearts_error(400, code);
     }
     for (path, code) in [
-        (format!("/v3/jobs/{SEED_JOB}/abc/stop"), "CB.00060202"),
-        (format!("/v3/jobs/{SEED_JOB}/0/stop"), "CB.00060202"),
-        (format!("/v3/jobs/{SEED_JOB}/%20/stop"), "CB.00060202"),
+        (format!("/v3/jobs/{DOCUMENTED_JOB}/abc/stop"), "CB.00060202"),
+        (format!("/v3/jobs/{DOCUMENTED_JOB}/0/stop"), "CB.00060202"),
+        (format!("/v3/jobs/{DOCUMENTED_JOB}/%20/stop"), "CB.00060202"),
         ("/v3/jobs/%20/20/stop".to_string(), "CB.00060201"),
     ] {
         s.post(&path, op).await.codearts_error(400, code);
@@ -994,7 +994,7 @@ async fn codearts_stops_builds() {
         s.post_json(stop, caller, &valid)
             .await
             .codearts_error(403, "CB.00060211");
-        s.post(&format!("/v3/jobs/{SEED_JOB}/20/stop"), caller)
+        s.post(&format!("/v3/jobs/{DOCUMENTED_JOB}/20/stop"), caller)
             .await
             .codearts_error(403, "CB.00060211");
     }
@@ -1002,22 +1002,30 @@ async fn codearts_stops_builds() {
     s.post_json(stop, op, &json!({"job_id": "nope", "build_no": "20"}))
         .await
         .codearts_error(404, "CB.00060220");
-    s.post_json(stop, op, &json!({"job_id": SEED_JOB, "build_no": "99"}))
-        .await
-        .codearts_error(404, "CB.00060221");
+    s.post_json(
+        stop,
+        op,
+        &json!({"job_id": DOCUMENTED_JOB, "build_no": "99"}),
+    )
+    .await
+    .codearts_error(404, "CB.00060221");
     s.post("/v3/jobs/nope/1/stop", op)
         .await
         .codearts_error(404, "CB.00060220");
-    s.post(&format!("/v3/jobs/{SEED_JOB}/99/stop"), op)
+    s.post(&format!("/v3/jobs/{DOCUMENTED_JOB}/99/stop"), op)
         .await
         .codearts_error(404, "CB.00060221");
     s.assert_no_cancel_request("after refused stops").await;
 
     // A finished build: false, nothing written.
-    s.post_json(stop, op, &json!({"job_id": SEED_JOB, "build_no": "19"}))
-        .await
-        .json_eq(200, json!({"result": false}));
-    s.post(&format!("/v3/jobs/{SEED_JOB}/19/stop"), op)
+    s.post_json(
+        stop,
+        op,
+        &json!({"job_id": DOCUMENTED_JOB, "build_no": "19"}),
+    )
+    .await
+    .json_eq(200, json!({"result": false}));
+    s.post(&format!("/v3/jobs/{DOCUMENTED_JOB}/19/stop"), op)
         .await
         .json_eq(200, json!({"result": false}));
     s.assert_no_cancel_request("after stopping a finished build")
@@ -1039,7 +1047,7 @@ async fn codearts_stops_builds() {
     assert_eq!(s.cancel_requests().await.len(), 1, "already canceling");
 
     // The path form, with Authorization instead of X-Auth-Token.
-    let path = format!("/v3/jobs/{SEED_JOB}/21/stop");
+    let path = format!("/v3/jobs/{DOCUMENTED_JOB}/21/stop");
     s.post(&path, Caller::Bearer(User::Operator))
         .await
         .json_eq(200, json!({"result": true}));
@@ -1056,7 +1064,7 @@ async fn codearts_stops_builds() {
 }
 
 // ---------------------------------------------------------------------------
-// CrafterCMS (seed 003).
+// CrafterCMS.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crafter_cancels_publish_requests_all_or_nothing() {
@@ -1191,7 +1199,7 @@ async fn crafter_cancels_publish_requests_all_or_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// Cloud Foundry (seed 004).
+// Cloud Foundry.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_foundry_cancels_tasks() {
@@ -1326,9 +1334,9 @@ async fn cloud_foundry_cancels_tasks() {
 }
 
 // ---------------------------------------------------------------------------
-// The seeds' examples, run with curl as written.
+// The API documents' examples, run with curl as written.
 
-/// Runs a seed's curl command line through the shell, as a reader would paste
+/// Runs a documented curl command line through the shell, as a reader would paste
 /// it; `-sS -w` only add the status code to the output.
 async fn curl(command: &str) -> (u16, String) {
     let line = format!("{command} -sS -w '\\n%{{http_code}}'");
@@ -1356,13 +1364,13 @@ async fn curl(command: &str) -> (u16, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seed_examples_work_verbatim_with_curl() {
-    let s = setup("sc-seeds").await;
+async fn the_documented_examples_work_verbatim_with_curl() {
+    let s = setup("sc-docs").await;
     let demo = demo_data(&s).await;
     let build = s
         .create(stagerun(
             "build-20",
-            (SEED_JOB, 20, "build"),
+            (DOCUMENTED_JOB, 20, "build"),
             "compile",
             running(),
             json!({}),
@@ -1397,7 +1405,7 @@ async fn the_seed_examples_work_verbatim_with_curl() {
     let host = &s.base;
     let operator = support::token(User::Operator);
 
-    // Seed 000, as jez.
+    // The older GoCD Stages document, as jez.
     let (code, body) = curl(&format!(
         "curl -u jez:badger -d \"\" {host}/go/api/stages/demo_pipeline/first_stage/cancel"
     ))
@@ -1412,7 +1420,7 @@ async fn the_seed_examples_work_verbatim_with_curl() {
     assert_eq!(result(&sr), Some(RunResult::Cancelled));
     assert_eq!(sr.status.unwrap().cancel.unwrap().requested_by, "jez");
 
-    // Seed 001's cancel, as admin, on the next run of the stage.
+    // The GoCD Stages document's cancel, as admin, on the next run of the stage.
     s.create(stagerun(
         "demo-pipeline-2-first-stage",
         ("demo_pipeline", 2, "first_stage"),
@@ -1425,10 +1433,10 @@ async fn the_seed_examples_work_verbatim_with_curl() {
         .wait_phase("demo-pipeline-2-first-stage", StagePhase::Running)
         .await;
     s.wait_cached(&next, "RUNNING").await;
-    let seed_001_cancel = format!(
+    let gocd_cancel = format!(
         "curl -u admin:badger -d \"\" {host}/go/api/stages/demo_pipeline/first_stage/cancel"
     );
-    let (code, body) = curl(&seed_001_cancel).await;
+    let (code, body) = curl(&gocd_cancel).await;
     assert_eq!(
         (code, body.as_str()),
         (200, "Stage cancelled successfully.")
@@ -1447,33 +1455,36 @@ async fn the_seed_examples_work_verbatim_with_curl() {
         "gocd-admin"
     );
     s.wait_cached(&sr, "FAILED").await;
-    let (code, body) = curl(&seed_001_cancel).await;
+    let (code, body) = curl(&gocd_cancel).await;
     assert_eq!(
         (code, body.as_str()),
         (200, "Stage is not active. Cancellation Ignored.")
     );
 
-    // Seed 001's history.
+    // The GoCD Stages document's history.
     let (code, body) = curl(&format!(
         "curl -u admin:badger {host}/go/api/stages/foo/DEV/history/0"
     ))
     .await;
     assert_eq!(code, 200, "{body}");
-    assert_seed_history(&serde_json::from_str(&body).unwrap(), &demo, true);
+    assert_documented_history(&serde_json::from_str(&body).unwrap(), &demo, true);
 
-    // Seed 002: the example request, with its body as written.
+    // The CodeArts document: the example request, with its body as written.
     let (code, body) = curl(&format!(
         "curl -X POST -H 'X-Auth-Token: {operator}' -H 'Content-Type: application/json' -d '{{\n  \"job_id\" : \"f9d6c8466d614a9788e9a0acf6c15f46\",\n  \"build_no\" : \"20\"\n}}' {host}/v3/jobs/stop"
     ))
     .await;
     assert_eq!(code, 200, "{body}");
-    let seed_response: Value = serde_json::from_str("{\n  \"result\" : true\n}").unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), seed_response);
+    let documented_response: Value = serde_json::from_str("{\n  \"result\" : true\n}").unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        documented_response
+    );
     let sr = s.wait_phase("build-20", StagePhase::Failed).await;
     assert_eq!(result(&sr), Some(RunResult::Cancelled));
 
-    // Seed 003: its package ids do not exist here, so nothing is cancelled...
-    let seed_003_body = r#"{
+    // The CrafterCMS document: its package ids do not exist here, so nothing is cancelled...
+    let crafter_body = r#"{
         "site_id" : "mysite",
         "package_ids" : [
             "588d5441-9aa9-4fb7-9a51-8c9a80f4f1d5",
@@ -1486,7 +1497,7 @@ async fn the_seed_examples_work_verbatim_with_curl() {
             "curl -X POST -H 'Authorization: Bearer {operator}' -H 'Content-Type: application/json' -d '{body}' {host}/api/1/services/api/1/publish/cancel-publish-requests.json"
         )
     };
-    let (code, body) = curl(&crafter(seed_003_body)).await;
+    let (code, body) = curl(&crafter(crafter_body)).await;
     assert_eq!(code, 404, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
@@ -1497,7 +1508,7 @@ async fn the_seed_examples_work_verbatim_with_curl() {
         assert_eq!(phase(&now), Some(StagePhase::Running));
     }
     // ...and with the ids of real packages, they are.
-    let real = seed_003_body
+    let real = crafter_body
         .replace("588d5441-9aa9-4fb7-9a51-8c9a80f4f1d5", &uid(&site[0]))
         .replace("9a7a1d3a-5b33-43c7-8214-6795335a56b7", &uid(&site[1]))
         .replace("32fce3fa-99f9-4f17-a723-53febe772bf3", &uid(&site[2]));
@@ -1512,7 +1523,7 @@ async fn the_seed_examples_work_verbatim_with_curl() {
         assert_eq!(result(&sr), Some(RunResult::Cancelled));
     }
 
-    // Seed 004, with the operator's token as the Authorization value.
+    // The Cloud Foundry document, with the operator's token as the Authorization value.
     let (code, body) = curl(&format!(
         "curl -X POST -H 'Authorization: bearer {operator}' {host}/v3/tasks/{}/actions/cancel",
         uid(&task)

@@ -1,5 +1,5 @@
 //! Tests of the pure StageRun decisions: every phase against every change,
-//! the invariants of DESIGN.md §3, and the helpers that read Jobs and pods.
+//! the invariants of the cancel rules, and the helpers that read Jobs and pods.
 
 use serde_json::{Value, json};
 
@@ -493,7 +493,7 @@ fn force_at(cancel: &CancelRecord, margin: Duration) -> Timestamp {
         + SignedDuration::try_from(margin).unwrap()
 }
 
-/// DESIGN.md §3, checked on every decision.
+/// the cancel rules, checked on every decision.
 fn assert_invariants(label: &str, w: &World, p: &Plan) {
     let before = w.run.status.as_ref();
     let was_finished = before

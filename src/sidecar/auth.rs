@@ -149,6 +149,9 @@ pub struct Authenticator {
     mode: AuthMode,
     client: Client,
     users: Arc<UsersFile>,
+    /// Checked in place of an unknown user's hash, so that a login takes as
+    /// long whether or not the user exists.
+    decoy_hash: Arc<String>,
     /// sha256(token) → identity (None: rejected).
     tokens: Cache<String, Option<Identity>>,
     /// sha256(user, password) → identity, for verified Basic logins.
@@ -161,10 +164,19 @@ const GROUP: &str = "cancel.dev";
 
 impl Authenticator {
     pub fn new(mode: AuthMode, client: Client, users: UsersFile, ttl: Duration) -> Self {
+        // As costly as the users' own hashes ("$2b$NN$...").
+        let cost = users
+            .users
+            .first()
+            .and_then(|u| u.password_hash.get(4..6))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(4);
+        let decoy_hash = bcrypt::hash("no such user", cost).unwrap_or_default();
         Authenticator {
             mode,
             client,
             users: Arc::new(users),
+            decoy_hash: Arc::new(decoy_hash),
             tokens: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
@@ -215,24 +227,22 @@ impl Authenticator {
                     return hit.ok_or(AuthError::Invalid);
                 }
                 let found = self.users.users.iter().find(|u| &u.name == user).cloned();
+                let hash = found
+                    .as_ref()
+                    .map(|u| u.password_hash.clone())
+                    .unwrap_or_else(|| self.decoy_hash.as_ref().clone());
                 let password = password.clone();
-                let identity = match found {
-                    None => None,
-                    Some(u) => {
-                        let hash = u.password_hash.clone();
-                        // bcrypt is slow by design: keep it off the async workers.
-                        let ok = tokio::task::spawn_blocking(move || {
-                            bcrypt::verify(password, &hash).unwrap_or(false)
-                        })
-                        .await
-                        .unwrap_or(false);
-                        ok.then(|| Identity {
-                            username: u.username.clone().unwrap_or_else(|| u.name.clone()),
-                            groups: u.groups.clone(),
-                            uid: None,
-                        })
-                    }
-                };
+                // bcrypt is slow by design: keep it off the async workers.
+                let ok = tokio::task::spawn_blocking(move || {
+                    bcrypt::verify(password, &hash).unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false);
+                let identity = found.filter(|_| ok).map(|u| Identity {
+                    username: u.username.clone().unwrap_or_else(|| u.name.clone()),
+                    groups: u.groups.clone(),
+                    uid: None,
+                });
                 self.logins.insert(key, identity.clone()).await;
                 identity.ok_or(AuthError::Invalid)
             }

@@ -1,4 +1,4 @@
-//! Cloud Foundry v3 tasks: cancel a task (seed 004) and read it. A task is a
+//! Cloud Foundry v3 tasks: cancel a task and read it. A task is a
 //! StageRun; its guid is the StageRun's uid.
 
 use std::collections::BTreeMap;

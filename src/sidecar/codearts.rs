@@ -1,4 +1,4 @@
-//! Huawei Cloud CodeArts Build: stop a build (seed 002).
+//! Huawei Cloud CodeArts Build: stop a build.
 //! A build task (`job_id`) is a pipeline; a build number (`build_no`) is its
 //! pipeline counter; the build is every StageRun of that pipeline run.
 

@@ -1,4 +1,4 @@
-//! CrafterCMS Studio: cancel publish requests (seed 003). A site is a
+//! CrafterCMS Studio: cancel publish requests. A site is a
 //! pipeline; a package id is a StageRun uid. All or nothing: every id is
 //! checked before anything is cancelled.
 

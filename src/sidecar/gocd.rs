@@ -1,5 +1,5 @@
-//! GoCD Stages API: cancel a stage (seeds 000, 001), cancel one stage
-//! instance, and stage history (seed 001).
+//! GoCD Stages API: cancel a stage, cancel one stage
+//! instance, and stage history.
 
 use std::sync::Arc;
 
@@ -391,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stagerun_renders_as_the_seed_shows() {
+    fn a_stagerun_renders_as_gocd_documents_it() {
         let run: StageRun = serde_json::from_value(json!({
             "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
             "metadata": {"name": "foo-2-dev", "namespace": "demo", "creationTimestamp": "2014-09-23T07:21:16Z"},

@@ -75,7 +75,7 @@ pub async fn grant_readers_and_cancellers(ns: &TestNamespace) {
     .await;
 }
 
-/// A users file with the seeds' users: admin (as Kubernetes user gocd-admin)
+/// A users file with the API documents' users: admin (as Kubernetes user gocd-admin)
 /// and jez, both with password [`PASSWORD`]. Removed when dropped.
 pub struct UsersFile {
     dir: PathBuf,
