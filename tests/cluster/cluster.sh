@@ -7,6 +7,7 @@
 #                      .cluster link points at it; prints the admin kubeconfig path
 #   cluster.sh down    stop it and remove its directory, leaving no process behind
 #   cluster.sh env     print shell exports for the running control plane
+#   cluster.sh restart COMPONENT   restart one component with the same flags
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -72,11 +73,13 @@ wait_for() {
   done
 }
 
-# start NAME COMMAND...: run a component in its own session, logging to NAME.log.
+# start NAME COMMAND...: run a component in its own session, logging to NAME.log;
+# its command line is kept in NAME.cmd for restarts.
 start() {
   local name=$1
   shift
-  setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
+  printf '%s\0' "$@" >"$dir/$name.cmd"
+  setsid "$@" >>"$dir/$name.log" 2>&1 </dev/null &
   echo "$! $name" >>"$dir/pids"
 }
 
@@ -218,6 +221,30 @@ down() {
   fi
 }
 
+# restart NAME: stop one component and start it again with the same flags
+# (tests use it to restart the kube-apiserver under a running controller).
+restart() {
+  local name=$1 pid n
+  [[ -f $LINK/ready ]] || die "no control plane is running"
+  dir=$(readlink "$LINK")
+  [[ -f $dir/$name.cmd ]] || die "no component named $name"
+  pid=$(awk -v n="$name" '$2 == n {print $1}' "$dir/pids" | tail -n 1)
+  if [[ -n $pid ]]; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    awk -v n="$name" '$2 != n' "$dir/pids" >"$dir/pids.new" && mv "$dir/pids.new" "$dir/pids"
+  fi
+  local cmd=()
+  mapfile -d '' cmd <"$dir/$name.cmd"
+  start "$name" "${cmd[@]}"
+  if [[ $name == kube-apiserver ]]; then
+    wait_for 120 kube-apiserver "$BIN/kubectl" --kubeconfig="$dir/admin.kubeconfig" get --raw /readyz
+  fi
+  log "restarted $name"
+}
+
 env_() {
   [[ -f $LINK/ready ]] || die "no control plane is running; start one with: make cluster-up"
   echo "export KUBECONFIG=$LINK/admin.kubeconfig"
@@ -229,5 +256,6 @@ build) build ;;
 up) up ;;
 down) down ;;
 env) env_ ;;
-*) die "usage: $0 {build|up|down|env}" ;;
+restart) restart "${2:?usage: $0 restart COMPONENT}" ;;
+*) die "usage: $0 {build|up|down|env|restart COMPONENT}" ;;
 esac

@@ -1,0 +1,126 @@
+//! A cancel in progress survives a restart of the kube-apiserver: the
+//! controller's watches reconnect (relisting when their resource version has
+//! expired) and the cancel completes exactly once. This binary holds a single
+//! test because it restarts the API server every other test shares.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use cancel_operator::crd::{
+    CancelRequest, JobState, RequestPhase, RunResult, StagePhase, StageRun,
+};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use support::{TestNamespace, wait_for, world};
+
+const T: Duration = Duration::from_secs(120);
+
+fn stagerun(name: &str, counter: i64, annotations: serde_json::Value) -> StageRun {
+    serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": name},
+        "spec": {"pipeline": "foo", "pipelineCounter": counter, "stage": "DEV", "cancelGracePeriodSeconds": 5,
+                 "jobs": [{"name": "UnitTest", "template": {"metadata": {"annotations": annotations},
+                           "spec": {"containers": [{"name": "main", "image": "ant"}]}}}]}
+    }))
+    .expect("stagerun")
+}
+
+fn phase(r: &StageRun) -> Option<StagePhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_survives_an_apiserver_restart() {
+    let ns = TestNamespace::new("apiserver-restart").await;
+    support::install_crds(&ns.client).await;
+    let _controller = world::spawn_controller(ns.client.clone(), &ns.name);
+    let runs: Api<StageRun> = ns.api();
+    let stubborn = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"});
+    runs.create(&PostParams::default(), &stagerun("foo-1-dev", 1, stubborn))
+        .await
+        .unwrap();
+    wait_for(&runs, "foo-1-dev", "the job building", T, |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.jobs
+                .first()
+                .is_some_and(|j| j.state == JobState::Building)
+        })
+    })
+    .await;
+    let requests: Api<CancelRequest> = ns.api();
+    let request: CancelRequest = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": "stop"},
+        "spec": {"target": {"stageRun": "foo-1-dev"}, "reason": "restart test", "requestedBy": "alice"}
+    }))
+    .unwrap();
+    requests
+        .create(&PostParams::default(), &request)
+        .await
+        .unwrap();
+    let canceling = wait_for(&runs, "foo-1-dev", "Canceling", T, |r| {
+        phase(r) == Some(StagePhase::Canceling)
+    })
+    .await;
+
+    // The pods are still within their grace period: restart the API server now.
+    let cluster = support::cluster_dir();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/cluster/cluster.sh"
+        ))
+        .args(["restart", "kube-apiserver"])
+        .env("CANCEL_OPERATOR_CLUSTER_LINK", cluster)
+        .status()
+        .expect("run cluster.sh restart")
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "restarting the API server failed");
+
+    let done = wait_for(&runs, "foo-1-dev", "Failed after the restart", T, |r| {
+        phase(r) == Some(StagePhase::Failed)
+    })
+    .await;
+    let st = done.status.as_ref().unwrap();
+    assert_eq!(st.result, Some(RunResult::Cancelled));
+    assert_eq!(
+        st.cancel,
+        canceling.status.as_ref().unwrap().cancel,
+        "accepted once"
+    );
+    let pods: Api<Pod> = ns.api();
+    let selector = format!("cancel.dev/stagerun-uid={}", done.uid().unwrap());
+    assert!(
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let req = wait_for(&requests, "stop", "the request completed", T, |r| {
+        r.status.as_ref().and_then(|s| s.phase) == Some(RequestPhase::Completed)
+    })
+    .await;
+    assert_eq!(req.status.unwrap().cancelled, Some(1));
+    let events: Api<Event> = ns.api();
+    let canceling_events = events
+        .list(&ListParams::default().fields("involvedObject.name=foo-1-dev,reason=Canceling"))
+        .await
+        .unwrap();
+    assert_eq!(canceling_events.items.len(), 1);
+
+    // The controller keeps working on new objects after the restart.
+    runs.create(&PostParams::default(), &stagerun("foo-2-dev", 2, json!({})))
+        .await
+        .unwrap();
+    let second = wait_for(&runs, "foo-2-dev", "Succeeded", T, |r| {
+        phase(r) == Some(StagePhase::Succeeded)
+    })
+    .await;
+    assert_eq!(second.status.unwrap().result, Some(RunResult::Passed));
+}
