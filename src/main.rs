@@ -57,6 +57,22 @@ struct ControllerArgs {
     #[arg(long, default_value_t = 10)]
     force_delete_margin_seconds: u64,
 
+    /// Act only while holding a Lease, so that several replicas can run.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+
+    /// Name of the Lease (in the state namespace).
+    #[arg(long, default_value = "cancel-operator-controller")]
+    lease_name: String,
+
+    /// Seconds the Lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+
+    /// This instance's name in the Lease (default: $POD_NAME, or host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
     #[command(flatten)]
     logging: Logging,
 }
@@ -91,6 +107,11 @@ struct SidecarArgs {
     logging: Logging,
 }
 
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -116,6 +137,11 @@ async fn main() -> anyhow::Result<()> {
                     state_namespace: args.state_namespace,
                     id_configmap: args.id_configmap,
                     force_margin: Duration::from_secs(args.force_delete_margin_seconds),
+                    leader_election: args.leader_elect.then(|| controller::LeaderElection {
+                        lease_name: args.lease_name,
+                        identity: args.identity.unwrap_or_else(default_identity),
+                        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+                    }),
                 },
             )
             .await

@@ -68,6 +68,7 @@ async fn the_api_server_accepts_every_rendered_object() {
             "--set",
             "requestedByPolicy.enabled=false",
         ][..],
+        &["--set", "replicaCount=2"][..],
     ] {
         let mut template = tool("helm");
         template
@@ -94,12 +95,15 @@ async fn the_api_server_accepts_every_rendered_object() {
             out.contains("deployment.apps/rel-cancel-operator created (server dry run)"),
             "{out}"
         );
+        // A disruption budget only when there is more than one replica.
+        let pdb = out.contains("poddisruptionbudget.policy/rel-cancel-operator created");
+        assert_eq!(pdb, extra.contains(&"replicaCount=2"), "{out}");
     }
     // Values are checked against values.schema.json.
     let mut bad = tool("helm");
     bad.args(["template", "rel", "--kube-version", "1.35.8"])
         .arg(chart())
-        .args(["--set", "replicaCount=3"]);
+        .args(["--set", "replicaCount=-1"]);
     let out = bad.output().expect("helm");
     assert!(!out.status.success());
     assert!(
@@ -218,6 +222,12 @@ async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
             state_namespace: name.clone(),
             id_configmap: format!("{fullname}-ids"),
             force_margin: Duration::from_secs(1),
+            // As the chart runs it, so that the Lease rules are exercised too.
+            leader_election: Some(controller::LeaderElection {
+                lease_name: format!("{fullname}-controller"),
+                identity: "chart-test".into(),
+                lease_duration: Duration::from_secs(15),
+            }),
         },
     ));
     let runs: Api<StageRun> = work.api();

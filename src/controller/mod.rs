@@ -17,6 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
 
 use crate::crd::{CancelRequest, RequestPhase, StageRun};
 use crate::{Error, labels};
@@ -32,6 +33,19 @@ pub struct Config {
     pub id_configmap: String,
     /// Wait past a grace period before force-deleting pods.
     pub force_margin: Duration,
+    /// Act only while holding this Lease (in `state_namespace`); `None` when
+    /// a single instance runs.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Leader election settings: with replicas > 1, one instance acts at a time.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    /// This instance's name in the Lease (the pod name in a cluster).
+    pub identity: String,
+    /// How long the Lease holds without renewal.
+    pub lease_duration: Duration,
 }
 
 /// Shared by every reconcile.
@@ -133,8 +147,67 @@ where
     }
 }
 
-/// Runs both controllers until a termination signal.
+/// Runs the controllers until a termination signal; with leader election,
+/// only while this instance holds the Lease, and fails when it loses it (so
+/// that its pod restarts and stands for election again).
 pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+    let Some(election) = config.leader_election.clone() else {
+        run_controllers(client, config, crate::shutdown::signal()).await;
+        return Ok(());
+    };
+    let duration = election.lease_duration.as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+        .with_namespace(&config.state_namespace)
+        .with_identity(&election.identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await?;
+    let (mut leading, lease_task) = manager.watch().await;
+    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
+    let mut signal = Box::pin(crate::shutdown::signal());
+    let became_leader = tokio::select! {
+        r = leading.wait_for(|leader| *leader) => Some(r.map(|_| ())),
+        _ = &mut signal => None,
+    };
+    match became_leader {
+        Some(r) => r?,
+        None => {
+            drop(leading);
+            let _ = lease_task.await;
+            return Ok(());
+        }
+    }
+    tracing::info!(identity = %election.identity, "leading");
+    let mut watching = leading.clone();
+    let lost = async move {
+        let _ = watching.wait_for(|leader| !*leader).await;
+    };
+    let lost_leadership = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = lost_leadership.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = lost => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+            _ = signal => {}
+        }
+    };
+    run_controllers(client, config, stop).await;
+    // Releases the Lease on a clean stop.
+    drop(leading);
+    let _ = lease_task.await;
+    if lost_leadership.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("lost the leader Lease {}", election.lease_name);
+    }
+    Ok(())
+}
+
+/// Runs both controllers until `stop` completes.
+async fn run_controllers(
+    client: Client,
+    config: Config,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let stop = futures::FutureExt::shared(Box::pin(stop));
     let ns = config.namespace.clone();
     let runs: Api<StageRun> = watched(&client, &ns);
     let requests: Api<CancelRequest> = watched(&client, &ns);
@@ -197,7 +270,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
             },
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
         .run(stagerun::reconcile, stagerun::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -208,7 +281,6 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     tracing::info!("controller started");
     futures::join!(request_controller, run_controller);
     tracing::info!("controller stopped");
-    Ok(())
 }
 
 /// Requeue for objects that need no timer: a periodic safety resync.

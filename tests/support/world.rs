@@ -24,6 +24,7 @@ pub fn controller_config(ns: &str) -> controller::Config {
         state_namespace: ns.to_string(),
         id_configmap: "cancel-operator-ids".into(),
         force_margin: Duration::from_secs(1),
+        leader_election: None,
     }
 }
 

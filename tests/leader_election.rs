@@ -1,0 +1,126 @@
+//! Two controller processes with leader election: one acts, and when it is
+//! killed the other takes the Lease over and finishes the work.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cancel_operator::crd::{CancelRequest, JobState, RunResult, StagePhase, StageRun};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use support::{TestNamespace, User, wait_for, wait_list};
+
+const T: Duration = Duration::from_secs(90);
+const LEASE: &str = "cancel-operator-controller";
+
+fn controller(ns: &str, identity: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cancel-operator"))
+        .args([
+            "controller",
+            "--namespace",
+            ns,
+            "--state-namespace",
+            ns,
+            "--leader-elect",
+        ])
+        .args([
+            "--lease-duration-seconds",
+            "4",
+            "--force-delete-margin-seconds",
+            "1",
+        ])
+        .env("POD_NAME", identity)
+        .env("KUBECONFIG", support::kubeconfig_path(User::Admin))
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start controller")
+}
+
+fn holder(lease: &Lease) -> Option<&str> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+}
+
+async fn reporters(ns: &TestNamespace, reason: &str) -> Vec<String> {
+    let events: Api<Event> = ns.api();
+    let lp =
+        ListParams::default().fields(&format!("involvedObject.name=foo-1-dev,reason={reason}"));
+    wait_list(
+        &events,
+        &lp,
+        &format!("a {reason} event"),
+        T,
+        |e: &[Event]| !e.is_empty(),
+    )
+    .await
+    .iter()
+    .map(|e| e.reporting_instance.clone().unwrap_or_default())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_when_the_leader_dies() {
+    let ns = TestNamespace::new("leader-election").await;
+    support::install_crds(&ns.client).await;
+    let leases: Api<Lease> = ns.api();
+    let mut first = controller(&ns.name, "ctl-a");
+    wait_for(&leases, LEASE, "ctl-a to lead", T, |l| {
+        holder(l) == Some("ctl-a")
+    })
+    .await;
+    let mut second = controller(&ns.name, "ctl-b");
+
+    let runs: Api<StageRun> = ns.api();
+    let sr: StageRun = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": "foo-1-dev"},
+        "spec": {"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV",
+                 "jobs": [{"name": "UnitTest", "template": {
+                     "metadata": {"annotations": {"sim.cancel.dev/run-for": "1h"}},
+                     "spec": {"containers": [{"name": "main", "image": "ant"}]}}}]}
+    }))
+    .unwrap();
+    runs.create(&PostParams::default(), &sr).await.unwrap();
+    wait_for(&runs, "foo-1-dev", "the job building", T, |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.jobs
+                .first()
+                .is_some_and(|j| j.state == JobState::Building)
+        })
+    })
+    .await;
+    // Only the leader acted.
+    let lease = leases.get(LEASE).await.unwrap();
+    assert_eq!(holder(&lease), Some("ctl-a"));
+
+    first.kill().expect("kill the leader");
+    first.wait().expect("reap");
+    let requests: Api<CancelRequest> = ns.api();
+    let request: CancelRequest = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": "stop"},
+        "spec": {"target": {"stageRun": "foo-1-dev"}, "requestedBy": "alice"}
+    }))
+    .unwrap();
+    requests
+        .create(&PostParams::default(), &request)
+        .await
+        .unwrap();
+    wait_for(&leases, LEASE, "ctl-b to take over", T, |l| {
+        holder(l) == Some("ctl-b")
+    })
+    .await;
+    let done = wait_for(&runs, "foo-1-dev", "cancelled by the new leader", T, |r| {
+        r.status.as_ref().and_then(|s| s.phase) == Some(StagePhase::Failed)
+    })
+    .await;
+    assert_eq!(done.status.unwrap().result, Some(RunResult::Cancelled));
+    assert_eq!(reporters(&ns, "Canceling").await, vec!["ctl-b".to_string()]);
+    second.kill().ok();
+    second.wait().ok();
+}
