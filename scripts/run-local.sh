@@ -36,7 +36,8 @@ kubectl wait --for=condition=Established crd/stageruns.cancel.dev crd/cancelrequ
 kubectl apply -f examples/demo/namespace.yaml >/dev/null
 
 log "starting the controller (log: $state/controller.log)"
-LOG_FORMAT=text "$bin" controller --state-namespace demo >"$state/controller.log" 2>&1 &
+LOG_FORMAT=text "$bin" controller --state-namespace demo --metrics-address "127.0.0.1:${METRICS_PORT:-8080}" \
+  >"$state/controller.log" 2>&1 &
 pids+=($!)
 log "starting the sidecar on http://127.0.0.1:$port (log: $state/sidecar.log)"
 LOG_FORMAT=text "$bin" sidecar --listen "127.0.0.1:$port" --namespace demo \

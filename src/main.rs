@@ -69,6 +69,10 @@ struct ControllerArgs {
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
 
+    /// Where to serve /metrics (Prometheus) and /healthz; off when empty.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: String,
+
     /// This instance's name in the Lease (default: $POD_NAME, or host and pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -137,6 +141,11 @@ async fn main() -> anyhow::Result<()> {
                     state_namespace: args.state_namespace,
                     id_configmap: args.id_configmap,
                     force_margin: Duration::from_secs(args.force_delete_margin_seconds),
+                    metrics_address: if args.metrics_address.is_empty() {
+                        None
+                    } else {
+                        Some(args.metrics_address.parse()?)
+                    },
                     leader_election: args.leader_elect.then(|| controller::LeaderElection {
                         lease_name: args.lease_name,
                         identity: args.identity.unwrap_or_else(default_identity),

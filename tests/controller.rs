@@ -751,6 +751,8 @@ fn spawn_controller(ns: &str) -> Child {
             ns,
             "--force-delete-margin-seconds",
             "1",
+            "--metrics-address",
+            "127.0.0.1:0",
         ])
         .env("KUBECONFIG", support::kubeconfig_path(support::User::Admin))
         .env("LOG_FORMAT", "text")

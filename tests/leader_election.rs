@@ -16,7 +16,13 @@ use support::{TestNamespace, User, wait_for, wait_list};
 const T: Duration = Duration::from_secs(90);
 const LEASE: &str = "cancel-operator-controller";
 
-fn controller(ns: &str, identity: &str) -> Child {
+/// A loopback address that was free a moment ago.
+fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").to_string()
+}
+
+fn controller(ns: &str, identity: &str, metrics: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cancel-operator"))
         .args([
             "controller",
@@ -32,6 +38,7 @@ fn controller(ns: &str, identity: &str) -> Child {
             "--force-delete-margin-seconds",
             "1",
         ])
+        .args(["--metrics-address", metrics])
         .env("POD_NAME", identity)
         .env("KUBECONFIG", support::kubeconfig_path(User::Admin))
         .env("LOG_FORMAT", "text")
@@ -70,12 +77,23 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     let ns = TestNamespace::new("leader-election").await;
     support::install_crds(&ns.client).await;
     let leases: Api<Lease> = ns.api();
-    let mut first = controller(&ns.name, "ctl-a");
+    let (metrics_a, metrics_b) = (free_address(), free_address());
+    let mut first = controller(&ns.name, "ctl-a", &metrics_a);
     wait_for(&leases, LEASE, "ctl-a to lead", T, |l| {
         holder(l) == Some("ctl-a")
     })
     .await;
-    let mut second = controller(&ns.name, "ctl-b");
+    let mut second = controller(&ns.name, "ctl-b", &metrics_b);
+    // The standby is healthy while it waits.
+    let http = reqwest::Client::new();
+    let healthz = format!("http://{metrics_b}/healthz");
+    support::eventually("the standby's health check", T, || async {
+        let r = http.get(&healthz).send().await.map_err(|e| e.to_string())?;
+        (r.status() == 200)
+            .then_some(())
+            .ok_or(r.status().to_string())
+    })
+    .await;
 
     let runs: Api<StageRun> = ns.api();
     let sr: StageRun = serde_json::from_value(json!({
@@ -121,6 +139,30 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     .await;
     assert_eq!(done.status.unwrap().result, Some(RunResult::Cancelled));
     assert_eq!(reporters(&ns, "Canceling").await, vec!["ctl-b".to_string()]);
+    // The new leader's metrics count its reconciles and the cancel.
+    let scraped = http
+        .get(format!("http://{metrics_b}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scraped.contains(
+            r#"controller_runtime_reconcile_total{controller="stagerun",result="success"}"#
+        ),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("controller_runtime_reconcile_time_seconds_bucket"),
+        "{scraped}"
+    );
+    assert!(
+        scraped
+            .contains(r#"cancel_operator_cancel_duration_seconds_count{reason="CancelRequest"} 1"#),
+        "{scraped}"
+    );
     second.kill().ok();
     second.wait().ok();
 }

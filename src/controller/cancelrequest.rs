@@ -265,6 +265,14 @@ pub fn plan_request(req: &CancelRequest, runs: &[StageRun], now: Timestamp) -> R
 }
 
 pub async fn reconcile(obj: Arc<CancelRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let start = std::time::Instant::now();
+    let result = reconcile_timed(obj, &ctx).await;
+    ctx.metrics
+        .reconciled("cancelrequest", result.is_ok(), start.elapsed());
+    result
+}
+
+async fn reconcile_timed(obj: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<Action> {
     let ns = obj.namespace().ok_or(Error::MissingField("namespace"))?;
     let api: Api<CancelRequest> = ctx.api(&ns);
     let Some(req) = api.get_opt(&obj.name_any()).await? else {

@@ -2,6 +2,7 @@
 
 pub mod cancelrequest;
 pub mod ids;
+pub mod metrics;
 pub mod plan;
 pub mod stagerun;
 
@@ -36,6 +37,8 @@ pub struct Config {
     /// Act only while holding this Lease (in `state_namespace`); `None` when
     /// a single instance runs.
     pub leader_election: Option<LeaderElection>,
+    /// Where to serve /metrics and /healthz; not served when `None`.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Leader election settings: with replicas > 1, one instance acts at a time.
@@ -54,11 +57,12 @@ pub struct Context {
     pub recorder: Recorder,
     pub ids: ids::IdAllocator,
     pub config: Config,
+    pub metrics: Arc<metrics::Metrics>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config) -> Self {
+    pub fn new(client: Client, config: Config, metrics: Arc<metrics::Metrics>) -> Self {
         let reporter = Reporter {
             controller: labels::MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -72,6 +76,7 @@ impl Context {
             client,
             ids,
             config,
+            metrics,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -151,8 +156,18 @@ where
 /// only while this instance holds the Lease, and fails when it loses it (so
 /// that its pod restarts and stands for election again).
 pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = config.metrics_address {
+        // Served from the start, so that a standby answers health checks too.
+        let listening = metrics::serve(metrics.clone(), addr, crate::shutdown::signal());
+        tokio::spawn(async move {
+            if let Err(e) = listening.await {
+                tracing::error!(error = %e, "cannot serve metrics");
+            }
+        });
+    }
     let Some(election) = config.leader_election.clone() else {
-        run_controllers(client, config, crate::shutdown::signal()).await;
+        run_controllers(client, config, metrics, crate::shutdown::signal()).await;
         return Ok(());
     };
     let duration = election.lease_duration.as_secs().max(2);
@@ -191,7 +206,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
             _ = signal => {}
         }
     };
-    run_controllers(client, config, stop).await;
+    run_controllers(client, config, metrics, stop).await;
     // Releases the Lease on a clean stop.
     drop(leading);
     let _ = lease_task.await;
@@ -205,6 +220,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
 async fn run_controllers(
     client: Client,
     config: Config,
+    metrics: Arc<metrics::Metrics>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let stop = futures::FutureExt::shared(Box::pin(stop));
@@ -213,7 +229,7 @@ async fn run_controllers(
     let requests: Api<CancelRequest> = watched(&client, &ns);
     let jobs: Api<Job> = watched(&client, &ns);
     let pods: Api<Pod> = watched(&client, &ns);
-    let ctx = Arc::new(Context::new(client, config));
+    let ctx = Arc::new(Context::new(client, config, metrics));
     let children = watcher::Config::default().labels(labels::STAGERUN_UID);
 
     let request_controller = Controller::new(requests.clone(), watcher::Config::default());

@@ -20,6 +20,14 @@ use crate::crd::{CancelRequest, JobTemplate, RequestPhase, StageRun, TargetOutco
 use crate::{Error, Result, labels};
 
 pub async fn reconcile(obj: Arc<StageRun>, ctx: Arc<Context>) -> Result<Action> {
+    let start = std::time::Instant::now();
+    let result = reconcile_timed(obj, &ctx).await;
+    ctx.metrics
+        .reconciled("stagerun", result.is_ok(), start.elapsed());
+    result
+}
+
+async fn reconcile_timed(obj: Arc<StageRun>, ctx: &Arc<Context>) -> Result<Action> {
     if obj
         .status
         .as_ref()
@@ -38,7 +46,7 @@ pub async fn reconcile(obj: Arc<StageRun>, ctx: Arc<Context>) -> Result<Action> 
         // Owner references hand the Jobs (and their pods) to the garbage collector.
         return Ok(Action::await_change());
     }
-    let action = reconcile_fresh(&run, &ns, &ctx).await?;
+    let action = reconcile_fresh(&run, &ns, ctx).await?;
     ctx.succeeded(&key(&run));
     Ok(action)
 }
@@ -194,10 +202,14 @@ async fn reconcile_fresh(run: &StageRun, ns: &str, ctx: &Context) -> Result<Acti
     if let Some(cancel) = plan.status.cancel.as_ref()
         && plan.status.phase.is_some_and(|p| p.is_finished())
     {
+        let took = plan::seconds_since(Timestamp::now(), &cancel.requested_at);
+        ctx.metrics.cancelled(
+            cancel.request_name.is_empty(),
+            Duration::from_secs_f64(took.max(0.0)),
+        );
         tracing::info!(
             stagerun = %run.name_any(), namespace = ns, request = %cancel.request_name,
-            seconds = plan::seconds_since(Timestamp::now(), &cancel.accepted_at),
-            "cancel completed"
+            seconds = took, "cancel completed"
         );
     }
 

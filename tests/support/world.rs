@@ -25,6 +25,7 @@ pub fn controller_config(ns: &str) -> controller::Config {
         id_configmap: "cancel-operator-ids".into(),
         force_margin: Duration::from_secs(1),
         leader_election: None,
+        metrics_address: None,
     }
 }
 

@@ -1,0 +1,155 @@
+//! Prometheus metrics of the controller, named like controller-runtime's,
+//! served with a health check on `--metrics-address`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use warp::Filter;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Reply;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_time: Family<ControllerLabels, Histogram>,
+    cancel_duration: Family<ReasonLabels, Histogram>,
+}
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+fn cancel_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 14))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(
+            reconcile_histogram as fn() -> Histogram,
+        );
+        let cancel_duration = Family::<ReasonLabels, Histogram>::new_with_constructor(
+            cancel_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "controller_runtime_reconcile",
+            "Reconciliations per controller and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Time spent in one reconciliation, per controller",
+            reconcile_time.clone(),
+        );
+        registry.register(
+            "cancel_operator_cancel_duration_seconds",
+            "From a cancel being requested to its StageRun having no pod left, per reason",
+            cancel_duration.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_time,
+            cancel_duration,
+        }
+    }
+
+    /// Counts and times one reconciliation.
+    pub fn reconciled(&self, controller: &'static str, ok: bool, took: Duration) {
+        let result = if ok { "success" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+        self.reconcile_time
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a completed cancel (`timeout`: it was a deadline).
+    pub fn cancelled(&self, timeout: bool, took: Duration) {
+        let reason = if timeout {
+            "DeadlineExceeded"
+        } else {
+            "CancelRequest"
+        };
+        self.cancel_duration
+            .get_or_create(&ReasonLabels { reason })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `stop` completes.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(address = %listener.local_addr()?, "metrics listening");
+    let scrape = warp::path!("metrics").and(warp::get()).map(move || {
+        let mut r = warp::reply::with_status(metrics.encode(), StatusCode::OK).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    });
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| "ok".into_response());
+    let routes = scrape
+        .or(health)
+        .unify()
+        .recover(|_| async {
+            Ok::<_, Infallible>(
+                warp::reply::with_status("not found", StatusCode::NOT_FOUND).into_response(),
+            )
+        })
+        .unify();
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(stop)
+        .run()
+        .await;
+    Ok(())
+}
