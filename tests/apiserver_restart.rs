@@ -18,6 +18,9 @@ use serde_json::json;
 use support::{TestNamespace, wait_for, world};
 
 const T: Duration = Duration::from_secs(120);
+/// After a restart the watches come back with client-go-like backoff (up to
+/// 30 s between attempts), so waits that span it get more room.
+const AFTER_RESTART: Duration = Duration::from_secs(240);
 
 fn stagerun(name: &str, counter: i64, annotations: serde_json::Value) -> StageRun {
     serde_json::from_value(json!({
@@ -35,6 +38,9 @@ fn phase(r: &StageRun) -> Option<StagePhase> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_survives_an_apiserver_restart() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        cancel_operator::telemetry::init(cancel_operator::telemetry::LogFormat::Text);
+    }
     let ns = TestNamespace::new("apiserver-restart").await;
     support::install_crds(&ns.client).await;
     let _controller = world::spawn_controller(ns.client.clone(), &ns.name);
@@ -66,7 +72,19 @@ async fn a_cancel_survives_an_apiserver_restart() {
     })
     .await;
 
-    // The pods are still within their grace period: restart the API server now.
+    // The acceptance is recorded (status and Event) and the pods are still within
+    // their grace period: restart the API server now.
+    let events: Api<Event> = ns.api();
+    let canceling_events =
+        ListParams::default().fields("involvedObject.name=foo-1-dev,reason=Canceling");
+    support::wait_list(
+        &events,
+        &canceling_events,
+        "the Canceling event",
+        T,
+        |e: &[Event]| !e.is_empty(),
+    )
+    .await;
     let cluster = support::cluster_dir();
     let status = tokio::task::spawn_blocking(move || {
         Command::new(concat!(
@@ -82,9 +100,13 @@ async fn a_cancel_survives_an_apiserver_restart() {
     .unwrap();
     assert!(status.success(), "restarting the API server failed");
 
-    let done = wait_for(&runs, "foo-1-dev", "Failed after the restart", T, |r| {
-        phase(r) == Some(StagePhase::Failed)
-    })
+    let done = wait_for(
+        &runs,
+        "foo-1-dev",
+        "Failed after the restart",
+        AFTER_RESTART,
+        |r| phase(r) == Some(StagePhase::Failed),
+    )
     .await;
     let st = done.status.as_ref().unwrap();
     assert_eq!(st.result, Some(RunResult::Cancelled));
@@ -102,23 +124,26 @@ async fn a_cancel_survives_an_apiserver_restart() {
             .items
             .is_empty()
     );
-    let req = wait_for(&requests, "stop", "the request completed", T, |r| {
-        r.status.as_ref().and_then(|s| s.phase) == Some(RequestPhase::Completed)
-    })
+    let req = wait_for(
+        &requests,
+        "stop",
+        "the request completed",
+        AFTER_RESTART,
+        |r| r.status.as_ref().and_then(|s| s.phase) == Some(RequestPhase::Completed),
+    )
     .await;
     assert_eq!(req.status.unwrap().cancelled, Some(1));
-    let events: Api<Event> = ns.api();
-    let canceling_events = events
-        .list(&ListParams::default().fields("involvedObject.name=foo-1-dev,reason=Canceling"))
-        .await
-        .unwrap();
-    assert_eq!(canceling_events.items.len(), 1);
+    assert_eq!(
+        events.list(&canceling_events).await.unwrap().items.len(),
+        1,
+        "accepted once"
+    );
 
     // The controller keeps working on new objects after the restart.
     runs.create(&PostParams::default(), &stagerun("foo-2-dev", 2, json!({})))
         .await
         .unwrap();
-    let second = wait_for(&runs, "foo-2-dev", "Succeeded", T, |r| {
+    let second = wait_for(&runs, "foo-2-dev", "Succeeded", AFTER_RESTART, |r| {
         phase(r) == Some(StagePhase::Succeeded)
     })
     .await;
