@@ -22,3 +22,13 @@ pub fn init(format: LogFormat) {
     // A second init (in tests) keeps the first subscriber.
     drop(result);
 }
+
+/// A Prometheus registry in the text exposition format.
+pub fn encode_metrics(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        // Writing to a String cannot fail; an empty page is the safe answer anyway.
+        out.clear();
+    }
+    out
+}
