@@ -8,9 +8,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use cancel_operator::crd::{
-    CancelRequest, JobState, RequestPhase, RunResult, StagePhase, StageRun,
-};
+use cancel_operator::crd::{CancelRequest, RequestPhase, RunResult, StagePhase, StageRun};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -49,14 +47,7 @@ async fn a_cancel_survives_an_apiserver_restart() {
     runs.create(&PostParams::default(), &stagerun("foo-1-dev", 1, stubborn))
         .await
         .unwrap();
-    wait_for(&runs, "foo-1-dev", "the job building", T, |r| {
-        r.status.as_ref().is_some_and(|s| {
-            s.jobs
-                .first()
-                .is_some_and(|j| j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     let requests: Api<CancelRequest> = ns.api();
     let request: CancelRequest = serde_json::from_value(json!({
         "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": "stop"},

@@ -130,18 +130,8 @@ async fn jobs_of(client: &Client, ns: &str, sr: &StageRun) -> Vec<Job> {
         .items
 }
 
-/// The Events recorded on `name` with `reason`, once at least one exists.
 async fn events_for(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().fields(&format!("involvedObject.name={name},reason={reason}"));
-    wait_list(
-        &api,
-        &lp,
-        &format!("a {reason} event on {name}"),
-        T,
-        |items: &[Event]| !items.is_empty(),
-    )
-    .await
+    support::events_for(client, ns, name, reason, T).await
 }
 
 /// Asserts the invariants of a cancelled StageRun: final job states, no pods,
@@ -352,12 +342,7 @@ async fn cancelling_a_running_stage_stops_its_pods_then_fails_it() {
     )
     .await
     .unwrap();
-    wait_for(&runs, "foo-1-dev", "both jobs building", T, |sr| {
-        sr.status.as_ref().is_some_and(|s| {
-            s.jobs.len() == 2 && s.jobs.iter().all(|j| j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
 
     requests
         .create(
@@ -424,14 +409,7 @@ async fn a_second_cancel_during_canceling_causes_no_second_cancellation() {
     )
     .await
     .unwrap();
-    wait_for(&runs, "foo-1-dev", "the job building", T, |sr| {
-        sr.status.as_ref().is_some_and(|s| {
-            s.jobs
-                .first()
-                .is_some_and(|j| j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     requests
         .create(
             &PostParams::default(),
@@ -656,14 +634,7 @@ async fn pods_still_present_after_the_grace_period_are_force_deleted() {
     )
     .await
     .unwrap();
-    wait_for(&runs, "foo-1-dev", "the job building", T, |sr| {
-        sr.status.as_ref().is_some_and(|s| {
-            s.jobs
-                .first()
-                .is_some_and(|j| j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     requests
         .create(
             &PostParams::default(),
@@ -780,12 +751,7 @@ async fn a_controller_killed_mid_cancel_completes_it_exactly_once_after_restart(
     )
     .await
     .unwrap();
-    wait_for(&runs, "foo-1-dev", "both jobs building", T, |sr| {
-        sr.status.as_ref().is_some_and(|s| {
-            s.jobs.len() == 2 && s.jobs.iter().all(|j| j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     requests
         .create(
             &PostParams::default(),

@@ -6,12 +6,11 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cancel_operator::crd::{CancelRequest, JobState, RunResult, StagePhase, StageRun};
+use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::{TestNamespace, User, wait_for, wait_list};
+use support::{TestNamespace, User, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 const LEASE: &str = "cancel-operator-controller";
@@ -56,20 +55,11 @@ fn holder(lease: &Lease) -> Option<&str> {
 }
 
 async fn reporters(ns: &TestNamespace, reason: &str) -> Vec<String> {
-    let events: Api<Event> = ns.api();
-    let lp =
-        ListParams::default().fields(&format!("involvedObject.name=foo-1-dev,reason={reason}"));
-    wait_list(
-        &events,
-        &lp,
-        &format!("a {reason} event"),
-        T,
-        |e: &[Event]| !e.is_empty(),
-    )
-    .await
-    .iter()
-    .map(|e| e.reporting_instance.clone().unwrap_or_default())
-    .collect()
+    support::events_for(&ns.client, &ns.name, "foo-1-dev", reason, T)
+        .await
+        .iter()
+        .map(|e| e.reporting_instance.clone().unwrap_or_default())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,14 +95,7 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     }))
     .unwrap();
     runs.create(&PostParams::default(), &sr).await.unwrap();
-    wait_for(&runs, "foo-1-dev", "the job building", T, |r| {
-        r.status.as_ref().is_some_and(|s| {
-            s.jobs
-                .first()
-                .is_some_and(|j| j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     // Only the leader acted.
     let lease = leases.get(LEASE).await.unwrap();
     assert_eq!(holder(&lease), Some("ctl-a"));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a control plane of its own, started here and
-# stopped on exit (also on failure or interrupt). Extra arguments go to cargo test.
+# stopped on exit (also on failure or interrupt). Arguments, if any, replace the
+# default target selection of cargo test (e.g. --test controller).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -21,4 +22,8 @@ cleanup() {
 trap cleanup EXIT
 "$cluster" down
 "$cluster" up >/dev/null
-cargo test --lib --bins --tests "$@"
+if (($#)); then
+  cargo test "$@"
+else
+  cargo test --lib --bins --tests
+fi

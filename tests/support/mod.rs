@@ -266,3 +266,36 @@ where
         }
     }
 }
+
+/// Waits until every job of the StageRun `name` is Building.
+pub async fn wait_jobs_building(runs: &Api<StageRun>, name: &str, timeout: Duration) -> StageRun {
+    wait_for(runs, name, "its jobs building", timeout, |sr: &StageRun| {
+        sr.status.as_ref().is_some_and(|s| {
+            !s.jobs.is_empty()
+                && s.jobs
+                    .iter()
+                    .all(|j| j.state == cancel_operator::crd::JobState::Building)
+        })
+    })
+    .await
+}
+
+/// The Events recorded on `name` with `reason`, once at least one exists.
+pub async fn events_for(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name},reason={reason}"));
+    wait_list(
+        &api,
+        &lp,
+        &format!("a {reason} event on {name}"),
+        timeout,
+        |items| !items.is_empty(),
+    )
+    .await
+}
