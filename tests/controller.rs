@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use cancel_operator::crd::{
@@ -21,15 +21,7 @@ const T: Duration = Duration::from_secs(90);
 /// A namespace with the CRDs installed and a controller watching it.
 struct Setup {
     ns: TestNamespace,
-    _controller: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if let Some(h) = &self._controller {
-            h.abort();
-        }
-    }
+    _controller: world::AbortOnDrop,
 }
 
 async fn setup(prefix: &str) -> Setup {
@@ -38,7 +30,7 @@ async fn setup(prefix: &str) -> Setup {
     let handle = world::spawn_controller(ns.client.clone(), &ns.name);
     Setup {
         ns,
-        _controller: Some(handle),
+        _controller: world::AbortOnDrop(vec![handle.abort_handle()]),
     }
 }
 
@@ -108,6 +100,24 @@ async fn wait_request_done(api: &Api<CancelRequest>, name: &str) -> CancelReques
         )
     })
     .await
+}
+
+/// Once every job of foo-1-dev builds, asks to cancel it through the
+/// CancelRequest `request`; returns the StageRun once it is Canceling.
+async fn cancel_when_building(
+    runs: &Api<StageRun>,
+    requests: &Api<CancelRequest>,
+    request: &str,
+) -> StageRun {
+    support::wait_jobs_building(runs, "foo-1-dev", T).await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(request, json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+    wait_phase(runs, "foo-1-dev", StagePhase::Canceling).await
 }
 
 fn selector(sr: &StageRun) -> ListParams {
@@ -342,16 +352,7 @@ async fn cancelling_a_running_stage_stops_its_pods_then_fails_it() {
     )
     .await
     .unwrap();
-    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
-
-    requests
-        .create(
-            &PostParams::default(),
-            &cancel_request("stop-dev", json!({"stageRun": "foo-1-dev"}), json!({})),
-        )
-        .await
-        .unwrap();
-    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    let canceling = cancel_when_building(&runs, &requests, "stop-dev").await;
     let record = canceling.status.as_ref().unwrap().cancel.clone().unwrap();
     assert_eq!(record.request_name, "stop-dev");
     assert_eq!(record.requested_by, "alice");
@@ -409,15 +410,7 @@ async fn a_second_cancel_during_canceling_causes_no_second_cancellation() {
     )
     .await
     .unwrap();
-    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
-    requests
-        .create(
-            &PostParams::default(),
-            &cancel_request("first", json!({"stageRun": "foo-1-dev"}), json!({})),
-        )
-        .await
-        .unwrap();
-    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    let canceling = cancel_when_building(&runs, &requests, "first").await;
     requests
         .create(
             &PostParams::default(),
@@ -634,15 +627,7 @@ async fn pods_still_present_after_the_grace_period_are_force_deleted() {
     )
     .await
     .unwrap();
-    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
-    requests
-        .create(
-            &PostParams::default(),
-            &cancel_request("stop", json!({"stageRun": "foo-1-dev"}), json!({})),
-        )
-        .await
-        .unwrap();
-    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    let canceling = cancel_when_building(&runs, &requests, "stop").await;
     let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
     assert_cancelled(&s, &sr, "task was cancelled").await;
     let status = sr.status.as_ref().unwrap();
@@ -713,24 +698,7 @@ async fn an_active_deadline_times_the_stage_out_through_the_cancel_path() {
 }
 
 fn spawn_controller(ns: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cancel-operator"))
-        .args([
-            "controller",
-            "--namespace",
-            ns,
-            "--state-namespace",
-            ns,
-            "--force-delete-margin-seconds",
-            "1",
-            "--metrics-address",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", support::kubeconfig_path(support::User::Admin))
-        .env("LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start controller")
+    world::controller_process(ns, &[], &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -751,15 +719,7 @@ async fn a_controller_killed_mid_cancel_completes_it_exactly_once_after_restart(
     )
     .await
     .unwrap();
-    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
-    requests
-        .create(
-            &PostParams::default(),
-            &cancel_request("stop", json!({"stageRun": "foo-1-dev"}), json!({})),
-        )
-        .await
-        .unwrap();
-    let canceling = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    let canceling = cancel_when_building(&runs, &requests, "stop").await;
     events_for(&ns.client, &ns.name, "foo-1-dev", "Canceling").await;
     first.kill().expect("kill -9 the controller");
     first.wait().expect("reap");

@@ -3,14 +3,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::{TestNamespace, User, wait_for};
+use support::{TestNamespace, wait_for, world};
 
 const T: Duration = Duration::from_secs(90);
 const LEASE: &str = "cancel-operator-controller";
@@ -22,29 +22,17 @@ fn free_address() -> String {
 }
 
 fn controller(ns: &str, identity: &str, metrics: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cancel-operator"))
-        .args([
-            "controller",
-            "--namespace",
-            ns,
-            "--state-namespace",
-            ns,
+    world::controller_process(
+        ns,
+        &[
             "--leader-elect",
-        ])
-        .args([
             "--lease-duration-seconds",
             "4",
-            "--force-delete-margin-seconds",
-            "1",
-        ])
-        .args(["--metrics-address", metrics])
-        .env("POD_NAME", identity)
-        .env("KUBECONFIG", support::kubeconfig_path(User::Admin))
-        .env("LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start controller")
+            "--metrics-address",
+            metrics,
+        ],
+        &[("POD_NAME", identity)],
+    )
 }
 
 fn holder(lease: &Lease) -> Option<&str> {

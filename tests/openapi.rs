@@ -68,15 +68,7 @@ struct World {
     http: reqwest::Client,
     /// Kept for the sidecars' lifetime.
     _users: UsersFile,
-    tasks: Vec<tokio::task::AbortHandle>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    _tasks: world::AbortOnDrop,
 }
 
 async fn setup() -> World {
@@ -108,11 +100,11 @@ async fn setup() -> World {
         broken,
         http,
         _users: users,
-        tasks: vec![
+        _tasks: world::AbortOnDrop(vec![
             controller.abort_handle(),
             server.abort_handle(),
             broken_server.abort_handle(),
-        ],
+        ]),
     }
 }
 

@@ -85,15 +85,7 @@ struct Sidecar {
     base: String,
     http: reqwest::Client,
     users: UsersFile,
-    tasks: Vec<tokio::task::AbortHandle>,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    _tasks: world::AbortOnDrop,
 }
 
 /// Who calls.
@@ -222,7 +214,7 @@ async fn setup(prefix: &str) -> Sidecar {
         base: format!("http://{addr}"),
         http,
         users,
-        tasks: vec![controller.abort_handle(), server.abort_handle()],
+        _tasks: world::AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]),
     }
 }
 

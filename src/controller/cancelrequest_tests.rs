@@ -11,19 +11,7 @@ use crate::crd::{CancelRecord, StagePhase, StageRunStatus};
 
 const TTL: i64 = 3600;
 
-/// The fixed "now" of every test.
-fn t0() -> Timestamp {
-    "2026-01-01T00:00:00Z".parse().unwrap()
-}
-
-/// `t0()` shifted by `secs` seconds.
-fn at(secs: i64) -> Timestamp {
-    t0() + SignedDuration::from_secs(secs)
-}
-
-fn time(secs: i64) -> Time {
-    Time(at(secs))
-}
+use crate::controller::test_clock::{at, t0, time};
 
 /// A StageRun with no status yet (so: active).
 fn stage_run(

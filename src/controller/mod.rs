@@ -5,6 +5,8 @@ pub mod ids;
 pub mod metrics;
 pub mod plan;
 pub mod stagerun;
+#[cfg(test)]
+mod test_clock;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -14,19 +14,7 @@ const MARGIN: Duration = Duration::from_secs(10);
 const UNIT_JOB: &str = "build-7-test-unit";
 const LINT_JOB: &str = "build-7-test-lint";
 
-/// The fixed "now" of every test.
-fn t0() -> Timestamp {
-    "2026-01-01T00:00:00Z".parse().unwrap()
-}
-
-/// `t0()` shifted by `secs` seconds.
-fn at(secs: i64) -> Timestamp {
-    t0() + SignedDuration::from_secs(secs)
-}
-
-fn time(secs: i64) -> Time {
-    Time(at(secs))
-}
+use crate::controller::test_clock::{at, t0, time};
 
 /// A two-job StageRun (`unit`, `lint`) with a 30s grace and a 600s deadline.
 fn stage_run(approval: &str, annotations: Value, status: Option<StageRunStatus>) -> StageRun {

@@ -151,3 +151,33 @@ pub async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
     })
     .await;
 }
+
+/// Background tasks of a test, aborted when it ends.
+pub struct AbortOnDrop(pub Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The controller binary for `ns`, as admin, with `extra` arguments and
+/// environment; its metrics on an ephemeral port unless `extra` names one.
+pub fn controller_process(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cancel-operator"));
+    cmd.args(["controller", "--namespace", ns, "--state-namespace", ns])
+        .args(["--force-delete-margin-seconds", "1"]);
+    if !extra.contains(&"--metrics-address") {
+        cmd.args(["--metrics-address", "127.0.0.1:0"]);
+    }
+    cmd.args(extra)
+        .envs(env.iter().copied())
+        .env("KUBECONFIG", super::kubeconfig_path(super::User::Admin))
+        .env("LOG_FORMAT", "text")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start the controller")
+}
