@@ -167,6 +167,9 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// `apiVersion` of the resources.
+pub const API_VERSION: &str = "cancel.dev/v1alpha1";
+
 /// Lifecycle phase of a StageRun.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum StagePhase {
@@ -185,6 +188,36 @@ pub enum StagePhase {
 impl StagePhase {
     pub fn is_finished(self) -> bool {
         matches!(self, StagePhase::Succeeded | StagePhase::Failed)
+    }
+}
+
+impl StageRun {
+    /// Succeeded or Failed: its result is final and nothing more is done.
+    pub fn is_finished(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(StagePhase::is_finished)
+    }
+}
+
+/// Reason of a cancel caused by `activeDeadlineSeconds`.
+pub const REASON_DEADLINE: &str = "DeadlineExceeded";
+
+impl CancelRecord {
+    /// A cancel caused by the stage's deadline rather than a request.
+    pub fn is_timeout(&self) -> bool {
+        self.request_name.is_empty() && self.reason == REASON_DEADLINE
+    }
+}
+
+impl CancelRequest {
+    /// Completed or Rejected: only its TTL is left to run.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.status.as_ref().and_then(|s| s.phase),
+            Some(RequestPhase::Completed | RequestPhase::Rejected)
+        )
     }
 }
 

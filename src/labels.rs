@@ -33,12 +33,13 @@ pub fn digest(parts: &[&str]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Name of the batch/v1 Job for one job of a StageRun: `<stagerun>-<job>`
-/// when that is a valid DNS label, otherwise a truncated form with a hash
-/// suffix. Stable for a given StageRun uid and job name.
+/// Name of the batch/v1 Job for one job of a StageRun: a readable
+/// `<stagerun>-<job>` head (lowercased, invalid characters replaced, cut to
+/// fit a DNS label) and a hash of the StageRun's uid and the job name. The
+/// hash keeps names apart where heads meet: `app-1-deploy` + `smoke-test`
+/// and `app-1-deploy-smoke` + `test` share a head, never a name.
 pub fn job_resource_name(stagerun: &str, stagerun_uid: &str, job: &str) -> String {
-    let raw = format!("{stagerun}-{job}");
-    let clean: String = raw
+    let clean: String = format!("{stagerun}-{job}")
         .chars()
         .map(|c| match c {
             'a'..='z' | '0'..='9' | '-' => c,
@@ -46,13 +47,13 @@ pub fn job_resource_name(stagerun: &str, stagerun_uid: &str, job: &str) -> Strin
             _ => '-',
         })
         .collect();
-    let trimmed = clean.trim_matches('-');
-    if trimmed == raw && trimmed.len() <= 63 {
-        return raw;
-    }
     let hash = &digest(&[stagerun_uid, job])[..10];
-    let head: String = trimmed.chars().take(52).collect();
-    format!("{}-{hash}", head.trim_end_matches('-'))
+    let head: String = clean.trim_matches('-').chars().take(52).collect();
+    let head = head.trim_end_matches('-');
+    if head.is_empty() {
+        return format!("job-{hash}");
+    }
+    format!("{head}-{hash}")
 }
 
 #[cfg(test)]
@@ -60,11 +61,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn valid_names_are_kept() {
-        assert_eq!(
-            job_resource_name("foo-2-dev-1", "u", "unittest"),
-            "foo-2-dev-1-unittest"
+    fn names_read_as_the_run_and_job() {
+        let name = job_resource_name("foo-2-dev-1", "u", "unittest");
+        assert!(name.starts_with("foo-2-dev-1-unittest-"), "{name}");
+        assert_eq!(name.len(), "foo-2-dev-1-unittest-".len() + 10);
+    }
+
+    #[test]
+    fn runs_whose_names_meet_get_different_jobs() {
+        let a = job_resource_name("app-1-deploy", "uid-a", "smoke-test");
+        let b = job_resource_name("app-1-deploy-smoke", "uid-b", "test");
+        assert_ne!(a, b);
+        // Even with one uid (one run, two jobs that meet).
+        assert_ne!(
+            job_resource_name("app", "u", "a-b"),
+            job_resource_name("app-a", "u", "b")
         );
+        assert!(job_resource_name("---", "u", "___").starts_with("job-"));
     }
 
     #[test]

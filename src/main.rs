@@ -73,6 +73,10 @@ struct ControllerArgs {
     #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_address: String,
 
+    /// Reconciles run at once, per controller.
+    #[arg(long, env = "CONCURRENCY", default_value_t = controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+
     /// This instance's name in the Lease (default: $POD_NAME, or host and pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -141,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
                     state_namespace: args.state_namespace,
                     id_configmap: args.id_configmap,
                     force_margin: Duration::from_secs(args.force_delete_margin_seconds),
+                    concurrency: args.concurrency,
                     metrics_address: if args.metrics_address.is_empty() {
                         None
                     } else {

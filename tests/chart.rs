@@ -229,6 +229,7 @@ async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
                 lease_duration: Duration::from_secs(15),
             }),
             metrics_address: None,
+            concurrency: controller::DEFAULT_CONCURRENCY,
         },
     ));
     let runs: Api<StageRun> = work.api();

@@ -1,6 +1,13 @@
 //! Stable numeric ids for stage and job runs (GoCD's `id` fields): two
 //! counters kept in a ConfigMap, advanced with optimistic concurrency so that
 //! concurrent allocators never hand out the same id.
+//!
+//! The ConfigMap is written once per block of ids, not once per StageRun:
+//! an allocator reserves a block and hands it out from memory. Ids stay
+//! unique (blocks never overlap) and increasing (a new block starts past
+//! every earlier reservation, also one made by a replica or a process that
+//! has since stopped); ids left in a block when its process stops are
+//! skipped, like GoCD's own gaps.
 
 use std::collections::BTreeMap;
 
@@ -15,11 +22,50 @@ pub const MAX_ID: i64 = 1 << 53;
 const STAGE_KEY: &str = "stage";
 const JOB_KEY: &str = "job";
 
+/// Stage ids reserved per ConfigMap write.
+pub const STAGE_BLOCK: i64 = 100;
+/// Job ids reserved per ConfigMap write (at least what one stage needs).
+pub const JOB_BLOCK: i64 = 400;
+
+/// Ids reserved and not handed out yet: `next..=last`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Range {
+    next: i64,
+    last: i64,
+}
+
+impl Default for Range {
+    /// Nothing reserved.
+    fn default() -> Self {
+        Range { next: 1, last: 0 }
+    }
+}
+
+impl Range {
+    fn remaining(&self) -> i64 {
+        (self.last - self.next + 1).max(0)
+    }
+
+    fn take(&mut self, n: i64) -> (i64, i64) {
+        let first = self.next;
+        self.next += n;
+        (first, first + n - 1)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Reserved {
+    stages: Range,
+    jobs: Range,
+}
+
 /// Allocates ids from the ConfigMap `name`.
-#[derive(Clone)]
 pub struct IdAllocator {
     api: Api<ConfigMap>,
     name: String,
+    /// Held across a reservation so that concurrent reconciles share one
+    /// ConfigMap write instead of racing for it.
+    reserved: tokio::sync::Mutex<Reserved>,
 }
 
 impl IdAllocator {
@@ -27,11 +73,28 @@ impl IdAllocator {
         IdAllocator {
             api,
             name: name.into(),
+            reserved: tokio::sync::Mutex::new(Reserved::default()),
         }
     }
 
     /// One stage id and `jobs` job ids.
     pub async fn allocate(&self, jobs: usize) -> Result<(i64, Vec<i64>)> {
+        let jobs = jobs as i64;
+        let mut reserved = self.reserved.lock().await;
+        if reserved.stages.remaining() < 1 || reserved.jobs.remaining() < jobs {
+            let (stages, job_ids) = self.reserve(STAGE_BLOCK, JOB_BLOCK.max(jobs)).await?;
+            *reserved = Reserved {
+                stages,
+                jobs: job_ids,
+            };
+        }
+        let (stage, _) = reserved.stages.take(1);
+        let (first, last) = reserved.jobs.take(jobs);
+        Ok((stage, (first..=last).collect()))
+    }
+
+    /// Advances the counters by a block each; returns the blocks.
+    async fn reserve(&self, stages: i64, jobs: i64) -> Result<(Range, Range)> {
         loop {
             let current = match self.api.get_opt(&self.name).await? {
                 Some(cm) => cm,
@@ -67,8 +130,8 @@ impl IdAllocator {
                     .unwrap_or(0)
             };
             let (stage, job) = (read(STAGE_KEY), read(JOB_KEY));
-            let next_stage = stage + 1;
-            let next_job = job + jobs as i64;
+            let next_stage = stage + stages;
+            let next_job = job + jobs;
             if next_stage > MAX_ID || next_job > MAX_ID {
                 return Err(Error::IdsExhausted);
             }
@@ -83,10 +146,36 @@ impl IdAllocator {
                 .replace(&self.name, &PostParams::default(), &updated)
                 .await
             {
-                Ok(_) => return Ok((next_stage, ((job + 1)..=next_job).collect())),
+                Ok(_) => {
+                    return Ok((
+                        Range {
+                            next: stage + 1,
+                            last: next_stage,
+                        },
+                        Range {
+                            next: job + 1,
+                            last: next_job,
+                        },
+                    ));
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_hands_out_each_id_once_in_order() {
+        let mut r = Range { next: 1, last: 4 };
+        assert_eq!(r.remaining(), 4);
+        assert_eq!(r.take(1), (1, 1));
+        assert_eq!(r.take(3), (2, 4));
+        assert_eq!(r.remaining(), 0);
+        assert_eq!(Range::default().remaining(), 0);
     }
 }

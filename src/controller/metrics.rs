@@ -37,6 +37,8 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     reconcile_time: Family<ControllerLabels, Histogram>,
     cancel_duration: Family<ReasonLabels, Histogram>,
+    /// False once this instance must be restarted (it lost its Lease).
+    healthy: std::sync::atomic::AtomicBool,
 }
 
 fn reconcile_histogram() -> Histogram {
@@ -77,7 +79,18 @@ impl Metrics {
             reconciles,
             reconcile_time,
             cancel_duration,
+            healthy: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Makes /healthz fail from now on.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy
+            .store(healthy, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Counts and times one reconciliation.
@@ -94,7 +107,7 @@ impl Metrics {
     /// Records a completed cancel (`timeout`: it was a deadline).
     pub fn cancelled(&self, timeout: bool, took: Duration) {
         let reason = if timeout {
-            "DeadlineExceeded"
+            crate::crd::REASON_DEADLINE
         } else {
             "CancelRequest"
         };
@@ -122,6 +135,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "metrics listening");
+    let health_of = metrics.clone();
     let scrape = warp::path!("metrics").and(warp::get()).map(move || {
         let mut r = warp::reply::with_status(metrics.encode(), StatusCode::OK).into_response();
         r.headers_mut().insert(
@@ -130,9 +144,14 @@ pub async fn serve(
         );
         r
     });
-    let health = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| "ok".into_response());
+    let health = warp::path!("healthz").and(warp::get()).map(move || {
+        if health_of.is_healthy() {
+            "ok".into_response()
+        } else {
+            warp::reply::with_status("lost the leader Lease", StatusCode::SERVICE_UNAVAILABLE)
+                .into_response()
+        }
+    });
     let routes = scrape
         .or(health)
         .unify()

@@ -1,9 +1,17 @@
 //! The controller: runs StageRuns' jobs and carries out CancelRequests.
+//!
+//! One watch per kind feeds the caches (`cache.rs`) that every reconcile
+//! reads; a router turns each cached change into the reconciles it concerns
+//! (a pod's change into its StageRun's, a StageRun's into those of the
+//! requests following it). Both controllers share one stop: a signal, or
+//! the loss of the leader Lease.
 
+pub mod cache;
 pub mod cancelrequest;
 pub mod ids;
 pub mod metrics;
 pub mod plan;
+pub mod request_plan;
 pub mod stagerun;
 #[cfg(test)]
 mod test_clock;
@@ -13,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::runtime::controller::{Action, Controller};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 
@@ -41,7 +49,13 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Where to serve /metrics and /healthz; not served when `None`.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Reconciles run at once, per controller.
+    pub concurrency: u16,
 }
+
+/// Reconciles run at once per controller unless configured: enough to keep
+/// the API server busy during a bulk cancel, few enough to bound memory.
+pub const DEFAULT_CONCURRENCY: u16 = 32;
 
 /// Leader election settings: with replicas > 1, one instance acts at a time.
 #[derive(Clone, Debug)]
@@ -60,11 +74,21 @@ pub struct Context {
     pub ids: ids::IdAllocator,
     pub config: Config,
     pub metrics: Arc<metrics::Metrics>,
+    pub caches: Arc<cache::Caches>,
+    /// Per object: consecutive failures (for backoff).
     failures: Mutex<HashMap<String, u32>>,
+    /// Per object: the resourceVersion our last status write replaced; a
+    /// cached copy still at that version predates the write.
+    written: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, metrics: Arc<metrics::Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Arc<metrics::Metrics>,
+        caches: Arc<cache::Caches>,
+    ) -> Self {
         let reporter = Reporter {
             controller: labels::MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -79,8 +103,43 @@ impl Context {
             ids,
             config,
             metrics,
+            caches,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that the status of `obj` (as read) has just been written.
+    fn wrote<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        if let Some(rv) = obj.resource_version() {
+            lock(&self.written).insert(key(obj), rv);
+        }
+    }
+
+    /// True when `obj` is the copy our last status write replaced.
+    fn behind_own_write<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
+        let mut written = lock(&self.written);
+        let k = key(obj);
+        match written.get(&k) {
+            Some(rv) if Some(rv) == obj.resource_version().as_ref() => true,
+            Some(_) => {
+                written.remove(&k);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Drops what is kept about an object that finished or went.
+    fn forget<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        let key = key(obj);
+        lock(&self.failures).remove(&key);
+        lock(&self.written).remove(&key);
+    }
+
+    /// How many objects have backoff or write state kept.
+    pub fn tracked(&self) -> usize {
+        lock(&self.failures).len() + lock(&self.written).len()
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>
@@ -115,10 +174,7 @@ impl Context {
     }
 
     fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        lock(&self.failures).remove(key);
     }
 
     /// Exponential backoff per object: 0.5s, 1s, 2s, ... up to 5 minutes.
@@ -127,12 +183,16 @@ impl Context {
             // The object changed under us: read it again soon.
             return Duration::from_millis(200);
         }
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = lock(&self.failures);
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         let ms = 500u64.saturating_mul(1 << (*n - 1).min(10));
         Duration::from_millis(ms.min(300_000))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -144,19 +204,11 @@ fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-fn watched<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Runs the controllers until a termination signal; with leader election,
-/// only while this instance holds the Lease, and fails when it loses it (so
-/// that its pod restarts and stands for election again).
+/// only while this instance holds the Lease. Losing the Lease stops both
+/// controllers at once, fails the health check and returns an error (so
+/// that the process exits and its pod restarts to stand for election again);
+/// a clean stop releases the Lease so that a standby takes over at once.
 pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     if let Some(addr) = config.metrics_address {
@@ -180,43 +232,91 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         .with_grace((duration / 3).max(1))
         .build()
         .await?;
-    let (mut leading, lease_task) = manager.watch().await;
     tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
     let mut signal = Box::pin(crate::shutdown::signal());
-    let became_leader = tokio::select! {
-        r = leading.wait_for(|leader| *leader) => Some(r.map(|_| ())),
-        _ = &mut signal => None,
-    };
-    match became_leader {
-        Some(r) => r?,
-        None => {
-            drop(leading);
-            let _ = lease_task.await;
-            return Ok(());
+    // The Lease manager looks again only when the holder's term would end;
+    // watching the Lease wakes a standby as soon as the holder releases it.
+    let released = Arc::new(tokio::sync::Notify::new());
+    let release_watch = tokio::spawn(watch_releases(
+        Api::namespaced(client.clone(), &config.state_namespace),
+        election.lease_name.clone(),
+        released.clone(),
+    ));
+    let _release_watch = AbortOnDrop(release_watch);
+    loop {
+        tokio::select! {
+            leading = manager.changed() => if leading? { break },
+            _ = released.notified() => {}
+            _ = &mut signal => return Ok(()),
         }
     }
+    drop(_release_watch);
+    let (leading, lease_task) = manager.watch().await;
     tracing::info!(identity = %election.identity, "leading");
     let mut watching = leading.clone();
-    let lost = async move {
-        let _ = watching.wait_for(|leader| !*leader).await;
-    };
-    let lost_leadership = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost_leadership = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = lost_leadership.clone();
+    let health = metrics.clone();
     let stop = async move {
         tokio::select! {
-            _ = lost => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+            _ = watching.wait_for(|leader| !*leader) => {
+                // Stop acting at once, and say so to the kubelet.
+                health.set_healthy(false);
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::error!("lost the leader Lease; stopping");
+            }
             _ = signal => {}
         }
     };
     run_controllers(client, config, metrics, stop).await;
-    // Releases the Lease on a clean stop.
+    // Dropping the last receiver makes the Lease manager release the Lease.
     drop(leading);
-    let _ = lease_task.await;
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the leader Lease"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not release the leader Lease"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "lease task failed"),
+        Err(_) => tracing::warn!("timed out releasing the leader Lease"),
+    }
     if lost_leadership.load(std::sync::atomic::Ordering::SeqCst) {
         anyhow::bail!("lost the leader Lease {}", election.lease_name);
     }
     Ok(())
 }
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Notifies whenever the Lease `name` has no holder.
+async fn watch_releases(api: Api<Lease>, name: String, released: Arc<tokio::sync::Notify>) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut leases = std::pin::pin!(
+        watcher::watcher(api, config)
+            .backoff(cache::watch_backoff())
+            .applied_objects()
+    );
+    while let Some(lease) = leases.next().await {
+        if let Ok(lease) = lease
+            && lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                .is_none_or(str::is_empty)
+        {
+            released.notify_one();
+        }
+    }
+}
+
+/// Changes queued for reconciles, per controller, before the router waits.
+const TRIGGER_BUFFER: usize = 4096;
+
+type Trigger<K> = futures::channel::mpsc::Sender<ObjectRef<K>>;
 
 /// Runs both controllers until `stop` completes.
 async fn run_controllers(
@@ -226,79 +326,201 @@ async fn run_controllers(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let stop = futures::FutureExt::shared(Box::pin(stop));
-    let ns = config.namespace.clone();
-    let runs: Api<StageRun> = watched(&client, &ns);
-    let requests: Api<CancelRequest> = watched(&client, &ns);
-    let jobs: Api<Job> = watched(&client, &ns);
-    let pods: Api<Pod> = watched(&client, &ns);
-    let ctx = Arc::new(Context::new(client, config, metrics));
-    let children = watcher::Config::default().labels(labels::STAGERUN_UID);
+    let (caches, feeds) = cache::caches(&client, config.namespace.as_deref());
+    let caches = Arc::new(caches);
+    let concurrency = config.concurrency.max(1);
+    let ctx = Arc::new(Context::new(client, config, metrics, caches.clone()));
+    let (run_tx, run_rx) = futures::channel::mpsc::channel(TRIGGER_BUFFER);
+    let (request_tx, request_rx) = futures::channel::mpsc::channel(TRIGGER_BUFFER);
+    let mut routers = tokio::task::JoinSet::new();
+    routers.spawn(route_runs(
+        feeds.runs,
+        ctx.clone(),
+        run_tx.clone(),
+        request_tx.clone(),
+    ));
+    routers.spawn(route_requests(
+        feeds.requests,
+        ctx.clone(),
+        run_tx.clone(),
+        request_tx,
+    ));
+    routers.spawn(route_children(feeds.jobs, ctx.clone(), run_tx.clone()));
+    routers.spawn(route_children(feeds.pods, ctx.clone(), run_tx));
 
-    let request_controller = Controller::new(requests.clone(), watcher::Config::default());
-    let request_store = request_controller.store();
-    let request_controller = request_controller
-        .watches(
-            runs.clone(),
-            watcher::Config::default(),
-            move |run: StageRun| {
-                // Requests in progress that target this StageRun.
-                let uid = run.uid().unwrap_or_default();
-                request_store
-                    .state()
-                    .iter()
-                    .filter(|r| {
-                        r.status.as_ref().is_some_and(|s| {
-                            s.phase == Some(RequestPhase::InProgress)
-                                && s.targets.iter().any(|t| t.uid == uid)
-                        })
-                    })
-                    .map(|r| ObjectRef::from_obj(r.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(
-            cancelrequest::reconcile,
-            cancelrequest::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "cancelrequest reconcile");
-            }
-        });
+    let settings = controller::Config::default().concurrency(concurrency);
+    let request_controller = Controller::for_stream(
+        futures::stream::pending::<Result<CancelRequest, watcher::Error>>(),
+        caches.requests.store(),
+    )
+    .with_config(settings.clone())
+    .reconcile_on(request_rx)
+    .graceful_shutdown_on(stop.clone())
+    .run(
+        cancelrequest::reconcile,
+        cancelrequest::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "cancelrequest reconcile");
+        }
+    });
+    let run_controller = Controller::for_stream(
+        futures::stream::pending::<Result<StageRun, watcher::Error>>(),
+        caches.runs.store(),
+    )
+    .with_config(settings)
+    .reconcile_on(run_rx)
+    .graceful_shutdown_on(stop)
+    .run(stagerun::reconcile, stagerun::error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "stagerun reconcile");
+        }
+    });
 
-    let run_controller = Controller::new(runs, watcher::Config::default())
-        .owns(jobs, children.clone())
-        .watches(pods, children, |pod: Pod| {
-            let name = pod.annotations().get(labels::STAGERUN_NAME).cloned();
-            let ns = pod.namespace();
-            name.zip(ns)
-                .map(|(n, ns)| ObjectRef::<StageRun>::new(&n).within(&ns))
-        })
-        .watches(
-            requests,
-            watcher::Config::default(),
-            |req: CancelRequest| {
-                let ns = req.namespace().unwrap_or_default();
-                req.status
-                    .iter()
-                    .flat_map(|s| s.targets.iter())
-                    .map(|t| ObjectRef::<StageRun>::new(&t.name).within(&ns))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(stop)
-        .run(stagerun::reconcile, stagerun::error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "stagerun reconcile");
-            }
-        });
-
-    tracing::info!("controller started");
+    tracing::info!(concurrency, "controller started");
     futures::join!(request_controller, run_controller);
+    routers.abort_all();
     tracing::info!("controller stopped");
+}
+
+async fn send<K: Resource>(tx: &mut Trigger<K>, obj: ObjectRef<K>) -> bool {
+    futures::SinkExt::send(tx, obj).await.is_ok()
+}
+
+/// A StageRun's change concerns itself (unless finished) and the requests
+/// following it.
+async fn route_runs(
+    mut feed: impl futures::Stream<Item = Result<watcher::Event<StageRun>, watcher::Error>> + Unpin,
+    ctx: Arc<Context>,
+    mut runs: Trigger<StageRun>,
+    mut requests: Trigger<CancelRequest>,
+) {
+    let mut initial = Vec::new();
+    while let Some(event) = feed.next().await {
+        let run = match event {
+            Ok(watcher::Event::Init) => {
+                initial.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitApply(run)) => {
+                if !run.is_finished() {
+                    initial.push(ObjectRef::from_obj(&run));
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                for r in initial.drain(..) {
+                    if !send(&mut runs, r).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Ok(watcher::Event::Apply(run)) => {
+                if run.is_finished() {
+                    ctx.forget(&run);
+                } else if !send(&mut runs, ObjectRef::from_obj(&run)).await {
+                    return;
+                }
+                run
+            }
+            Ok(watcher::Event::Delete(run)) => {
+                ctx.forget(&run);
+                run
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "StageRun watch");
+                continue;
+            }
+        };
+        let following = ctx
+            .caches
+            .requests
+            .lookup(&cache::requests_by_target(&run.uid().unwrap_or_default()));
+        for req in following {
+            if !send(&mut requests, ObjectRef::from_obj(req.as_ref())).await {
+                return;
+            }
+        }
+    }
+}
+
+/// A CancelRequest's change concerns itself and the StageRuns it cancels.
+async fn route_requests(
+    mut feed: impl futures::Stream<Item = Result<watcher::Event<CancelRequest>, watcher::Error>> + Unpin,
+    ctx: Arc<Context>,
+    mut runs: Trigger<StageRun>,
+    mut requests: Trigger<CancelRequest>,
+) {
+    let mut initial = Vec::new();
+    while let Some(event) = feed.next().await {
+        match event {
+            Ok(watcher::Event::Init) => initial.clear(),
+            // Finished requests too: their TTL timers start here.
+            Ok(watcher::Event::InitApply(req)) => initial.push(ObjectRef::from_obj(&req)),
+            Ok(watcher::Event::InitDone) => {
+                for r in initial.drain(..) {
+                    if !send(&mut requests, r).await {
+                        return;
+                    }
+                }
+            }
+            Ok(watcher::Event::Apply(req)) => {
+                if !send(&mut requests, ObjectRef::from_obj(&req)).await {
+                    return;
+                }
+                let ns = req.namespace().unwrap_or_default();
+                let canceling = req
+                    .status
+                    .iter()
+                    .filter(|s| s.phase == Some(RequestPhase::InProgress))
+                    .flat_map(|s| s.targets.iter())
+                    .filter(|t| t.outcome == crate::crd::TargetOutcome::Canceling);
+                for t in canceling {
+                    if !send(&mut runs, ObjectRef::new(&t.name).within(&ns)).await {
+                        return;
+                    }
+                }
+            }
+            Ok(watcher::Event::Delete(req)) => ctx.forget(&req),
+            Err(e) => tracing::warn!(error = %e, "CancelRequest watch"),
+        }
+    }
+}
+
+/// A Job's or pod's change concerns the StageRun it belongs to.
+async fn route_children<K>(
+    mut feed: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
+    ctx: Arc<Context>,
+    mut runs: Trigger<StageRun>,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    while let Some(event) = feed.next().await {
+        let child = match event {
+            Ok(watcher::Event::Apply(c) | watcher::Event::Delete(c)) => c,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, kind = %K::kind(&()), "watch");
+                continue;
+            }
+        };
+        let (Some(name), Some(ns)) = (
+            child.annotations().get(labels::STAGERUN_NAME),
+            child.namespace(),
+        ) else {
+            continue;
+        };
+        let run = ObjectRef::<StageRun>::new(name).within(&ns);
+        if ctx.caches.runs.get(&run).is_some_and(|r| !r.is_finished())
+            && !send(&mut runs, run).await
+        {
+            return;
+        }
+    }
 }
 
 /// Requeue for objects that need no timer: a periodic safety resync.

@@ -21,6 +21,8 @@ pub const DEFAULT_FORCE_MARGIN: Duration = Duration::from_secs(10);
 pub const COND_SUCCEEDED: &str = "Succeeded";
 pub const COND_FORCE_DELETED: &str = "PodsForceDeleted";
 
+pub use crate::crd::REASON_DEADLINE;
+
 /// A Kubernetes Job of the StageRun, as observed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedJob {
@@ -31,6 +33,8 @@ pub struct ObservedJob {
     /// Passed/Failed once the Job has a Complete/Failed condition.
     pub finished: Option<(RunResult, Option<Time>)>,
     pub deleting: bool,
+    /// The job id it was created with (label).
+    pub id: Option<i64>,
 }
 
 impl ObservedJob {
@@ -56,6 +60,11 @@ impl ObservedJob {
             job: name,
             finished,
             deleting: meta.deletion_timestamp.is_some(),
+            id: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::JOB_ID))
+                .and_then(|v| v.parse().ok()),
         })
     }
 }
@@ -241,22 +250,47 @@ pub fn set_condition(
     }
 }
 
-/// Decides the StageRun's next status and actions.
+/// Decides the StageRun's next status and actions: one step per phase.
 pub fn plan(obs: &Observation) -> Plan {
     let run = obs.run;
-    let now = obs.now;
-    let generation = run.metadata.generation;
     let mut status = run.status.clone().unwrap_or_default();
-    let mut actions = Vec::new();
-    let mut events = Vec::new();
-    let mut requeue_after = None;
-    status.observed_generation = generation;
+    status.observed_generation = run.metadata.generation;
+    assign_ids(&mut status, obs);
+    let mut p = Plan {
+        status,
+        actions: Vec::new(),
+        events: Vec::new(),
+        requeue_after: None,
+    };
+    let phase = p.status.phase.unwrap_or(StagePhase::Pending);
+    // Without ids nothing can be recorded yet; the caller allocates them first.
+    if phase.is_finished() || p.status.id.is_none() {
+        return p;
+    }
+    let phase = accept_cancel_or_timeout(obs, phase, &mut p);
+    let phase = match phase {
+        StagePhase::Pending if !approved(run) => await_approval(obs, &mut p),
+        StagePhase::Pending | StagePhase::Running => run_jobs(obs, &mut p),
+        StagePhase::Canceling => cancel(obs, &mut p),
+        StagePhase::Succeeded | StagePhase::Failed => phase,
+    };
+    p.status.phase = Some(phase);
+    if p.status.result.is_none() {
+        p.status.result = Some(RunResult::Unknown);
+    }
+    p
+}
 
+/// Ids come once: allocated by the caller, or taken from Jobs that already
+/// carry them (created by a pass whose status write was lost), so that a
+/// Job's id label and its `status.jobs[].id` never disagree.
+fn assign_ids(status: &mut StageRunStatus, obs: &Observation) {
     if status.id.is_none()
         && let Some((stage_id, job_ids)) = &obs.ids
     {
         status.id = Some(*stage_id);
-        status.jobs = run
+        status.jobs = obs
+            .run
             .spec
             .jobs
             .iter()
@@ -268,359 +302,434 @@ pub fn plan(obs: &Observation) -> Plan {
             })
             .collect();
     }
-    let mut phase = status.phase.unwrap_or(StagePhase::Pending);
-
-    // Without ids nothing can be recorded yet; the caller allocates them first.
-    if phase.is_finished() || status.id.is_none() {
-        return Plan {
-            status,
-            actions,
-            events,
-            requeue_after,
-        };
-    }
-
-    let find_job = |name: &str| obs.jobs.iter().find(|j| j.job == name);
-    let pods_of = |name: &str| -> Vec<&ObservedPod> {
-        obs.pods
+    for js in status.jobs.iter_mut() {
+        if let Some(id) = obs
+            .jobs
             .iter()
-            .filter(|p| p.job.as_deref() == Some(name))
-            .collect()
-    };
+            .find(|j| j.job == js.name)
+            .and_then(|j| j.id)
+        {
+            js.id = id;
+        }
+    }
+}
 
+fn jobs_of<'a>(obs: &'a Observation, name: &str) -> Option<&'a ObservedJob> {
+    obs.jobs.iter().find(|j| j.job == name)
+}
+
+fn pods_of<'a>(obs: &'a Observation, name: &str) -> Vec<&'a ObservedPod> {
+    obs.pods
+        .iter()
+        .filter(|p| p.job.as_deref() == Some(name))
+        .collect()
+}
+
+/// Accepts a cancel, or a timeout, once; returns the phase to act in.
+fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) -> StagePhase {
+    let run = obs.run;
+    let now = obs.now;
+    let status = &mut p.status;
     // A run whose jobs have all finished keeps its result, even when a cancel
     // or its deadline is noticed in the same pass (the cancel came too late).
     let naturally_finished = phase == StagePhase::Running
         && !status.jobs.is_empty()
         && status.jobs.iter().all(|js| {
             js.state == JobState::Completed
-                || find_job(&js.name).is_some_and(|j| j.finished.is_some())
+                || jobs_of(obs, &js.name).is_some_and(|j| j.finished.is_some())
         })
         && obs.pods.iter().all(|p| p.progress == PodProgress::Finished);
-
-    // Accept a cancel, or a timeout, once.
-    if phase != StagePhase::Canceling && status.cancel.is_none() && !naturally_finished {
-        let deadline = run
-            .spec
-            .active_deadline_seconds
-            .zip(status.start_time.as_ref())
-            .map(|(secs, start)| start.0 + SignedDuration::from_secs(secs));
-        if let Some(order) = &obs.cancel {
-            let grace = order
-                .grace_period_seconds
-                .unwrap_or(run.spec.cancel_grace_period_seconds);
+    if phase == StagePhase::Canceling || status.cancel.is_some() || naturally_finished {
+        return phase;
+    }
+    let deadline = run
+        .spec
+        .active_deadline_seconds
+        .zip(status.start_time.as_ref())
+        .map(|(secs, start)| start.0 + SignedDuration::from_secs(secs));
+    if let Some(order) = &obs.cancel {
+        let grace = order
+            .grace_period_seconds
+            .unwrap_or(run.spec.cancel_grace_period_seconds);
+        status.cancel = Some(CancelRecord {
+            request_name: order.request_name.clone(),
+            requested_by: order.requested_by.clone(),
+            reason: order.reason.clone(),
+            requested_at: order.requested_at.clone(),
+            accepted_at: Time(now),
+            grace_period_seconds: grace,
+        });
+        p.events.push(PlannedEvent {
+            warning: false,
+            reason: "Canceling",
+            note: format!(
+                "cancelled by {} through CancelRequest {}: {}",
+                display_or(&order.requested_by, "unknown"),
+                order.request_name,
+                display_or(&order.reason, "no reason given")
+            ),
+        });
+        return StagePhase::Canceling;
+    }
+    match deadline {
+        Some(deadline) if now >= deadline => {
             status.cancel = Some(CancelRecord {
-                request_name: order.request_name.clone(),
-                requested_by: order.requested_by.clone(),
-                reason: order.reason.clone(),
-                requested_at: order.requested_at.clone(),
+                request_name: String::new(),
+                requested_by: labels::MANAGER.to_string(),
+                reason: REASON_DEADLINE.to_string(),
+                requested_at: Time(deadline),
                 accepted_at: Time(now),
-                grace_period_seconds: grace,
+                grace_period_seconds: run.spec.cancel_grace_period_seconds,
             });
-            phase = StagePhase::Canceling;
-            events.push(PlannedEvent {
-                warning: false,
-                reason: "Canceling",
+            p.events.push(PlannedEvent {
+                warning: true,
+                reason: REASON_DEADLINE,
                 note: format!(
-                    "cancelled by {} through CancelRequest {}: {}",
-                    display_or(&order.requested_by, "unknown"),
-                    order.request_name,
-                    display_or(&order.reason, "no reason given")
+                    "stage ran longer than activeDeadlineSeconds ({}s); cancelling",
+                    run.spec.active_deadline_seconds.unwrap_or_default()
                 ),
             });
-        } else if let Some(deadline) = deadline {
-            if now >= deadline {
-                status.cancel = Some(CancelRecord {
-                    request_name: String::new(),
-                    requested_by: labels::MANAGER.to_string(),
-                    reason: "DeadlineExceeded".to_string(),
-                    requested_at: Time(deadline),
-                    accepted_at: Time(now),
-                    grace_period_seconds: run.spec.cancel_grace_period_seconds,
+            StagePhase::Canceling
+        }
+        Some(deadline) => {
+            p.requeue_after = Some(to_std(deadline.duration_since(now)));
+            phase
+        }
+        None => phase,
+    }
+}
+
+/// Pending, manual approval not given yet.
+fn await_approval(obs: &Observation, p: &mut Plan) -> StagePhase {
+    set_condition(
+        &mut p.status.conditions,
+        COND_SUCCEEDED,
+        "Unknown",
+        "AwaitingApproval",
+        format!(
+            "manual stage; annotate with {}=true to run it",
+            labels::APPROVED
+        ),
+        obs.run.metadata.generation,
+        obs.now,
+    );
+    StagePhase::Pending
+}
+
+/// Pending or Running: create the Jobs, follow them, end with their result.
+fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
+    let now = obs.now;
+    let generation = obs.run.metadata.generation;
+    let status = &mut p.status;
+    if status.start_time.is_none() {
+        status.start_time = Some(Time(now));
+        if let Some(secs) = obs.run.spec.active_deadline_seconds {
+            p.requeue_after = Some(Duration::from_secs(secs.max(0) as u64));
+        }
+    }
+    for js in status.jobs.iter_mut() {
+        let pods = pods_of(obs, &js.name);
+        match jobs_of(obs, &js.name) {
+            // Never created, and not given up on (a refused Job stays Failed).
+            None if js.job_name.is_none() && js.state != JobState::Completed => {
+                p.actions.push(Action::CreateJob {
+                    job: js.name.clone(),
                 });
-                phase = StagePhase::Canceling;
-                events.push(PlannedEvent {
-                    warning: true,
-                    reason: "DeadlineExceeded",
-                    note: format!(
-                        "stage ran longer than activeDeadlineSeconds ({}s); cancelling",
-                        run.spec.active_deadline_seconds.unwrap_or_default()
-                    ),
-                });
-            } else {
-                requeue_after = Some(to_std(deadline.duration_since(now)));
+                js.scheduled_at.get_or_insert(Time(now));
+            }
+            None if js.state != JobState::Completed && js.job_name.is_some() => {
+                // Created before, gone now (the caller confirmed it with a
+                // fresh read): someone deleted it.
+                js.state = JobState::Completed;
+                js.result = RunResult::Failed;
+                js.completion_time = Some(Time(now));
+            }
+            None => {}
+            Some(j) => {
+                js.job_name = Some(j.resource_name.clone());
+                js.scheduled_at.get_or_insert(Time(now));
+                let (state, result) = job_progress(Some(j), &pods);
+                js.state = state;
+                js.result = result;
+                if let Some((_, at)) = &j.finished {
+                    js.completion_time = Some(at.clone().unwrap_or(Time(now)));
+                }
             }
         }
     }
+    let all_done = status.jobs.iter().all(|j| j.state == JobState::Completed);
+    let pods_active = obs.pods.iter().any(|p| p.progress != PodProgress::Finished);
+    if !all_done || pods_active {
+        set_condition(
+            &mut status.conditions,
+            COND_SUCCEEDED,
+            "Unknown",
+            "Running",
+            "jobs are running".into(),
+            generation,
+            now,
+        );
+        return StagePhase::Running;
+    }
+    let failed: Vec<&str> = status
+        .jobs
+        .iter()
+        .filter(|j| j.result != RunResult::Passed)
+        .map(|j| j.name.as_str())
+        .collect();
+    status.completion_time = Some(completion_time(status, now));
+    if failed.is_empty() {
+        status.result = Some(RunResult::Passed);
+        set_condition(
+            &mut status.conditions,
+            COND_SUCCEEDED,
+            "True",
+            "Succeeded",
+            "all jobs passed".into(),
+            generation,
+            now,
+        );
+        p.events.push(PlannedEvent {
+            warning: false,
+            reason: "Succeeded",
+            note: "all jobs passed".into(),
+        });
+        return StagePhase::Succeeded;
+    }
+    status.result = Some(RunResult::Failed);
+    // A job that could not be created left its reason; that one is kept.
+    let reason = status
+        .failure_reason
+        .clone()
+        .unwrap_or_else(|| format!("job {} failed", failed.join(", ")));
+    set_condition(
+        &mut status.conditions,
+        COND_SUCCEEDED,
+        "False",
+        "Failed",
+        reason.clone(),
+        generation,
+        now,
+    );
+    p.events.push(PlannedEvent {
+        warning: true,
+        reason: "Failed",
+        note: reason.clone(),
+    });
+    status.failure_reason = Some(reason);
+    StagePhase::Failed
+}
 
-    match phase {
-        StagePhase::Pending if !approved(run) => {
+/// Canceling: delete the Jobs, then their pods directly (a deleted Job
+/// creates no more pods, and waiting for the garbage collector would make
+/// a cancel as slow as its rate limit); force past grace + margin; end
+/// `Failed`/`Cancelled` once nothing of the run is left.
+fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
+    let run = obs.run;
+    let now = obs.now;
+    let generation = run.metadata.generation;
+    let status = &mut p.status;
+    // Canceling always carries its record; should it be lost, the cancel
+    // goes on from now with the stage's grace period.
+    let record = status
+        .cancel
+        .get_or_insert_with(|| CancelRecord {
+            request_name: String::new(),
+            requested_by: String::new(),
+            reason: "Unknown".into(),
+            requested_at: Time(now),
+            accepted_at: Time(now),
+            grace_period_seconds: run.spec.cancel_grace_period_seconds,
+        })
+        .clone();
+    let timeout = record.is_timeout();
+    let grace = record.grace_period_seconds.max(0);
+    let force_at = record.accepted_at.0
+        + SignedDuration::from_secs(grace)
+        + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
+
+    // Jobs first: their pods are deleted after them, in this order.
+    for j in &obs.jobs {
+        if !j.deleting {
+            p.actions.push(Action::DeleteJob {
+                resource_name: j.resource_name.clone(),
+            });
+        }
+    }
+    // Every pod gets the grace period once; a pod already terminating on a
+    // later deadline (a shorter override came) or still there past the force
+    // deadline is deleted again, sooner.
+    let forced = grace == 0 || now >= force_at;
+    let kill_by = now + SignedDuration::from_secs(grace);
+    let to_delete: Vec<String> = obs
+        .pods
+        .iter()
+        .filter(|p| forced || p.deletion_deadline.is_none_or(|d| d > kill_by))
+        .map(|p| p.name.clone())
+        .collect();
+    if !to_delete.is_empty() {
+        p.actions.push(Action::DeletePods {
+            names: to_delete.clone(),
+            grace_seconds: if forced { 0 } else { grace },
+        });
+        if forced && grace > 0 {
+            let msg = format!(
+                "force-deleted {} pod(s) still present {}s after the {}s grace period: {}",
+                to_delete.len(),
+                obs.force_margin.as_secs(),
+                grace,
+                to_delete.join(", ")
+            );
+            if status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != COND_FORCE_DELETED)
+            {
+                p.events.push(PlannedEvent {
+                    warning: true,
+                    reason: "ForceDeleted",
+                    note: msg.clone(),
+                });
+            }
             set_condition(
                 &mut status.conditions,
-                COND_SUCCEEDED,
-                "Unknown",
-                "AwaitingApproval",
-                format!(
-                    "manual stage; annotate with {}=true to run it",
-                    labels::APPROVED
-                ),
+                COND_FORCE_DELETED,
+                "True",
+                "GracePeriodExpired",
+                msg,
                 generation,
                 now,
             );
         }
-        StagePhase::Pending | StagePhase::Running => {
-            if status.start_time.is_none() {
-                status.start_time = Some(Time(now));
-                if let Some(secs) = run.spec.active_deadline_seconds {
-                    requeue_after = Some(Duration::from_secs(secs.max(0) as u64));
-                }
-            }
-            phase = StagePhase::Running;
-            for js in status.jobs.iter_mut() {
-                let observed = find_job(&js.name);
-                let pods = pods_of(&js.name);
-                match observed {
-                    None if js.job_name.is_none() => {
-                        actions.push(Action::CreateJob {
-                            job: js.name.clone(),
-                        });
-                        js.scheduled_at.get_or_insert(Time(now));
-                    }
-                    None if js.state != JobState::Completed => {
-                        // Created before, gone now: someone deleted it.
-                        js.state = JobState::Completed;
-                        js.result = RunResult::Failed;
-                        js.completion_time = Some(Time(now));
-                    }
-                    None => {}
-                    Some(j) => {
-                        js.job_name = Some(j.resource_name.clone());
-                        js.scheduled_at.get_or_insert(Time(now));
-                        let (state, result) = job_progress(Some(j), &pods);
-                        js.state = state;
-                        js.result = result;
-                        if let Some((_, at)) = &j.finished {
-                            js.completion_time = Some(at.clone().unwrap_or(Time(now)));
-                        }
-                    }
-                }
-            }
-            let all_done = status.jobs.iter().all(|j| j.state == JobState::Completed);
-            let pods_active = obs.pods.iter().any(|p| p.progress != PodProgress::Finished);
-            if all_done && !pods_active {
-                let failed: Vec<&str> = status
-                    .jobs
-                    .iter()
-                    .filter(|j| j.result != RunResult::Passed)
-                    .map(|j| j.name.as_str())
-                    .collect();
-                status.completion_time = Some(completion_time(&status, now));
-                if failed.is_empty() {
-                    phase = StagePhase::Succeeded;
-                    status.result = Some(RunResult::Passed);
-                    set_condition(
-                        &mut status.conditions,
-                        COND_SUCCEEDED,
-                        "True",
-                        "Succeeded",
-                        "all jobs passed".into(),
-                        generation,
-                        now,
-                    );
-                    events.push(PlannedEvent {
-                        warning: false,
-                        reason: "Succeeded",
-                        note: "all jobs passed".into(),
-                    });
-                } else {
-                    phase = StagePhase::Failed;
-                    status.result = Some(RunResult::Failed);
-                    let reason = format!("job {} failed", failed.join(", "));
-                    set_condition(
-                        &mut status.conditions,
-                        COND_SUCCEEDED,
-                        "False",
-                        "Failed",
-                        reason.clone(),
-                        generation,
-                        now,
-                    );
-                    events.push(PlannedEvent {
-                        warning: true,
-                        reason: "Failed",
-                        note: reason.clone(),
-                    });
-                    status.failure_reason = Some(reason);
-                }
-            } else {
-                set_condition(
-                    &mut status.conditions,
-                    COND_SUCCEEDED,
-                    "Unknown",
-                    "Running",
-                    "jobs are running".into(),
-                    generation,
-                    now,
-                );
-            }
-        }
-        StagePhase::Canceling => {
-            // Canceling always carries its record; should it be lost, the
-            // cancel goes on from now with the stage's grace period.
-            let cancel = status
-                .cancel
-                .get_or_insert_with(|| CancelRecord {
-                    request_name: String::new(),
-                    requested_by: String::new(),
-                    reason: "Unknown".into(),
-                    requested_at: Time(now),
-                    accepted_at: Time(now),
-                    grace_period_seconds: run.spec.cancel_grace_period_seconds,
-                })
-                .clone();
-            let timeout = cancel.reason == "DeadlineExceeded" && cancel.request_name.is_empty();
-            let grace = cancel.grace_period_seconds.max(0);
-            let force_at = cancel.accepted_at.0
-                + SignedDuration::from_secs(grace)
-                + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
-
-            for j in &obs.jobs {
-                if !j.deleting {
-                    actions.push(Action::DeleteJob {
-                        resource_name: j.resource_name.clone(),
-                    });
-                }
-            }
-            // Pods get the grace period; their template already carries the
-            // stage's, so only a shorter override or the force deadline needs
-            // explicit deletes.
-            let forced = grace == 0 || now >= force_at;
-            let kill_by = now + SignedDuration::from_secs(grace);
-            let shorten: Vec<String> = obs
-                .pods
-                .iter()
-                .filter(|p| {
-                    forced
-                        || (grace < run.spec.cancel_grace_period_seconds
-                            && p.progress != PodProgress::Finished
-                            && p.deletion_deadline.is_none_or(|d| d > kill_by))
-                })
-                .map(|p| p.name.clone())
-                .collect();
-            if !shorten.is_empty() {
-                actions.push(Action::DeletePods {
-                    names: shorten.clone(),
-                    grace_seconds: if forced { 0 } else { grace },
-                });
-                if forced && grace > 0 {
-                    let msg = format!(
-                        "force-deleted {} pod(s) still present {}s after the {}s grace period: {}",
-                        shorten.len(),
-                        obs.force_margin.as_secs(),
-                        grace,
-                        shorten.join(", ")
-                    );
-                    if status
-                        .conditions
-                        .iter()
-                        .all(|c| c.type_ != COND_FORCE_DELETED)
-                    {
-                        events.push(PlannedEvent {
-                            warning: true,
-                            reason: "ForceDeleted",
-                            note: msg.clone(),
-                        });
-                    }
-                    set_condition(
-                        &mut status.conditions,
-                        COND_FORCE_DELETED,
-                        "True",
-                        "GracePeriodExpired",
-                        msg,
-                        generation,
-                        now,
-                    );
-                }
-            }
-
-            for js in status.jobs.iter_mut() {
-                if js.state == JobState::Completed {
-                    continue;
-                }
-                if let Some((result, at)) = find_job(&js.name).and_then(|j| j.finished.clone()) {
-                    js.state = JobState::Completed;
-                    js.result = result;
-                    js.completion_time = Some(at.unwrap_or(Time(now)));
-                } else if find_job(&js.name).is_some() || !pods_of(&js.name).is_empty() {
-                    js.state = JobState::Completing;
-                }
-            }
-
-            let (reason, message) = if timeout {
-                ("DeadlineExceeded", "deadline exceeded")
-            } else {
-                ("Cancelled", "task was cancelled")
-            };
-            if obs.pods.is_empty() && obs.jobs.is_empty() {
-                for js in status.jobs.iter_mut() {
-                    if js.state != JobState::Completed {
-                        js.state = JobState::Completed;
-                        js.result = RunResult::Cancelled;
-                        js.completion_time = Some(Time(now));
-                    }
-                }
-                phase = StagePhase::Failed;
-                status.result = Some(RunResult::Cancelled);
-                status.failure_reason = Some(message.to_string());
-                status.completion_time = Some(completion_time(&status, now));
-                set_condition(
-                    &mut status.conditions,
-                    COND_SUCCEEDED,
-                    "False",
-                    reason,
-                    message.to_string(),
-                    generation,
-                    now,
-                );
-                events.push(PlannedEvent {
-                    warning: false,
-                    reason: "Cancelled",
-                    note: format!("{message}; no pod of it remains"),
-                });
-            } else {
-                set_condition(
-                    &mut status.conditions,
-                    COND_SUCCEEDED,
-                    "Unknown",
-                    "Canceling",
-                    format!(
-                        "stopping {} pod(s) and {} Job(s)",
-                        obs.pods.len(),
-                        obs.jobs.len()
-                    ),
-                    generation,
-                    now,
-                );
-                let until_force = if now < force_at {
-                    to_std(force_at.duration_since(now))
-                } else {
-                    Duration::from_secs(1)
-                };
-                requeue_after = Some(until_force.min(Duration::from_secs(5)));
-            }
-        }
-        StagePhase::Succeeded | StagePhase::Failed => {}
     }
 
-    status.phase = Some(phase);
-    if status.result.is_none() {
-        status.result = Some(RunResult::Unknown);
+    for js in status.jobs.iter_mut() {
+        if js.state == JobState::Completed {
+            continue;
+        }
+        let job = jobs_of(obs, &js.name);
+        if let Some((result, at)) = job.and_then(|j| j.finished.clone()) {
+            js.state = JobState::Completed;
+            js.result = result;
+            js.completion_time = Some(at.unwrap_or(Time(now)));
+        } else if job.is_some() || !pods_of(obs, &js.name).is_empty() {
+            js.state = JobState::Completing;
+        }
     }
-    Plan {
-        status,
-        actions,
-        events,
-        requeue_after,
+
+    let (reason, message) = if timeout {
+        (REASON_DEADLINE, "deadline exceeded")
+    } else {
+        ("Cancelled", "task was cancelled")
+    };
+    if !obs.pods.is_empty() || !obs.jobs.is_empty() {
+        set_condition(
+            &mut status.conditions,
+            COND_SUCCEEDED,
+            "Unknown",
+            "Canceling",
+            format!(
+                "stopping {} pod(s) and {} Job(s)",
+                obs.pods.len(),
+                obs.jobs.len()
+            ),
+            generation,
+            now,
+        );
+        let until_force = if now < force_at {
+            to_std(force_at.duration_since(now))
+        } else {
+            Duration::from_secs(1)
+        };
+        p.requeue_after = Some(until_force.min(Duration::from_secs(5)));
+        return StagePhase::Canceling;
+    }
+    for js in status.jobs.iter_mut() {
+        if js.state != JobState::Completed {
+            js.state = JobState::Completed;
+            js.result = RunResult::Cancelled;
+            js.completion_time = Some(Time(now));
+        }
+    }
+    status.result = Some(RunResult::Cancelled);
+    status.failure_reason = Some(message.to_string());
+    status.completion_time = Some(completion_time(status, now));
+    set_condition(
+        &mut status.conditions,
+        COND_SUCCEEDED,
+        "False",
+        reason,
+        message.to_string(),
+        generation,
+        now,
+    );
+    p.events.push(PlannedEvent {
+        warning: false,
+        reason: "Cancelled",
+        note: format!("{message}; no pod of it remains"),
+    });
+    StagePhase::Failed
+}
+
+/// What came of creating one Job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobCreation {
+    /// Created now, under this name.
+    Created { resource_name: String },
+    /// Already there and owned by this StageRun (created by an earlier pass
+    /// whose status write was lost), with the id it was created with.
+    AlreadyOurs {
+        resource_name: String,
+        id: Option<i64>,
+    },
+    /// The name is taken by a Job this StageRun does not own.
+    NameTaken { resource_name: String },
+    /// The API server refused it for good (invalid, or denied by policy).
+    Refused { message: String },
+}
+
+/// Records the outcomes of `CreateJob` actions in the plan: the second pure
+/// step of a pass. A job that cannot be created ends Failed, once, with a
+/// Warning Event that says why; it is never tried again.
+pub fn record_creations(p: &mut Plan, outcomes: &[(String, JobCreation)], now: Timestamp) {
+    for (job, outcome) in outcomes {
+        let Some(js) = p.status.jobs.iter_mut().find(|j| &j.name == job) else {
+            continue;
+        };
+        let failure = match outcome {
+            JobCreation::Created { resource_name } => {
+                js.job_name = Some(resource_name.clone());
+                None
+            }
+            JobCreation::AlreadyOurs { resource_name, id } => {
+                js.job_name = Some(resource_name.clone());
+                if let Some(id) = id {
+                    js.id = *id;
+                }
+                None
+            }
+            JobCreation::NameTaken { resource_name } => Some((
+                "JobNameTaken",
+                format!(
+                    "job {job} could not be created: Job {resource_name} already exists and belongs to another owner"
+                ),
+            )),
+            JobCreation::Refused { message } => Some((
+                "InvalidJob",
+                format!("job {job} could not be created: {message}"),
+            )),
+        };
+        if let Some((reason, message)) = failure {
+            js.state = JobState::Completed;
+            js.result = RunResult::Failed;
+            js.completion_time = Some(Time(now));
+            p.status.failure_reason = Some(message.clone());
+            p.events.push(PlannedEvent {
+                warning: true,
+                reason,
+                note: message,
+            });
+        }
     }
 }
 

@@ -163,6 +163,7 @@ fn observed_job(resource_name: &str, job: &str) -> ObservedJob {
         job: job.into(),
         finished: None,
         deleting: false,
+        id: None,
     }
 }
 
@@ -1102,8 +1103,8 @@ fn rows() -> Vec<Row> {
         row(S::Running, C::JobCompletes, P::Succeeded, R::Passed, vec![], &["Succeeded"], Unchecked).check(succeeded_now),
         row(S::Running, C::JobFails, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_failed_run),
         row(S::Running, C::JobDisappears, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_vanished_run),
-        row(S::Running, C::CancelArrives, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB)], &["Canceling"], After(5)).check(accepted_request),
-        row(S::Running, C::DeadlinePasses, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB)], &["DeadlineExceeded"], After(5)).check(accepted_deadline),
+        row(S::Running, C::CancelArrives, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 30)], &["Canceling"], After(5)).check(accepted_request),
+        row(S::Running, C::DeadlinePasses, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 30)], &["DeadlineExceeded"], After(5)).check(accepted_deadline),
         row(S::Running, C::AllGone, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_vanished_run),
         row(S::Running, C::ForceDeadlinePasses, P::Running, R::Unknown, vec![], &[], After(505)).check(unit_building),
         row(S::Running, C::GraceOverrideZero, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 0)], &["Canceling"], After(5)).check(accepted_request_grace_zero),
@@ -1547,7 +1548,7 @@ fn a_shorter_grace_override_shortens_pod_deletion() {
         vec![
             delete_job(UNIT_JOB),
             delete_job(LINT_JOB),
-            delete_pods(&["running", "unscheduled", "dying-late"], 5),
+            delete_pods(&["running", "unscheduled", "done", "dying-late"], 5),
         ]
     );
     assert_eq!(reasons(&p), vec!["Canceling"]);
@@ -2018,6 +2019,8 @@ fn from_job_table() {
         ),
     ];
     for (label, value, expected) in cases {
+        // Every Job of the table carries the id label 501.
+        let expected = expected.map(|j| ObservedJob { id: Some(501), ..j });
         assert_eq!(ObservedJob::from_job(&k8s_job(value)), expected, "{label}");
     }
 }
@@ -2165,4 +2168,155 @@ fn from_pod_reads_the_deletion_deadline_and_job() {
 
     pod.metadata.annotations = None;
     assert_eq!(ObservedPod::from_pod(&pod).job, None);
+}
+
+// ------------------------------------------- applying a plan, recorded --
+
+#[test]
+fn a_job_created_by_a_lost_pass_keeps_its_id() {
+    // A pass allocated 500/501/502 and created the unit Job, then its status
+    // write failed; this pass allocated 900/901/902.
+    let mut w = baseline(Start::NoStatus);
+    w.ids = Some((900, vec![901, 902]));
+    w.jobs = vec![ObservedJob {
+        id: Some(501),
+        ..observed_job(UNIT_JOB, "unit")
+    }];
+    let p = w.plan();
+    let unit = p.status.jobs.iter().find(|j| j.name == "unit").unwrap();
+    assert_eq!(unit.id, 501, "the Job's label wins");
+    assert_eq!(unit.job_name.as_deref(), Some(UNIT_JOB));
+    let lint = p.status.jobs.iter().find(|j| j.name == "lint").unwrap();
+    assert_eq!(lint.id, 902);
+    assert_eq!(p.actions, vec![create("lint")]);
+}
+
+#[test]
+fn creations_are_recorded() {
+    let w = baseline(Start::NoStatus);
+    let mut p = w.plan();
+    assert_eq!(p.actions, creates_both());
+    record_creations(
+        &mut p,
+        &[
+            (
+                "unit".into(),
+                JobCreation::Created {
+                    resource_name: "unit-job".into(),
+                },
+            ),
+            (
+                "lint".into(),
+                JobCreation::AlreadyOurs {
+                    resource_name: "lint-job".into(),
+                    id: Some(777),
+                },
+            ),
+        ],
+        t0(),
+    );
+    let job = |n: &str| p.status.jobs.iter().find(|j| j.name == n).unwrap().clone();
+    assert_eq!(job("unit").job_name.as_deref(), Some("unit-job"));
+    assert_eq!(job("unit").state, JobState::Scheduled);
+    assert_eq!(job("lint").job_name.as_deref(), Some("lint-job"));
+    assert_eq!(job("lint").id, 777);
+    assert!(p.events.is_empty());
+}
+
+#[test]
+fn a_job_that_cannot_be_created_fails_once_and_is_never_retried() {
+    for (label, outcome, reason, says) in [
+        (
+            "refused",
+            JobCreation::Refused {
+                message: "spec.template.spec.containers[0].name: Invalid value".into(),
+            },
+            "InvalidJob",
+            "Invalid value",
+        ),
+        (
+            "name taken",
+            JobCreation::NameTaken {
+                resource_name: "taken".into(),
+            },
+            "JobNameTaken",
+            "belongs to another owner",
+        ),
+    ] {
+        let mut w = baseline(Start::NoStatus);
+        let mut p = w.plan();
+        record_creations(
+            &mut p,
+            &[
+                (
+                    "unit".into(),
+                    JobCreation::Created {
+                        resource_name: UNIT_JOB.into(),
+                    },
+                ),
+                ("lint".into(), outcome),
+            ],
+            t0(),
+        );
+        let lint = p.status.jobs.iter().find(|j| j.name == "lint").unwrap();
+        assert_eq!(lint.state, JobState::Completed, "{label}");
+        assert_eq!(lint.result, RunResult::Failed, "{label}");
+        assert_eq!(reasons(&p), vec![reason], "{label}");
+        assert!(p.events[0].warning, "{label}");
+        assert!(p.events[0].note.contains(says), "{label}");
+
+        // Later passes, the unit Job running: lint is not created again.
+        w.run.status = Some(p.status.clone());
+        w.ids = None;
+        w.jobs = vec![observed_job(UNIT_JOB, "unit")];
+        w.pods = vec![pod("unit-pod", "unit", PodProgress::Running)];
+        let again = w.plan();
+        assert!(again.actions.is_empty(), "{label}: {:?}", again.actions);
+        assert!(again.events.is_empty(), "{label}");
+        assert_eq!(again.status.phase, Some(StagePhase::Running), "{label}");
+
+        // Once unit ends, the run fails, saying why.
+        w.run.status = Some(again.status);
+        w.jobs = vec![finished(
+            observed_job(UNIT_JOB, "unit"),
+            RunResult::Passed,
+            0,
+        )];
+        w.pods = vec![pod("unit-pod", "unit", PodProgress::Finished)];
+        let end = w.plan();
+        assert!(end.actions.is_empty(), "{label}");
+        assert_eq!(end.status.phase, Some(StagePhase::Failed), "{label}");
+        assert!(
+            end.status
+                .failure_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("could not be created")),
+            "{label}: {:?}",
+            end.status.failure_reason
+        );
+    }
+}
+
+#[test]
+fn canceling_deletes_every_pod_with_the_grace_period_once() {
+    let mut w = baseline(Start::Running);
+    w.cancel = Some(order(None));
+    let p = w.plan();
+    // Jobs first, then all their pods, finished ones too, with the stage's grace.
+    assert_eq!(
+        p.actions,
+        vec![
+            delete_job(UNIT_JOB),
+            delete_job(LINT_JOB),
+            delete_pods(&["unit-pod", "lint-pod"], 30),
+        ]
+    );
+    // Next pass: the pods terminate on that deadline; nothing is deleted again.
+    w.run.status = Some(p.status.clone());
+    w.jobs.clear();
+    for pod in w.pods.iter_mut() {
+        pod.deletion_deadline = Some(at(30));
+    }
+    w.now = at(1);
+    assert!(w.plan().actions.is_empty());
 }

@@ -1,104 +1,132 @@
-//! StageRun reconcile: observe → decide (plan.rs) → apply → update status.
+//! StageRun reconcile: observe from the caches → decide (plan.rs) → apply →
+//! record what applying did (plan.rs again) → write the status → delete.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
 };
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::plan::{self, CancelOrder, Observation, ObservedJob, ObservedPod};
+use super::cache;
+use super::plan::{self, CancelOrder, JobCreation, Observation, ObservedJob, ObservedPod};
 use super::{Context, key, resync};
-use crate::crd::{CancelRequest, JobTemplate, RequestPhase, StageRun, TargetOutcome};
+use crate::crd::{
+    CancelRequest, JobState, JobTemplate, RequestPhase, StagePhase, StageRun, TargetOutcome,
+};
 use crate::{Error, Result, labels};
 
 pub async fn reconcile(obj: Arc<StageRun>, ctx: Arc<Context>) -> Result<Action> {
+    // Before every cache holds its first list, an empty one would read as
+    // "no pod left"; after that this returns at once.
+    ctx.caches.ready().await;
     let start = std::time::Instant::now();
-    let result = reconcile_timed(obj, &ctx).await;
+    let result = reconcile_timed(&obj, &ctx).await;
     ctx.metrics
         .reconciled("stagerun", result.is_ok(), start.elapsed());
     result
 }
 
-async fn reconcile_timed(obj: Arc<StageRun>, ctx: &Arc<Context>) -> Result<Action> {
-    if obj
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(|p| p.is_finished())
-    {
+async fn reconcile_timed(run: &StageRun, ctx: &Context) -> Result<Action> {
+    if run.is_finished() {
+        // Finished runs cost nothing: no timer, no backoff state kept.
+        ctx.forget(run);
         return Ok(Action::await_change());
     }
-    let ns = obj.namespace().ok_or(Error::MissingField("namespace"))?;
-    let api: Api<StageRun> = ctx.api(&ns);
-    // The cached object may lag our own last write; decide on a fresh read.
-    let Some(run) = api.get_opt(&obj.name_any()).await? else {
-        return Ok(Action::await_change());
-    };
     if run.metadata.deletion_timestamp.is_some() {
         // Owner references hand the Jobs (and their pods) to the garbage collector.
         return Ok(Action::await_change());
     }
-    let action = reconcile_fresh(&run, &ns, ctx).await?;
-    ctx.succeeded(&key(&run));
+    if ctx.behind_own_write(run) {
+        // Our last status write has not reached the cache yet: its watch
+        // event triggers the next pass; the timer is a safety net.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let action = reconcile_cached(run, ctx).await?;
+    ctx.succeeded(&key(run));
     Ok(action)
 }
 
-async fn reconcile_fresh(run: &StageRun, ns: &str, ctx: &Context) -> Result<Action> {
+fn observe_jobs(ctx: &Context, uid: &str) -> Vec<ObservedJob> {
+    ctx.caches
+        .jobs
+        .lookup(&cache::children_of(uid))
+        .iter()
+        .filter(|j| owned_by(j.as_ref(), uid))
+        .filter_map(|j| ObservedJob::from_job(j))
+        .collect()
+}
+
+fn observe_pods(ctx: &Context, uid: &str) -> Vec<ObservedPod> {
+    ctx.caches
+        .pods
+        .lookup(&cache::children_of(uid))
+        .iter()
+        .map(|p| ObservedPod::from_pod(p))
+        .collect()
+}
+
+async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
+    let ns = run.namespace().ok_or(Error::MissingField("namespace"))?;
     let uid = run.uid().ok_or(Error::MissingField("uid"))?;
     let status = run.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(|p| p.is_finished()) {
-        return Ok(Action::await_change());
-    }
 
     let ids = match status.id {
         Some(_) => None,
         None => Some(ctx.ids.allocate(run.spec.jobs.len()).await?),
     };
-    let selector = ListParams::default().labels(&format!("{}={uid}", labels::STAGERUN_UID));
-    let jobs: Vec<ObservedJob> = ctx
-        .api::<Job>(ns)
-        .list(&selector)
-        .await?
-        .items
-        .iter()
-        .filter(|j| owned_by(*j, &uid))
-        .filter_map(ObservedJob::from_job)
-        .collect();
-    let pods: Vec<ObservedPod> = ctx
-        .api::<Pod>(ns)
-        .list(&selector)
-        .await?
-        .items
-        .iter()
-        .map(ObservedPod::from_pod)
-        .collect();
-    let cancel = if status.cancel.is_none() {
-        find_cancel(ctx, ns, &uid).await?
-    } else {
-        None
+    let mut jobs = observe_jobs(ctx, &uid);
+    let mut pods = observe_pods(ctx, &uid);
+    // A Job the status names but the cache lacks may just not have reached
+    // the cache yet: only a fresh read can say it is gone.
+    for js in &status.jobs {
+        if let Some(name) = &js.job_name
+            && js.state != JobState::Completed
+            && !jobs.iter().any(|j| &j.resource_name == name)
+            && let Some(job) = ctx.api::<Job>(&ns).get_opt(name).await?
+            && owned_by(&job, &uid)
+            && let Some(observed) = ObservedJob::from_job(&job)
+        {
+            jobs.push(observed);
+        }
+    }
+    let cancel = match status.cancel {
+        None => find_cancel(ctx, &ns, &uid),
+        Some(_) => None,
     };
-
-    let mut plan = plan::plan(&Observation {
+    let observation = |jobs, pods| Observation {
         now: Timestamp::now(),
         run,
-        ids,
+        ids: ids.clone(),
         jobs,
         pods,
-        cancel,
+        cancel: cancel.clone(),
         force_margin: ctx.config.force_margin,
-    });
+    };
+    let mut plan = plan::plan(&observation(jobs, pods));
+    if is_cancelled_now(run, &plan) {
+        // Reporting Failed/Cancelled cannot be undone: "no pod left" is
+        // confirmed by a fresh read of this run's children (two small
+        // label-selected lists, once per cancelled run).
+        (jobs, pods) = confirm_children(ctx, &ns, &uid).await?;
+        if !(jobs.is_empty() && pods.is_empty()) {
+            plan = plan::plan(&observation(jobs, pods));
+        }
+    }
 
-    // Jobs are created before the status names them: a crash in between leaves
-    // a Job that the next pass finds by label, never a name without a Job.
-    let to_create: Vec<String> = plan
+    // Jobs are created before the status names them: a crash in between
+    // leaves a Job that the next pass finds by label, never a name without
+    // a Job.
+    let creations: Vec<_> = plan
         .actions
         .iter()
         .filter_map(|a| match a {
@@ -106,107 +134,51 @@ async fn reconcile_fresh(run: &StageRun, ns: &str, ctx: &Context) -> Result<Acti
             _ => None,
         })
         .collect();
-    for job in &to_create {
-        {
-            let template = run
-                .spec
-                .jobs
+    if !creations.is_empty() {
+        let outcomes = join_all(
+            creations
                 .iter()
-                .find(|j| &j.name == job)
-                .ok_or(Error::MissingField("job template"))?;
-            let id = plan
-                .status
-                .jobs
-                .iter()
-                .find(|j| &j.name == job)
-                .map(|j| j.id)
-                .unwrap_or_default();
-            match build_job(run, template, id) {
-                Ok(k8s_job) => {
-                    let name = k8s_job.metadata.name.clone().unwrap_or_default();
-                    match ctx
-                        .api::<Job>(ns)
-                        .create(&PostParams::default(), &k8s_job)
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 409 => {}
-                        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
-                            fail_job(
-                                &mut plan,
-                                job,
-                                &format!("job {job} could not be created: {}", s.message),
-                            );
-                            ctx.event(run, true, "InvalidJob", s.message.clone()).await;
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                    if let Some(js) = plan.status.jobs.iter_mut().find(|j| &j.name == job) {
-                        js.job_name = Some(name);
-                    }
-                }
-                Err(e) => {
-                    fail_job(&mut plan, job, &e.to_string());
-                    ctx.event(run, true, "InvalidJob", e.to_string()).await;
-                }
-            }
-        }
+                .map(|job| create_job(ctx, run, &ns, &uid, job, &plan)),
+        )
+        .await;
+        let outcomes: Vec<(String, JobCreation)> = creations
+            .into_iter()
+            .zip(outcomes)
+            .map(|(job, o)| o.map(|o| (job, o)))
+            .collect::<Result<_>>()?;
+        plan::record_creations(&mut plan, &outcomes, Timestamp::now());
     }
 
     if run.status.as_ref() != Some(&plan.status) {
         let patch = json!({
-            "apiVersion": "cancel.dev/v1alpha1",
+            "apiVersion": crate::crd::API_VERSION,
             "kind": "StageRun",
             // A precondition: a decision made on a stale read is refused (409).
             "metadata": { "resourceVersion": run.resource_version() },
             "status": plan.status,
         });
-        ctx.api::<StageRun>(ns)
+        ctx.api::<StageRun>(&ns)
             .patch_status(
                 &run.name_any(),
                 &PatchParams::apply(labels::MANAGER).force(),
                 &Patch::Apply(patch),
             )
             .await?;
+        ctx.wrote(run);
     }
 
-    for action in &plan.actions {
-        match action {
-            plan::Action::CreateJob { .. } => {}
-            plan::Action::DeleteJob { resource_name } => {
-                let dp = DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..DeleteParams::default()
-                };
-                ignore_not_found(ctx.api::<Job>(ns).delete(resource_name, &dp).await)?;
-            }
-            plan::Action::DeletePods {
-                names,
-                grace_seconds,
-            } => {
-                let dp = DeleteParams {
-                    grace_period_seconds: Some(*grace_seconds as u32),
-                    ..DeleteParams::default()
-                };
-                for name in names {
-                    ignore_not_found(ctx.api::<Pod>(ns).delete(name, &dp).await)?;
-                }
-            }
-        }
-    }
+    delete_children(ctx, &ns, &plan.actions).await?;
 
     for ev in &plan.events {
         ctx.event(run, ev.warning, ev.reason, ev.note.clone()).await;
     }
+    let finished = plan.status.phase.is_some_and(StagePhase::is_finished);
     if let Some(cancel) = plan.status.cancel.as_ref()
-        && plan.status.phase.is_some_and(|p| p.is_finished())
+        && finished
     {
         let took = plan::seconds_since(Timestamp::now(), &cancel.requested_at);
-        ctx.metrics.cancelled(
-            cancel.request_name.is_empty(),
-            Duration::from_secs_f64(took.max(0.0)),
-        );
+        ctx.metrics
+            .cancelled(cancel.is_timeout(), Duration::from_secs_f64(took.max(0.0)));
         tracing::info!(
             stagerun = %run.name_any(), namespace = ns, request = %cancel.request_name,
             seconds = took, "cancel completed"
@@ -215,20 +187,134 @@ async fn reconcile_fresh(run: &StageRun, ns: &str, ctx: &Context) -> Result<Acti
 
     Ok(match plan.requeue_after {
         Some(d) => Action::requeue(d.max(Duration::from_millis(100))),
-        None if plan.status.phase.is_some_and(|p| p.is_finished()) => Action::await_change(),
+        None if finished => Action::await_change(),
         None => resync(),
     })
 }
 
-fn fail_job(plan: &mut plan::Plan, job: &str, message: &str) {
-    if let Some(js) = plan.status.jobs.iter_mut().find(|j| j.name == job) {
-        js.state = crate::crd::JobState::Completed;
-        js.result = crate::crd::RunResult::Failed;
-        js.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            Timestamp::now(),
-        ));
+/// True when this pass would report the run cancelled.
+fn is_cancelled_now(run: &StageRun, plan: &plan::Plan) -> bool {
+    let before = run.status.as_ref().and_then(|s| s.phase);
+    before != Some(StagePhase::Failed)
+        && plan.status.phase == Some(StagePhase::Failed)
+        && plan.status.cancel.is_some()
+}
+
+/// This run's Jobs and pods, read from the API server now.
+async fn confirm_children(
+    ctx: &Context,
+    ns: &str,
+    uid: &str,
+) -> Result<(Vec<ObservedJob>, Vec<ObservedPod>)> {
+    let selector = ListParams::default().labels(&format!("{}={uid}", labels::STAGERUN_UID));
+    let (job_api, pod_api) = (ctx.api::<Job>(ns), ctx.api::<Pod>(ns));
+    let (jobs, pods) = futures::try_join!(job_api.list(&selector), pod_api.list(&selector))?;
+    Ok((
+        jobs.items
+            .iter()
+            .filter(|j| owned_by(*j, uid))
+            .filter_map(ObservedJob::from_job)
+            .collect(),
+        pods.items.iter().map(ObservedPod::from_pod).collect(),
+    ))
+}
+
+/// Creates the Job of one spec job and says what came of it; errors that
+/// may pass (unreachable API server, forbidden, quota) are returned for a
+/// retry with backoff, and recorded as a Warning Event.
+async fn create_job(
+    ctx: &Context,
+    run: &StageRun,
+    ns: &str,
+    uid: &str,
+    job: &str,
+    plan: &plan::Plan,
+) -> Result<JobCreation> {
+    let template = run
+        .spec
+        .jobs
+        .iter()
+        .find(|j| j.name == job)
+        .ok_or(Error::MissingField("job template"))?;
+    let id = plan
+        .status
+        .jobs
+        .iter()
+        .find(|j| j.name == job)
+        .map(|j| j.id)
+        .unwrap_or_default();
+    let k8s_job = match build_job(run, template, id) {
+        Ok(j) => j,
+        Err(e) => {
+            return Ok(JobCreation::Refused {
+                message: e.to_string(),
+            });
+        }
+    };
+    let resource_name = k8s_job.metadata.name.clone().unwrap_or_default();
+    let api = ctx.api::<Job>(ns);
+    match api.create(&PostParams::default(), &k8s_job).await {
+        Ok(_) => Ok(JobCreation::Created { resource_name }),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            // Ours only if this StageRun owns it.
+            match api.get_opt(&resource_name).await? {
+                Some(existing) if owned_by(&existing, uid) => Ok(JobCreation::AlreadyOurs {
+                    id: ObservedJob::from_job(&existing).and_then(|j| j.id),
+                    resource_name,
+                }),
+                Some(_) => Ok(JobCreation::NameTaken { resource_name }),
+                // Deleted in between: the next pass creates it.
+                None => Err(kube::Error::Api(s).into()),
+            }
+        }
+        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => Ok(JobCreation::Refused {
+            message: s.message.clone(),
+        }),
+        Err(e) => {
+            ctx.event(
+                run,
+                true,
+                "JobCreateFailed",
+                format!("job {job} could not be created yet: {e}"),
+            )
+            .await;
+            Err(e.into())
+        }
     }
-    plan.status.failure_reason = Some(message.to_string());
+}
+
+/// Deletes Jobs, then pods: a pod is deleted only once its Job is gone, so
+/// that no Job replaces it.
+async fn delete_children(ctx: &Context, ns: &str, actions: &[plan::Action]) -> Result<()> {
+    let jobs = ctx.api::<Job>(ns);
+    let job_deletes = actions.iter().filter_map(|a| match a {
+        plan::Action::DeleteJob { resource_name } => Some(resource_name),
+        _ => None,
+    });
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for r in join_all(job_deletes.map(|name| jobs.delete(name, &dp))).await {
+        ignore_not_found(r)?;
+    }
+    let pods = ctx.api::<Pod>(ns);
+    for action in actions {
+        if let plan::Action::DeletePods {
+            names,
+            grace_seconds,
+        } = action
+        {
+            let dp = DeleteParams {
+                grace_period_seconds: Some((*grace_seconds).max(0) as u32),
+                ..DeleteParams::default()
+            };
+            for r in join_all(names.iter().map(|n| pods.delete(n, &dp))).await {
+                ignore_not_found(r)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ignore_not_found<T>(r: kube::Result<T>) -> Result<()> {
@@ -245,16 +331,22 @@ fn owned_by<K: Resource>(obj: &K, uid: &str) -> bool {
         .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
-/// The earliest accepted CancelRequest in the namespace that targets `uid`
-/// and still has it Canceling.
-async fn find_cancel(ctx: &Context, ns: &str, uid: &str) -> Result<Option<CancelOrder>> {
-    let requests = ctx
-        .api::<CancelRequest>(ns)
-        .list(&ListParams::default())
-        .await?;
-    let mut candidates: Vec<&CancelRequest> = requests
-        .items
-        .iter()
+/// The earliest accepted CancelRequest that targets `uid` and still has it
+/// Canceling, from the cache's index of requests by target.
+fn find_cancel(ctx: &Context, ns: &str, uid: &str) -> Option<CancelOrder> {
+    let requests = ctx.caches.requests.lookup(&cache::requests_by_target(uid));
+    earliest_cancel(requests.iter().map(AsRef::as_ref), ns, uid)
+}
+
+/// The earliest (by creation, then name) in-progress request in `ns` that
+/// still has `uid` Canceling.
+pub fn earliest_cancel<'a>(
+    requests: impl Iterator<Item = &'a CancelRequest>,
+    ns: &str,
+    uid: &str,
+) -> Option<CancelOrder> {
+    let chosen = requests
+        .filter(|r| r.metadata.namespace.as_deref() == Some(ns))
         .filter(|r| {
             r.status.as_ref().is_some_and(|s| {
                 s.phase == Some(RequestPhase::InProgress)
@@ -263,26 +355,27 @@ async fn find_cancel(ctx: &Context, ns: &str, uid: &str) -> Result<Option<Cancel
                         .any(|t| t.uid == uid && t.outcome == TargetOutcome::Canceling)
             })
         })
-        .collect();
-    candidates.sort_by(|a, b| {
-        (
-            a.metadata.creation_timestamp.as_ref(),
-            a.metadata.name.as_ref(),
-        )
-            .cmp(&(
-                b.metadata.creation_timestamp.as_ref(),
-                b.metadata.name.as_ref(),
-            ))
-    });
-    Ok(candidates.first().map(|r| CancelOrder {
-        request_name: r.name_any(),
-        requested_by: r.spec.requested_by.clone(),
-        reason: r.spec.reason.clone(),
-        requested_at: r.metadata.creation_timestamp.clone().unwrap_or(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-        ),
-        grace_period_seconds: r.spec.grace_period_seconds,
-    }))
+        .min_by(|a, b| {
+            (
+                a.metadata.creation_timestamp.as_ref(),
+                a.metadata.name.as_ref(),
+            )
+                .cmp(&(
+                    b.metadata.creation_timestamp.as_ref(),
+                    b.metadata.name.as_ref(),
+                ))
+        })?;
+    Some(CancelOrder {
+        request_name: chosen.name_any(),
+        requested_by: chosen.spec.requested_by.clone(),
+        reason: chosen.spec.reason.clone(),
+        requested_at: chosen
+            .metadata
+            .creation_timestamp
+            .clone()
+            .unwrap_or(Time(Timestamp::now())),
+        grace_period_seconds: chosen.spec.grace_period_seconds,
+    })
 }
 
 /// The batch/v1 Job for one job of a StageRun.
@@ -318,8 +411,8 @@ pub fn build_job(run: &StageRun, job: &JobTemplate, id: i64) -> Result<Job> {
     if spec.restart_policy.is_none() {
         spec.restart_policy = Some("Never".into());
     }
-    // Every deletion of these pods (Job deletion, garbage collection) then
-    // honours the stage's cancel grace period.
+    // Every deletion of these pods (ours, or the garbage collector's)
+    // then honours the stage's cancel grace period.
     spec.termination_grace_period_seconds = Some(run.spec.cancel_grace_period_seconds);
     let owner = run
         .controller_owner_ref(&())

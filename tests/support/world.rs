@@ -26,6 +26,7 @@ pub fn controller_config(ns: &str) -> controller::Config {
         force_margin: Duration::from_secs(1),
         leader_election: None,
         metrics_address: None,
+        concurrency: controller::DEFAULT_CONCURRENCY,
     }
 }
 

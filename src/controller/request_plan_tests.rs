@@ -283,7 +283,7 @@ fn resolve_in_an_empty_namespace_matches_nothing() {
         json!({"uids": ["uid-7-test"]}),
         json!({"selector": {"matchLabels": {"team": "ci"}}}),
     ] {
-        let got = resolve(&target(value.clone()), &[]).map(|r| r.len());
+        let got = resolve::<StageRun>(&target(value.clone()), &[]).map(|r| r.len());
         assert_eq!(got, Ok(0), "{value}");
     }
 }
@@ -791,13 +791,13 @@ fn ttl_zero_deletes_at_completion() {
         Some(finished_status(RequestPhase::Completed)),
     );
     req.spec.ttl_seconds_after_finished = 0;
-    let plan = plan_request(&req, &[], at(-100));
+    let plan = plan_request::<StageRun>(&req, &[], at(-100));
     assert!(plan.delete);
     assert_eq!(plan.requeue_after, None);
 
     // A negative TTL (refused by the schema) counts as zero, never as "keep".
     req.spec.ttl_seconds_after_finished = -50;
-    let plan = plan_request(&req, &[], at(-100));
+    let plan = plan_request::<StageRun>(&req, &[], at(-100));
     assert!(plan.delete);
 }
 
@@ -866,4 +866,89 @@ fn whole_lifecycle_of_a_request() {
         ("True", time(20))
     );
     assert_eq!(done.requeue_after, Some(Duration::from_secs(TTL as u64)));
+}
+
+// ------------------------------------------- decisions on indexed caches --
+
+/// A namespace's history: finished runs of the same pipelines, stages and
+/// labels as the active ones, plus runs of another namespace.
+fn with_history(mut runs: Vec<StageRun>) -> Vec<StageRun> {
+    for i in 0..300 {
+        let (pipeline, stage) = [("build", "test"), ("deploy", "test"), ("build", "lint")][i % 3];
+        let labels = [json!({"team": "ci"}), json!({"env": "prod"}), json!({})][i % 3].clone();
+        let result = [RunResult::Passed, RunResult::Failed, RunResult::Cancelled][i % 3];
+        let phase = if result == RunResult::Passed {
+            StagePhase::Succeeded
+        } else {
+            StagePhase::Failed
+        };
+        runs.push(in_phase(
+            stage_run(
+                &format!("old-{i}"),
+                &format!("uid-old-{i}"),
+                pipeline,
+                (i % 9) as i64 + 1,
+                stage,
+                labels,
+            ),
+            phase,
+            result,
+        ));
+    }
+    let mut elsewhere = stage_run(
+        "build-7-test",
+        "uid-elsewhere",
+        "build",
+        7,
+        "test",
+        json!({"team": "ci"}),
+    );
+    elsewhere.metadata.namespace = Some("other".into());
+    runs.push(elsewhere);
+    runs
+}
+
+#[test]
+fn decisions_on_indexed_caches_equal_decisions_on_every_run() {
+    let all = with_history(namespace_runs());
+    let caches = crate::controller::cache::caches_of(all.clone(), Vec::new());
+    // In name order, as the API server lists a namespace.
+    let mut in_ns: Vec<StageRun> = all
+        .iter()
+        .filter(|r| r.metadata.namespace.as_deref() == Some("ci"))
+        .cloned()
+        .collect();
+    in_ns.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let targets = [
+        json!({"stageRun": "build-7-test"}),
+        json!({"stageRun": "old-4"}),
+        json!({"stageRun": "missing"}),
+        json!({"stage": {"pipeline": "build", "stage": "test"}}),
+        json!({"stage": {"pipeline": "deploy", "stage": "test"}}),
+        json!({"build": {"pipeline": "build", "pipelineCounter": 7}}),
+        json!({"build": {"pipeline": "build", "pipelineCounter": 2}}),
+        json!({"uids": ["uid-8-test", "uid-old-5", "uid-elsewhere", "nope"]}),
+        json!({"selector": {"matchLabels": {"team": "ci"}}}),
+        json!({"selector": {"matchLabels": {"team": "ci", "env": "prod"}}}),
+        json!({"selector": {"matchExpressions": [{"key": "env", "operator": "Exists"}]}}),
+        json!({"selector": {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["ci"]}]}}),
+        json!({"selector": {}}),
+    ];
+    for value in targets {
+        let req = request(value.clone(), None);
+        let candidates = crate::controller::cancelrequest::candidates(&caches, "ci", &req);
+        let from_index = plan_request(&req, &candidates, t0());
+        let from_all = plan_request(&req, &in_ns, t0());
+        assert_eq!(from_index.status, from_all.status, "{value}");
+        assert_eq!(from_index.event, from_all.event, "{value}");
+
+        // And once accepted, following the targets reads the same.
+        let accepted = request(value.clone(), Some(from_all.status.clone()));
+        let candidates = crate::controller::cancelrequest::candidates(&caches, "ci", &accepted);
+        assert_eq!(
+            plan_request(&accepted, &candidates, at(1)).status,
+            plan_request(&accepted, &in_ns, at(1)).status,
+            "{value}"
+        );
+    }
 }

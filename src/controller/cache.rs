@@ -1,0 +1,597 @@
+//! Watch caches: one watch per resource kind, shared by both controllers,
+//! with indexes for every lookup a reconcile makes. A reconcile reads from
+//! here and never LISTs a namespace.
+//!
+//! Objects are trimmed before they are cached: managedFields, the
+//! last-applied annotation and every field the controller never reads are
+//! dropped, and a finished StageRun loses its job templates. Memory then
+//! follows the number of objects, not their size.
+//!
+//! Reads from a cache can be stale. Decisions stay safe because every status
+//! write carries the resourceVersion it was decided on (a stale decision is
+//! refused with 409 and taken again), deletions are idempotent, a Job create
+//! that finds the Job already there checks its owner, and the one decision
+//! that cannot be undone — a cancelled run reported `Failed` — is confirmed
+//! by a fresh read first (see `stagerun::confirm_no_children`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::batch::v1::{Job, JobStatus as K8sJobStatus};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, reflector::store::Writer};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::crd::{CancelRequest, RequestPhase, StageRun};
+use crate::labels;
+
+/// Index keys map to the objects that carry them.
+struct Maps<K: Resource> {
+    forward: HashMap<String, HashSet<ObjectRef<K>>>,
+    reverse: HashMap<ObjectRef<K>, Vec<String>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Maps<K> {
+    fn new() -> Self {
+        Maps {
+            forward: HashMap::new(),
+            reverse: HashMap::new(),
+        }
+    }
+
+    fn remove(&mut self, obj: &ObjectRef<K>) {
+        if let Some(keys) = self.reverse.remove(obj) {
+            for key in keys {
+                if let Some(set) = self.forward.get_mut(&key) {
+                    set.remove(obj);
+                    if set.is_empty() {
+                        self.forward.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, obj: ObjectRef<K>, keys: Vec<String>) {
+        self.remove(&obj);
+        for key in &keys {
+            self.forward
+                .entry(key.clone())
+                .or_default()
+                .insert(obj.clone());
+        }
+        if !keys.is_empty() {
+            self.reverse.insert(obj, keys);
+        }
+    }
+}
+
+struct IndexState<K: Resource> {
+    live: Maps<K>,
+    /// Filled during a (re)list and swapped in when it is complete, like the
+    /// store itself, so that objects deleted while the watch was down go.
+    relisting: Option<Maps<K>>,
+}
+
+/// A watch cache of one kind with its indexes.
+pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    index: RwLock<IndexState<K>>,
+    keys_of: fn(&K) -> Vec<String>,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn apply(&self, event: &Event<K>) {
+        let mut state = self.index.write().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Event::Apply(obj) => state
+                .live
+                .insert(ObjectRef::from_obj(obj), (self.keys_of)(obj)),
+            Event::Delete(obj) => state.live.remove(&ObjectRef::from_obj(obj)),
+            Event::Init => state.relisting = Some(Maps::new()),
+            Event::InitApply(obj) => {
+                if let Some(maps) = state.relisting.as_mut() {
+                    maps.insert(ObjectRef::from_obj(obj), (self.keys_of)(obj));
+                }
+            }
+            Event::InitDone => {
+                if let Some(maps) = state.relisting.take() {
+                    state.live = maps;
+                }
+            }
+        }
+    }
+
+    /// The store the controller's scheduler reads objects from.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// The cached object, if any.
+    pub fn get(&self, obj: &ObjectRef<K>) -> Option<Arc<K>> {
+        self.store.get(obj)
+    }
+
+    /// The cached objects that carry an index key.
+    pub fn lookup(&self, key: &str) -> Vec<Arc<K>> {
+        let refs: Vec<ObjectRef<K>> = {
+            let state = self.index.read().unwrap_or_else(|p| p.into_inner());
+            match state.live.forward.get(key) {
+                Some(set) => set.iter().cloned().collect(),
+                None => return Vec::new(),
+            }
+        };
+        let mut found: Vec<Arc<K>> = refs.iter().filter_map(|r| self.store.get(r)).collect();
+        // A stable order makes decisions reproducible.
+        found.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        found
+    }
+
+    /// How many objects carry an index key.
+    pub fn count(&self, key: &str) -> usize {
+        let state = self.index.read().unwrap_or_else(|p| p.into_inner());
+        state.live.forward.get(key).map_or(0, HashSet::len)
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Completes once the first list has been cached.
+    pub async fn ready(&self) {
+        // Errs only when the writer is gone, i.e. the process is stopping.
+        let _ = self.store.wait_until_ready().await;
+    }
+}
+
+/// Starts caching `api` and returns the cache with the stream that feeds it;
+/// the stream must be polled (it yields each event once it is cached).
+pub fn cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+    keys_of: fn(&K) -> Vec<String>,
+) -> (
+    Arc<Cache<K>>,
+    impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let writer: Writer<K> = Writer::default();
+    let store = writer.as_reader();
+    let cache = Arc::new(Cache {
+        store,
+        index: RwLock::new(IndexState {
+            live: Maps::new(),
+            relisting: None,
+        }),
+        keys_of,
+    });
+    let indexed = cache.clone();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, config)
+            .modify(trim)
+            .backoff(watch_backoff()),
+    )
+    .map(move |event| {
+        if let Ok(event) = &event {
+            indexed.apply(event);
+        }
+        event
+    });
+    (cache, stream)
+}
+
+/// Watches retry quickly: a watch down after an API server restart is the
+/// controller not seeing new work (kube-runtime's default climbs to 30 s).
+pub fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(250))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
+// ------------------------------------------------------------- index keys --
+
+/// Index key: StageRun by uid.
+pub fn run_by_uid(uid: &str) -> String {
+    format!("uid\0{uid}")
+}
+
+/// Index key: StageRuns of a pipeline's stage in a namespace.
+pub fn runs_by_stage(ns: &str, pipeline: &str, stage: &str) -> String {
+    format!("stage\0{ns}\0{pipeline}\0{stage}")
+}
+
+/// Index key: StageRuns of one pipeline run (CodeArts build) in a namespace.
+pub fn runs_by_build(ns: &str, pipeline: &str, counter: i64) -> String {
+    format!("build\0{ns}\0{pipeline}\0{counter}")
+}
+
+/// Index key: active StageRuns carrying a label in a namespace.
+pub fn active_runs_by_label(ns: &str, key: &str, value: &str) -> String {
+    format!("label\0{ns}\0{key}\0{value}")
+}
+
+/// Index key: every active StageRun of a namespace.
+pub fn active_runs(ns: &str) -> String {
+    format!("active\0{ns}")
+}
+
+/// Index key: CancelRequests in progress that target a StageRun uid.
+pub fn requests_by_target(uid: &str) -> String {
+    format!("target\0{uid}")
+}
+
+/// Index key: Jobs and pods of a StageRun uid.
+pub fn children_of(uid: &str) -> String {
+    format!("owner\0{uid}")
+}
+
+fn stagerun_keys(run: &StageRun) -> Vec<String> {
+    let ns = run.namespace().unwrap_or_default();
+    let spec = &run.spec;
+    let mut keys = vec![
+        runs_by_stage(&ns, &spec.pipeline, &spec.stage),
+        runs_by_build(&ns, &spec.pipeline, spec.pipeline_counter),
+    ];
+    if let Some(uid) = run.uid() {
+        keys.push(run_by_uid(&uid));
+    }
+    // Bulk targets match active runs only: finished ones stay out of these
+    // keys, so a selector costs what is running, not the history.
+    if !run.is_finished() {
+        keys.push(active_runs(&ns));
+        for (k, v) in run.labels() {
+            keys.push(active_runs_by_label(&ns, k, v));
+        }
+    }
+    keys
+}
+
+fn request_keys(req: &CancelRequest) -> Vec<String> {
+    match &req.status {
+        Some(s) if s.phase == Some(RequestPhase::InProgress) => s
+            .targets
+            .iter()
+            .map(|t| requests_by_target(&t.uid))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn child_keys<K: Resource>(obj: &K) -> Vec<String> {
+    obj.meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::STAGERUN_UID))
+        .map(|uid| vec![children_of(uid)])
+        .unwrap_or_default()
+}
+
+// --------------------------------------------------------------- trimming --
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn trim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+fn trim_stagerun(run: &mut StageRun) {
+    trim_meta(&mut run.metadata);
+    // A finished run is never reconciled again; only its identity, labels
+    // and status are read (by CancelRequests that name it).
+    if run.is_finished() {
+        for job in run.spec.jobs.iter_mut() {
+            job.template = serde_json::Value::Null;
+        }
+    }
+}
+
+fn trim_request(req: &mut CancelRequest) {
+    trim_meta(&mut req.metadata);
+}
+
+fn trim_job(job: &mut Job) {
+    trim_meta(&mut job.metadata);
+    // The controller reads the Job's identity, owner, deletion and outcome.
+    job.spec = None;
+    job.status = job.status.take().map(|s| K8sJobStatus {
+        conditions: s.conditions,
+        completion_time: s.completion_time,
+        ..K8sJobStatus::default()
+    });
+}
+
+fn trim_pod(pod: &mut Pod) {
+    trim_meta(&mut pod.metadata);
+    pod.spec = pod.spec.take().map(|s| PodSpec {
+        node_name: s.node_name,
+        ..PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        // Only whether containers have started being set up is read.
+        container_statuses: s
+            .container_statuses
+            .map(|c| c.into_iter().take(1).collect()),
+        ..PodStatus::default()
+    });
+}
+
+// ------------------------------------------------------------ the caches --
+
+/// Everything the controllers read.
+pub struct Caches {
+    pub runs: Arc<Cache<StageRun>>,
+    pub requests: Arc<Cache<CancelRequest>>,
+    pub jobs: Arc<Cache<Job>>,
+    pub pods: Arc<Cache<Pod>>,
+}
+
+/// The event streams that feed [`Caches`]; each must be polled.
+pub struct Feeds<R, Q, J, P> {
+    pub runs: R,
+    pub requests: Q,
+    pub jobs: J,
+    pub pods: P,
+}
+
+type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<Event<K>, watcher::Error>> + Send>>;
+
+/// The feeds of [`Caches`], one per kind.
+pub type AllFeeds = Feeds<Feed<StageRun>, Feed<CancelRequest>, Feed<Job>, Feed<Pod>>;
+
+/// The caches for `namespace` (all namespaces when `None`).
+pub fn caches(client: &kube::Client, namespace: Option<&str>) -> (Caches, AllFeeds) {
+    fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    // Children are only the ones this controller labelled.
+    let children = watcher::Config::default().labels(labels::STAGERUN_UID);
+    let (runs, run_feed) = cache(
+        api(client, namespace),
+        watcher::Config::default(),
+        trim_stagerun,
+        stagerun_keys,
+    );
+    let (requests, request_feed) = cache(
+        api(client, namespace),
+        watcher::Config::default(),
+        trim_request,
+        request_keys,
+    );
+    let (jobs, job_feed) = cache(
+        api(client, namespace),
+        children.clone(),
+        trim_job,
+        child_keys::<Job>,
+    );
+    let (pods, pod_feed) = cache(
+        api(client, namespace),
+        children,
+        trim_pod,
+        child_keys::<Pod>,
+    );
+    (
+        Caches {
+            runs,
+            requests,
+            jobs,
+            pods,
+        },
+        Feeds {
+            runs: run_feed.boxed(),
+            requests: request_feed.boxed(),
+            jobs: job_feed.boxed(),
+            pods: pod_feed.boxed(),
+        },
+    )
+}
+
+impl Caches {
+    /// Completes once every cache holds its first list: before that, an
+    /// empty pod cache would read as "no pod left".
+    pub async fn ready(&self) {
+        futures::join!(
+            self.runs.ready(),
+            self.requests.ready(),
+            self.jobs.ready(),
+            self.pods.ready()
+        );
+    }
+}
+
+/// Caches holding these objects, as after a first list (for tests of the
+/// decisions taken on them).
+#[cfg(test)]
+pub fn caches_of(runs: Vec<StageRun>, requests: Vec<CancelRequest>) -> Caches {
+    fn filled<K>(objs: Vec<K>, trim: fn(&mut K), keys_of: fn(&K) -> Vec<String>) -> Arc<Cache<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let mut writer: Writer<K> = Writer::default();
+        let cache = Cache {
+            store: writer.as_reader(),
+            index: RwLock::new(IndexState {
+                live: Maps::new(),
+                relisting: None,
+            }),
+            keys_of,
+        };
+        let mut events = vec![Event::Init];
+        events.extend(objs.into_iter().map(|mut o| {
+            trim(&mut o);
+            Event::InitApply(o)
+        }));
+        events.push(Event::InitDone);
+        for ev in &events {
+            writer.apply_watcher_event(ev);
+            cache.apply(ev);
+        }
+        Arc::new(cache)
+    }
+    Caches {
+        runs: filled(runs, trim_stagerun, stagerun_keys),
+        requests: filled(requests, trim_request, request_keys),
+        jobs: filled(Vec::new(), trim_job, child_keys::<Job>),
+        pods: filled(Vec::new(), trim_pod, child_keys::<Pod>),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(name: &str, uid: &str, labels: serde_json::Value, phase: Option<&str>) -> StageRun {
+        let mut v = json!({
+            "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "labels": labels},
+            "spec": {"pipeline": "p", "pipelineCounter": 1, "stage": "s",
+                     "jobs": [{"name": "j", "template": {"spec": {"containers": []}}}]}
+        });
+        if let Some(p) = phase {
+            v["status"] = json!({"phase": p});
+        }
+        serde_json::from_value(v).expect("stagerun")
+    }
+
+    fn empty_cache() -> (Cache<StageRun>, Writer<StageRun>) {
+        let writer: Writer<StageRun> = Writer::default();
+        let cache = Cache {
+            store: writer.as_reader(),
+            index: RwLock::new(IndexState {
+                live: Maps::new(),
+                relisting: None,
+            }),
+            keys_of: stagerun_keys,
+        };
+        (cache, writer)
+    }
+
+    fn feed(cache: &Cache<StageRun>, writer: &mut Writer<StageRun>, ev: Event<StageRun>) {
+        writer.apply_watcher_event(&ev);
+        cache.apply(&ev);
+    }
+
+    #[test]
+    fn indexes_follow_updates_deletes_and_relists() {
+        let (cache, mut w) = empty_cache();
+        feed(&cache, &mut w, Event::Init);
+        feed(
+            &cache,
+            &mut w,
+            Event::InitApply(run("a", "u1", json!({"team": "x"}), None)),
+        );
+        feed(
+            &cache,
+            &mut w,
+            Event::InitApply(run("b", "u2", json!({"team": "x"}), Some("Succeeded"))),
+        );
+        feed(&cache, &mut w, Event::InitDone);
+        assert_eq!(cache.lookup(&run_by_uid("u2")).len(), 1);
+        assert_eq!(cache.lookup(&runs_by_stage("ns", "p", "s")).len(), 2);
+        // Finished runs are not among the active ones.
+        assert_eq!(cache.count(&active_runs_by_label("ns", "team", "x")), 1);
+        assert_eq!(cache.count(&active_runs("ns")), 1);
+
+        // a finishes: it leaves the active keys.
+        feed(
+            &cache,
+            &mut w,
+            Event::Apply(run("a", "u1", json!({"team": "x"}), Some("Failed"))),
+        );
+        assert_eq!(cache.count(&active_runs("ns")), 0);
+        assert_eq!(cache.count(&active_runs_by_label("ns", "team", "x")), 0);
+
+        feed(
+            &cache,
+            &mut w,
+            Event::Delete(run("b", "u2", json!({}), Some("Succeeded"))),
+        );
+        assert!(cache.lookup(&run_by_uid("u2")).is_empty());
+
+        // A relist that no longer holds a drops it from every index.
+        feed(&cache, &mut w, Event::Init);
+        feed(
+            &cache,
+            &mut w,
+            Event::InitApply(run("c", "u3", json!({}), None)),
+        );
+        feed(&cache, &mut w, Event::InitDone);
+        assert!(cache.lookup(&run_by_uid("u1")).is_empty());
+        assert_eq!(cache.lookup(&run_by_uid("u3")).len(), 1);
+        assert_eq!(cache.count(&runs_by_stage("ns", "p", "s")), 1);
+    }
+
+    #[test]
+    fn trimming_keeps_what_decisions_read() {
+        let mut r = run("a", "u1", json!({}), Some("Succeeded"));
+        r.metadata.managed_fields = Some(vec![Default::default()]);
+        r.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(LAST_APPLIED.into(), "{...}".into());
+        trim_stagerun(&mut r);
+        assert!(r.metadata.managed_fields.is_none());
+        assert!(r.annotations().get(LAST_APPLIED).is_none());
+        assert_eq!(r.spec.jobs[0].template, serde_json::Value::Null);
+        assert_eq!(r.spec.jobs[0].name, "j");
+
+        let mut active = run("b", "u2", json!({}), Some("Running"));
+        trim_stagerun(&mut active);
+        assert_ne!(active.spec.jobs[0].template, serde_json::Value::Null);
+
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "labels": {labels::STAGERUN_UID: "u2"},
+                         "annotations": {labels::JOB_NAME: "j"}},
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [
+                           {"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 0},
+                           {"name": "d", "image": "i", "imageID": "", "ready": true, "restartCount": 0}]}
+        }))
+        .expect("pod");
+        trim_pod(&mut pod);
+        let before = crate::controller::plan::ObservedPod::from_pod(&pod);
+        assert_eq!(
+            before.progress,
+            crate::controller::plan::PodProgress::Running
+        );
+        assert_eq!(before.job.as_deref(), Some("j"));
+        assert!(pod.spec.as_ref().is_some_and(|s| s.containers.is_empty()));
+        assert_eq!(child_keys(&pod), vec![children_of("u2")]);
+    }
+}
