@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod crd;
 pub mod labels;
+pub mod request;
 pub mod shutdown;
 pub mod sidecar;
 pub mod telemetry;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use cancel_operator::crd::{StagePhase, StageRun};
-use cancel_operator::sidecar::routes::{self, Route};
+use cancel_operator::sidecar::routes::{
+    self, CfRoute, CodeArtsRoute, CrafterRoute, GoCdRoute, Route,
+};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
@@ -28,25 +30,53 @@ const JOB: &str = "f9d6c8466d614a9788e9a0acf6c15f46";
 /// here, and the test fails until it is documented.
 fn documented_as(route: &Route) -> (&'static str, &'static str) {
     match route {
-        Route::GoCdCancel { .. } => ("post", "/go/api/stages/{pipeline}/{stage}/cancel"),
-        Route::GoCdCancelInstance { .. } => (
-            "post",
-            "/go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel",
-        ),
-        Route::GoCdHistory { offset: None, .. } => {
-            ("get", "/go/api/stages/{pipeline}/{stage}/history")
-        }
-        Route::GoCdHistory {
-            offset: Some(_), ..
-        } => ("get", "/go/api/stages/{pipeline}/{stage}/history/{offset}"),
-        Route::CodeArtsStop => ("post", "/v3/jobs/stop"),
-        Route::CodeArtsStopPath { .. } => ("post", "/v3/jobs/{job_id}/{build_no}/stop"),
-        Route::CrafterCancel => (
-            "post",
-            "/api/1/services/api/1/publish/cancel-publish-requests.json",
-        ),
-        Route::CfCancel { .. } => ("post", "/v3/tasks/{guid}/actions/cancel"),
-        Route::CfGet { .. } => ("get", "/v3/tasks/{guid}"),
+        Route::GoCd(r) => match r {
+            GoCdRoute::Cancel { .. } => ("post", "/go/api/stages/{pipeline}/{stage}/cancel"),
+            GoCdRoute::CancelInstance { .. } => (
+                "post",
+                "/go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel",
+            ),
+            GoCdRoute::History { offset: None, .. } => {
+                ("get", "/go/api/stages/{pipeline}/{stage}/history")
+            }
+            GoCdRoute::History {
+                offset: Some(_), ..
+            } => ("get", "/go/api/stages/{pipeline}/{stage}/history/{offset}"),
+            GoCdRoute::StageInstanceLegacy { .. } => (
+                "get",
+                "/go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}",
+            ),
+            GoCdRoute::StageInstance { .. } => (
+                "get",
+                "/go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}",
+            ),
+            GoCdRoute::PipelineHistory { offset: None, .. } => {
+                ("get", "/go/api/pipelines/{pipeline}/history")
+            }
+            GoCdRoute::PipelineHistory {
+                offset: Some(_), ..
+            } => ("get", "/go/api/pipelines/{pipeline}/history/{offset}"),
+            GoCdRoute::PipelineInstanceLegacy { .. } => {
+                ("get", "/go/api/pipelines/{pipeline}/instance/{counter}")
+            }
+            GoCdRoute::PipelineInstance { .. } => ("get", "/go/api/pipelines/{pipeline}/{counter}"),
+            GoCdRoute::Version => ("get", "/go/api/version"),
+            GoCdRoute::About => ("get", "/go/about"),
+        },
+        Route::CodeArts(r) => match r {
+            CodeArtsRoute::Stop => ("post", "/v3/jobs/stop"),
+            CodeArtsRoute::StopPath { .. } => ("post", "/v3/jobs/{job_id}/{build_no}/stop"),
+        },
+        Route::Crafter(r) => match r {
+            CrafterRoute::CancelV1 => (
+                "post",
+                "/api/1/services/api/1/publish/cancel-publish-requests.json",
+            ),
+        },
+        Route::CloudFoundry(r) => match r {
+            CfRoute::Cancel { .. } => ("post", "/v3/tasks/{guid}/actions/cancel"),
+            CfRoute::Get { .. } => ("get", "/v3/tasks/{guid}"),
+        },
         Route::Healthz => ("get", "/healthz"),
         Route::Readyz => ("get", "/readyz"),
         Route::Metrics => ("get", "/metrics"),
@@ -595,10 +625,7 @@ async fn the_openapi_document_matches_the_server() {
     use Server::{Broken as Down, Main};
     #[allow(clippy::type_complexity)]
     let mut calls: Vec<(Server, &str, String, Caller, &[(&str, &str)], &Body, u16)> = Vec::new();
-    for cancel in [
-        "/go/api/stages/foo/DEV/cancel",
-        "/go/api/stages/foo/1/DEV/1/cancel",
-    ] {
+    for cancel in ["/go/api/stages/foo/DEV/cancel"] {
         let nope = cancel.replace("foo", "nope");
         for accept in [&[][..], json_accept] {
             calls.extend([
@@ -637,6 +664,81 @@ async fn the_openapi_document_matches_the_server() {
             ]);
         }
     }
+    // The current per-instance cancel: versioned Accept and X-GoCD-Confirm.
+    let current: &[(&str, &str)] = &[
+        ("Accept", "application/vnd.go.cd.v3+json"),
+        ("X-GoCD-Confirm", "true"),
+    ];
+    let unversioned: &[(&str, &str)] = &[("X-GoCD-Confirm", "true")];
+    let unconfirmed: &[(&str, &str)] = &[("Accept", "application/vnd.go.cd+json")];
+    let text_body: &[(&str, &str)] = &[
+        ("Accept", "application/vnd.go.cd.v3+json"),
+        ("Content-Type", "text/plain"),
+    ];
+    let x_body = Body::Bytes(b"x".to_vec());
+    let instance = "/go/api/stages/foo/1/DEV/1/cancel".to_string();
+    let instance_nope = "/go/api/stages/nope/1/DEV/1/cancel".to_string();
+    calls.extend([
+        (Main, "POST", instance.clone(), Admin, current, &none, 200),
+        (
+            Main,
+            "POST",
+            instance.clone(),
+            Anonymous,
+            current,
+            &none,
+            401,
+        ),
+        (Main, "POST", instance.clone(), Viewer, current, &none, 403),
+        (
+            Main,
+            "POST",
+            instance_nope.clone(),
+            Admin,
+            current,
+            &none,
+            404,
+        ),
+        (
+            Main,
+            "POST",
+            instance.clone(),
+            Admin,
+            unversioned,
+            &none,
+            404,
+        ),
+        (
+            Main,
+            "POST",
+            instance.clone(),
+            Admin,
+            unconfirmed,
+            &none,
+            400,
+        ),
+        (
+            Main,
+            "POST",
+            instance.clone(),
+            Admin,
+            text_body,
+            &x_body,
+            415,
+        ),
+        (Main, "GET", instance.clone(), Admin, current, &none, 405),
+        (Main, "POST", instance.clone(), Admin, current, &big, 413),
+        (Main, "POST", instance.clone(), Admin, current, &broken, 400),
+        (
+            Down,
+            "POST",
+            instance.clone(),
+            Operator,
+            current,
+            &none,
+            503,
+        ),
+    ]);
     for history in [
         "/go/api/stages/foo/DEV/history",
         "/go/api/stages/foo/DEV/history/0",
@@ -879,7 +981,7 @@ async fn the_openapi_document_matches_the_server() {
             ));
             continue;
         };
-        let instance = if media == "application/json" {
+        let instance = if media == "application/json" || media.ends_with("+json") {
             match serde_json::from_str(&r.body) {
                 Ok(v) => v,
                 Err(e) => {

@@ -122,8 +122,10 @@ impl Reply {
     }
 
     fn json(&self) -> Value {
+        let ct = self.content_type();
         assert!(
-            self.content_type().starts_with("application/json"),
+            ct.starts_with("application/json")
+                || (ct.starts_with("application/vnd.") && ct.contains("+json")),
             "{}: content-type {:?}, body {}",
             self.what,
             self.content_type(),
@@ -655,13 +657,52 @@ async fn gocd_cancels_one_stage_instance() {
     let s = setup("sc-gocd-instance").await;
     let demo = demo_data(&s).await;
     let cancel = "/go/api/stages/foo/2/UATTest/1/cancel";
+    let v3 = ("Accept", "application/vnd.go.cd.v3+json");
+    let confirm = ("X-GoCD-Confirm", "true");
+    let current = |path: &'static str, caller: Caller| {
+        let s = &s;
+        async move { s.send("POST", path, caller, &[v3, confirm], None).await }
+    };
+    let op = Caller::Bearer(User::Operator);
 
-    let r = s.post(cancel, Caller::Anonymous).await;
+    let r = current(cancel, Caller::Anonymous).await;
     r.expect(401);
     assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"GoCD\""));
-    let r = s.post(cancel, Caller::Bearer(User::Viewer)).await;
-    r.expect(401);
+    // The current API answers 403 where the seed's route documents 401.
+    let r = current(cancel, Caller::Bearer(User::Viewer)).await;
+    r.expect(403);
     assert_eq!(r.header("www-authenticate"), None);
+    assert!(r.json()["message"].as_str().unwrap().contains("operate"));
+
+    // Version negotiation as GoCD: a versioned Accept it serves, else its 404.
+    for accept in [
+        &[][..],
+        &[("Accept", "application/json")],
+        &[("Accept", "application/vnd.go.cd.v1+json")],
+        &[("Accept", "text/plain")],
+    ] {
+        let mut headers = accept.to_vec();
+        headers.push(confirm);
+        s.send("POST", cancel, op, &headers, None).await.text(
+            404,
+            "The url you are trying to reach appears to be incorrect.\n",
+        );
+    }
+    // X-GoCD-Confirm is required on a POST without a body.
+    s.send("POST", cancel, op, &[v3], None).await.json_eq(
+        400,
+        json!({"message": "Missing required header 'X-GoCD-Confirm' with value 'true'"}),
+    );
+    // A body that is not JSON is refused.
+    s.send(
+        "POST",
+        cancel,
+        op,
+        &[v3, ("Content-Type", "text/plain")],
+        Some(b"x".to_vec()),
+    )
+    .await
+    .expect(415);
 
     for path in [
         "/go/api/stages/foo/9/UATTest/1/cancel",
@@ -674,30 +715,44 @@ async fn gocd_cancels_one_stage_instance() {
         "/go/api/stages/nope/1/DEV/1/cancel",
         "/go/api/stages/foo/2/nope/1/cancel",
     ] {
-        s.post(path, Caller::Bearer(User::Operator))
-            .await
-            .expect(404);
+        let r = current(path, op).await;
+        r.expect(404);
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Not Found")
+        );
     }
     for path in [
         "/go/api/stages/foo/1/DEV/1/cancel",
         "/go/api/stages/foo/2/DEV/1/cancel",
     ] {
-        s.post(path, Caller::Bearer(User::Operator))
-            .await
-            .text(200, "Stage is not active. Cancellation Ignored.");
+        current(path, op).await.json_eq(
+            200,
+            json!({"message": "Stage is not active. Cancellation Ignored."}),
+        );
     }
     s.assert_no_cancel_request("before the instance is cancelled")
         .await;
 
-    s.send(
-        "POST",
-        cancel,
-        Caller::Bearer(User::Operator),
-        &[("Accept", "application/json"), ("X-GoCD-Confirm", "true")],
-        None,
-    )
-    .await
-    .json_eq(200, json!({"message": "Stage cancelled successfully."}));
+    // The unversioned media type asks for the newest version.
+    let r = s
+        .send(
+            "POST",
+            cancel,
+            op,
+            &[("Accept", "application/vnd.go.cd+json"), confirm],
+            None,
+        )
+        .await;
+    r.json_eq(200, json!({"message": "Stage cancelled successfully."}));
+    assert!(
+        r.content_type()
+            .starts_with("application/vnd.go.cd.v3+json"),
+        "{}",
+        r.content_type()
+    );
     let requests = s.cancel_requests().await;
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].spec.requested_by, "operator");
@@ -710,6 +765,33 @@ async fn gocd_cancels_one_stage_instance() {
     // Only that instance: demo_pipeline keeps running.
     let other = s.runs().get("demo-pipeline-1-first-stage").await.unwrap();
     assert_eq!(phase(&other), Some(StagePhase::Running));
+
+    // Its stage instance, current and legacy, names who cancelled it.
+    s.wait_cached(&sr, "FAILED").await;
+    let r = s
+        .send("GET", "/go/api/stages/foo/2/UATTest/1", op, &[v3], None)
+        .await;
+    let v = r.json();
+    r.expect(200);
+    assert_eq!(v["result"], "Cancelled");
+    assert_eq!(v["cancelled_by"], "operator");
+    assert_eq!(v["counter"], 1);
+    assert_eq!(v["pipeline_counter"], 2);
+    assert_eq!(v["jobs"][0]["state"], "Completed");
+    let r = s
+        .get(
+            "/go/api/stages/foo/UATTest/instance/2/1",
+            Caller::Basic("jez"),
+        )
+        .await;
+    let v = r.json();
+    r.expect(200);
+    assert_eq!(v["cancelled_by"], "operator");
+    assert_eq!(v["counter"], "1");
+    assert_eq!(v["id"], sr.status.as_ref().unwrap().id.unwrap());
+    s.send("GET", "/go/api/stages/foo/2/UATTest/1", op, &[], None)
+        .await
+        .expect(404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1569,9 +1651,18 @@ async fn the_same_cancel_twice_creates_one_cancel_request() {
         s.post("/go/api/stages/gocd/DEV/cancel", op)
             .await
             .text(200, "Stage cancelled successfully.");
-        s.post("/go/api/stages/instance/1/DEV/1/cancel", op)
-            .await
-            .text(200, "Stage cancelled successfully.");
+        s.send(
+            "POST",
+            "/go/api/stages/instance/1/DEV/1/cancel",
+            op,
+            &[
+                ("Accept", "application/vnd.go.cd.v3+json"),
+                ("X-GoCD-Confirm", "true"),
+            ],
+            None,
+        )
+        .await
+        .json_eq(200, json!({"message": "Stage cancelled successfully."}));
         s.post_json(
             "/v3/jobs/stop",
             op,
@@ -1779,7 +1870,7 @@ async fn bad_input_is_refused_in_each_api_format_and_writes_nothing() {
     s.send("GET", "/go/api/nothing", admin, &json_accept, None)
         .await
         .json_eq(404, json!({"message": "Not Found"}));
-    s.post("/go/api/stages/bad/DEV/cancel/now", admin)
+    s.post("/go/api/stages/bad/DEV/cancel/now/please", admin)
         .await
         .expect(404);
     s.post("/go/api/stages/bad/DEV/history/0/1", admin)
@@ -1974,7 +2065,7 @@ async fn authorisation_matrix() {
             "POST",
             "/go/api/stages/mx/1/DEV/1/cancel".into(),
             None,
-            [401, 401, 401, 401, 200, 200],
+            [401, 401, 403, 403, 200, 200],
         ),
         (
             "GoCD history",
@@ -2035,7 +2126,12 @@ async fn authorisation_matrix() {
                     method,
                     &path,
                     *caller,
-                    &[("Content-Type", "application/json")],
+                    &[
+                        ("Content-Type", "application/json"),
+                        // The current GoCD route needs these; the others ignore them.
+                        ("Accept", "application/vnd.go.cd.v3+json"),
+                        ("X-GoCD-Confirm", "true"),
+                    ],
                     body.clone().map(String::into_bytes),
                 )
                 .await;

@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use cancel_operator::crd::{
-    BuildTarget, CancelRequest, CancelRequestSpec, CancelTarget, RequestPhase, StageTarget,
-};
+use cancel_operator::crd::{BuildTarget, CancelRequest, CancelTarget, RequestPhase, StageTarget};
+use cancel_operator::request::{Naming, NewCancelRequest};
 use clap::{Args, Parser, Subcommand};
 use futures::TryStreamExt;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, ResourceExt};
@@ -171,21 +170,14 @@ async fn main() -> anyhow::Result<()> {
     let ns = cli.opts.namespace.clone().unwrap_or(default_ns);
     let requested_by = whoami(&client).await?;
     let api: Api<CancelRequest> = Api::namespaced(client, &ns);
-    let request = CancelRequest {
-        metadata: ObjectMeta {
-            generate_name: Some("kubectl-cancel-".into()),
-            labels: Some([("cancel.dev/api".to_string(), "kubectl".to_string())].into()),
-            ..ObjectMeta::default()
-        },
-        spec: CancelRequestSpec {
-            target: target(&cli.target)?,
-            reason: cli.opts.reason.clone(),
-            requested_by,
-            grace_period_seconds: cli.opts.grace_period,
-            ttl_seconds_after_finished: 86400,
-        },
-        status: None,
-    };
+    let request = NewCancelRequest {
+        api: "kubectl".into(),
+        target: target(&cli.target)?,
+        reason: cli.opts.reason.clone(),
+        requested_by,
+        grace_period_seconds: cli.opts.grace_period,
+    }
+    .build(Naming::Generated("kubectl-cancel-".into()));
     let created = api
         .create(&PostParams::default(), &request)
         .await

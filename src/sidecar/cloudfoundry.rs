@@ -2,14 +2,19 @@
 //! StageRun; its guid is the StageRun's uid.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
-use warp::http::{HeaderMap, StatusCode, header};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-use super::auth::{AuthError, Identity, credentials};
-use super::{State, is_active, json};
+use super::State;
+use super::auth::Identity;
+use super::http::{Call, json};
+use super::render::ApiErrors;
+use super::routes::CfRoute;
+use super::service::{CancelCall, Failure};
 use crate::crd::{StagePhase, StageRun};
 
 #[derive(Serialize)]
@@ -64,13 +69,97 @@ fn not_authorized() -> Response {
     )
 }
 
-fn unavailable(why: &str) -> Response {
-    tracing::error!(error = why, "Cloud Foundry request failed");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        10015,
-        "CF-ServiceUnavailable",
-        "The Kubernetes API could not be reached; try again",
+/// Cloud Foundry's error format: `{"errors": [{"code", "title", "detail"}]}`.
+pub struct Errors;
+
+impl ApiErrors for Errors {
+    fn route_not_found(&self, _path: &str) -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            10000,
+            "CF-NotFound",
+            "Unknown request",
+        )
+    }
+    fn method_not_allowed(&self, allow: &str) -> Response {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            10000,
+            "CF-NotFound",
+            &format!("Unknown request: use {allow}"),
+        )
+    }
+    fn too_large(&self) -> Response {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            1001,
+            "CF-MessageParseError",
+            "Request invalid due to parse error: request body larger than 64 KiB",
+        )
+    }
+    fn unreadable(&self) -> Response {
+        error(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "CF-MessageParseError",
+            "Request invalid due to parse error: could not read the request body",
+        )
+    }
+    fn unauthenticated(&self) -> Response {
+        not_authenticated()
+    }
+    fn unavailable(&self, why: &str) -> Response {
+        tracing::error!(error = why, "Cloud Foundry request failed");
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            10015,
+            "CF-ServiceUnavailable",
+            "The Kubernetes API could not be reached; try again",
+        )
+    }
+}
+
+fn refused(f: &Failure) -> Response {
+    match f {
+        Failure::Unauthenticated => not_authenticated(),
+        Failure::Unavailable(why) => Errors.unavailable(why),
+        Failure::Forbidden => not_authorized(),
+        Failure::Hidden => task_not_found(),
+    }
+}
+
+/// Echoes the caller's `X-VCAP-Request-ID`, or gives the response one, as
+/// the Cloud Controller does on every response.
+pub fn stamp_request_id(request: &HeaderMap, response: &mut Response) {
+    let id = request
+        .get("x-vcap-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 255 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-vcap-request-id", v);
+    }
+}
+
+/// A fresh request id in the uuid format the Cloud Controller uses.
+fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = Timestamp::now().as_nanosecond();
+    let h = crate::labels::digest(&[
+        &now.to_string(),
+        &n.to_string(),
+        &std::process::id().to_string(),
+    ]);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
     )
 }
 
@@ -241,35 +330,24 @@ pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
     }
 }
 
-/// The absolute URL clients reach the sidecar at.
-fn base_url(state: &State, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.external_url {
-        return url.trim_end_matches('/').to_string();
+pub async fn handle(state: &State, route: &CfRoute, call: &Call<'_>) -> Response {
+    match route {
+        CfRoute::Get { guid } => get(state, call, guid).await,
+        CfRoute::Cancel { guid } => cancel(state, call, guid).await,
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
-    format!("{proto}://{host}")
+}
+
+fn base_url(state: &State, call: &Call<'_>) -> String {
+    call.base_url(state.external_url.as_deref())
 }
 
 /// The task, if it exists and the caller may read it (CF hides the rest).
 async fn visible_task(
     state: &State,
-    headers: &HeaderMap,
+    call: &Call<'_>,
     guid: &str,
-) -> Result<(Identity, std::sync::Arc<StageRun>), Response> {
-    let who = match state.auth.authenticate(&credentials(headers)).await {
-        Ok(id) => id,
-        Err(AuthError::Unavailable(why)) => return Err(unavailable(&why)),
-        Err(_) => return Err(not_authenticated()),
-    };
+) -> Result<(Identity, Arc<StageRun>), Response> {
+    let who = state.identify(call).await.map_err(|f| refused(&f))?;
     let Some(run) = state.cache.by_uid(guid) else {
         return Err(task_not_found());
     };
@@ -277,53 +355,49 @@ async fn visible_task(
     match state.auth.can_read(&who, &ns).await {
         Ok(true) => Ok((who, run)),
         Ok(false) => Err(task_not_found()),
-        Err(why) => Err(unavailable(&why)),
+        Err(why) => Err(Errors.unavailable(&why)),
     }
 }
 
 /// `GET /v3/tasks/{guid}`.
-pub async fn get(state: &State, headers: &HeaderMap, guid: &str) -> Response {
-    match visible_task(state, headers, guid).await {
-        Ok((_, run)) => json(
-            StatusCode::OK,
-            &task(&run, &base_url(state, headers), false),
-        ),
+async fn get(state: &State, call: &Call<'_>, guid: &str) -> Response {
+    match visible_task(state, call, guid).await {
+        Ok((_, run)) => json(StatusCode::OK, &task(&run, &base_url(state, call), false)),
         Err(r) => r,
     }
 }
 
 /// `POST /v3/tasks/{guid}/actions/cancel`.
-pub async fn cancel(state: &State, headers: &HeaderMap, guid: &str) -> Response {
-    let (who, run) = match visible_task(state, headers, guid).await {
+async fn cancel(state: &State, call: &Call<'_>, guid: &str) -> Response {
+    let (who, run) = match visible_task(state, call, guid).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let ns = run.metadata.namespace.clone().unwrap_or_default();
-    match state.auth.can_cancel(&who, &ns).await {
-        Ok(true) => {}
-        Ok(false) => return not_authorized(),
-        Err(why) => return unavailable(&why),
+    let outcome = state
+        .cancel(CancelCall {
+            api: "cf",
+            who: &who,
+            runs: vec![run.clone()],
+            reason: format!("task {guid} cancelled through the Cloud Foundry API"),
+            hide_unreadable: true,
+        })
+        .await;
+    match outcome {
+        Ok(o) if o.any_cancelled() => json(
+            StatusCode::ACCEPTED,
+            &task(&run, &base_url(state, call), true),
+        ),
+        Ok(_) => {
+            let current = state_of(&run, false);
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                10008,
+                "CF-UnprocessableEntity",
+                &format!("Task state is {current} and therefore cannot be canceled"),
+            )
+        }
+        Err(f) => refused(&f),
     }
-    if !is_active(&run) {
-        let current = state_of(&run, false);
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            10008,
-            "CF-UnprocessableEntity",
-            &format!("Task state is {current} and therefore cannot be canceled"),
-        );
-    }
-    let reason = format!("task {guid} cancelled through the Cloud Foundry API");
-    if let Err(e) = state
-        .request_cancel("cf", std::slice::from_ref(&run), &who, reason)
-        .await
-    {
-        return unavailable(&e.to_string());
-    }
-    json(
-        StatusCode::ACCEPTED,
-        &task(&run, &base_url(state, headers), true),
-    )
 }
 
 #[cfg(test)]

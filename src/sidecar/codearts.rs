@@ -2,16 +2,16 @@
 //! A build task (`job_id`) is a pipeline; a build number (`build_no`) is its
 //! pipeline counter; the build is every StageRun of that pipeline run.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use serde_json::Value;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::auth::{AuthError, credentials};
-use super::{State, is_active, json};
-use crate::crd::StageRun;
+use super::State;
+use super::http::{Call, json};
+use super::render::ApiErrors;
+use super::routes::CodeArtsRoute;
+use super::service::{CancelCall, Failure};
 
 /// The error codes this API answers with (also listed in README.md).
 pub mod codes {
@@ -106,31 +106,90 @@ pub fn parse_body(body: &[u8]) -> Result<StopRequest, (&'static str, String)> {
     validate(map.get("job_id"), map.get("build_no"))
 }
 
-fn unavailable(why: &str) -> Response {
-    tracing::error!(error = why, "CodeArts request failed");
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        codes::INTERNAL,
-        "internal error: the Kubernetes API could not be reached; try again",
-    )
+/// CodeArts' error format: `{"error_code", "error_msg"}`.
+pub struct Errors;
+
+impl ApiErrors for Errors {
+    fn route_not_found(&self, path: &str) -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            codes::ROUTE_NOT_FOUND,
+            &format!("no such API: {path}"),
+        )
+    }
+    fn method_not_allowed(&self, allow: &str) -> Response {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::METHOD_NOT_ALLOWED,
+            &format!("method not allowed; use {allow}"),
+        )
+    }
+    fn too_large(&self) -> Response {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::BODY_TOO_LARGE,
+            "request body larger than 64 KiB",
+        )
+    }
+    fn unreadable(&self) -> Response {
+        error(
+            StatusCode::BAD_REQUEST,
+            codes::MALFORMED_BODY,
+            "could not read the request body",
+        )
+    }
+    fn unauthenticated(&self) -> Response {
+        error(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHENTICATED,
+            "authentication failed: a valid X-Auth-Token is required",
+        )
+    }
+    fn unavailable(&self, why: &str) -> Response {
+        tracing::error!(error = why, "CodeArts request failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "internal error: the Kubernetes API could not be reached; try again",
+        )
+    }
+}
+
+/// A refused call, for build task `job_id`.
+fn refused(f: &Failure, job_id: &str) -> Response {
+    match f {
+        Failure::Unauthenticated => Errors.unauthenticated(),
+        Failure::Unavailable(why) => Errors.unavailable(why),
+        Failure::Forbidden | Failure::Hidden => error(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            &format!("no permission to stop builds of build task {job_id}"),
+        ),
+    }
+}
+
+pub async fn handle(state: &State, route: &CodeArtsRoute, call: &Call<'_>) -> Response {
+    match route {
+        CodeArtsRoute::Stop => stop(state, call, parse_body(call.body)).await,
+        CodeArtsRoute::StopPath { job_id, build_no } => {
+            let params = validate(
+                Some(&Value::String(job_id.clone())),
+                Some(&Value::String(build_no.clone())),
+            );
+            stop(state, call, params).await
+        }
+    }
 }
 
 /// `POST /v3/jobs/stop` (body) and `POST /v3/jobs/{job_id}/{build_no}/stop` (path).
-pub async fn stop(
+async fn stop(
     state: &State,
-    headers: &HeaderMap,
+    call: &Call<'_>,
     params: Result<StopRequest, (&'static str, String)>,
 ) -> Response {
-    let who = match state.auth.authenticate(&credentials(headers)).await {
+    let who = match state.identify(call).await {
         Ok(id) => id,
-        Err(AuthError::Unavailable(why)) => return unavailable(&why),
-        Err(_) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                codes::UNAUTHENTICATED,
-                "authentication failed: a valid X-Auth-Token is required",
-            );
-        }
+        Err(f) => return refused(&f, ""),
     };
     let req = match params {
         Ok(r) => r,
@@ -154,38 +213,27 @@ pub async fn stop(
             ),
         );
     }
-    let mut namespaces: Vec<String> = runs
-        .iter()
-        .filter_map(|r| r.metadata.namespace.clone())
-        .collect();
-    namespaces.dedup();
-    for ns in &namespaces {
-        match state.auth.can_cancel(&who, ns).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    codes::FORBIDDEN,
-                    &format!("no permission to stop builds of build task {}", req.job_id),
-                );
-            }
-            Err(why) => return unavailable(&why),
-        }
-    }
-    let active: Vec<Arc<StageRun>> = runs.into_iter().filter(|r| is_active(r)).collect();
-    if active.is_empty() {
-        return json(StatusCode::OK, &StopResult { result: false });
-    }
     let reason = format!(
         "build {} of {} stopped through the CodeArts API",
         req.build_no, req.job_id
     );
     match state
-        .request_cancel("codearts", &active, &who, reason)
+        .cancel(CancelCall {
+            api: "codearts",
+            who: &who,
+            runs,
+            reason,
+            hide_unreadable: false,
+        })
         .await
     {
-        Ok(_) => json(StatusCode::OK, &StopResult { result: true }),
-        Err(e) => unavailable(&e.to_string()),
+        Ok(outcome) => json(
+            StatusCode::OK,
+            &StopResult {
+                result: outcome.any_cancelled(),
+            },
+        ),
+        Err(f) => refused(&f, &req.job_id),
     }
 }
 

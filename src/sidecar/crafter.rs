@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::auth::{AuthError, credentials};
-use super::{State, is_active, json};
+use super::State;
+use super::http::{Call, json};
+use super::render::ApiErrors;
+use super::routes::CrafterRoute;
+use super::service::{CancelCall, Failure};
 use crate::crd::StageRun;
 
 #[derive(Serialize)]
@@ -30,12 +33,46 @@ pub fn unauthorized() -> Response {
     message(StatusCode::UNAUTHORIZED, "Unauthorized")
 }
 
-fn internal(detail: &str) -> Response {
-    tracing::error!(error = detail, "Crafter request failed");
-    message(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &format!("Internal server error. {detail}"),
-    )
+/// Studio's v1 error format: `{"message"}`.
+pub struct Errors;
+
+impl ApiErrors for Errors {
+    fn route_not_found(&self, _path: &str) -> Response {
+        message(StatusCode::NOT_FOUND, "Not Found")
+    }
+    fn method_not_allowed(&self, _allow: &str) -> Response {
+        message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+    }
+    fn too_large(&self) -> Response {
+        message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+    }
+    fn unreadable(&self) -> Response {
+        invalid()
+    }
+    fn unauthenticated(&self) -> Response {
+        unauthorized()
+    }
+    fn unavailable(&self, why: &str) -> Response {
+        tracing::error!(error = why, "Crafter request failed");
+        // Studio documents the exception's text after the fixed prefix.
+        message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Internal server error. {why}"),
+        )
+    }
+}
+
+fn refused(f: &Failure) -> Response {
+    match f {
+        Failure::Unavailable(why) => Errors.unavailable(why),
+        Failure::Unauthenticated | Failure::Forbidden | Failure::Hidden => unauthorized(),
+    }
+}
+
+pub async fn handle(state: &State, route: &CrafterRoute, call: &Call<'_>) -> Response {
+    match route {
+        CrafterRoute::CancelV1 => cancel(state, call).await,
+    }
 }
 
 /// Validated parameters.
@@ -76,13 +113,12 @@ pub fn parse_body(body: &[u8]) -> Option<CancelParams> {
 }
 
 /// `POST /api/1/services/api/1/publish/cancel-publish-requests.json`.
-pub async fn cancel(state: &State, headers: &HeaderMap, body: &[u8]) -> Response {
-    let who = match state.auth.authenticate(&credentials(headers)).await {
+async fn cancel(state: &State, call: &Call<'_>) -> Response {
+    let who = match state.identify(call).await {
         Ok(id) => id,
-        Err(AuthError::Unavailable(why)) => return internal(&why),
-        Err(_) => return unauthorized(),
+        Err(f) => return refused(&f),
     };
-    let Some(params) = parse_body(body) else {
+    let Some(params) = parse_body(call.body) else {
         return invalid();
     };
     let site = state.cache.by_pipeline(&params.site_id);
@@ -99,30 +135,23 @@ pub async fn cancel(state: &State, headers: &HeaderMap, body: &[u8]) -> Response
             None => return message(StatusCode::NOT_FOUND, "Package ID not found"),
         }
     }
-    let mut namespaces: Vec<String> = packages
-        .iter()
-        .filter_map(|r| r.metadata.namespace.clone())
-        .collect();
-    namespaces.sort();
-    namespaces.dedup();
-    for ns in &namespaces {
-        match state.auth.can_cancel(&who, ns).await {
-            Ok(true) => {}
-            Ok(false) => return unauthorized(),
-            Err(why) => return internal(&why),
-        }
+    let reason = format!(
+        "publish requests of site {} cancelled through the CrafterCMS API",
+        params.site_id
+    );
+    match state
+        .cancel(CancelCall {
+            api: "crafter",
+            who: &who,
+            runs: packages,
+            reason,
+            hide_unreadable: false,
+        })
+        .await
+    {
+        Ok(_) => message(StatusCode::OK, "OK"),
+        Err(f) => refused(&f),
     }
-    let active: Vec<Arc<StageRun>> = packages.into_iter().filter(|r| is_active(r)).collect();
-    if !active.is_empty() {
-        let reason = format!(
-            "publish requests of site {} cancelled through the CrafterCMS API",
-            params.site_id
-        );
-        if let Err(e) = state.request_cancel("crafter", &active, &who, reason).await {
-            return internal(&e.to_string());
-        }
-    }
-    message(StatusCode::OK, "OK")
 }
 
 #[cfg(test)]

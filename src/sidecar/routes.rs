@@ -18,48 +18,96 @@ pub enum Family {
 /// A recognised endpoint with its path parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
-    GoCdCancel {
-        pipeline: String,
-        stage: String,
-    },
-    GoCdCancelInstance {
-        pipeline: String,
-        pipeline_counter: String,
-        stage: String,
-        stage_counter: String,
-    },
-    GoCdHistory {
-        pipeline: String,
-        stage: String,
-        offset: Option<String>,
-    },
-    CodeArtsStop,
-    CodeArtsStopPath {
-        job_id: String,
-        build_no: String,
-    },
-    CrafterCancel,
-    CfCancel {
-        guid: String,
-    },
-    CfGet {
-        guid: String,
-    },
+    GoCd(GoCdRoute),
+    CodeArts(CodeArtsRoute),
+    Crafter(CrafterRoute),
+    CloudFoundry(CfRoute),
     Healthz,
     Readyz,
     Metrics,
     OpenApi,
 }
 
+/// GoCD: the seeds' legacy routes and the current (versioned) ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GoCdRoute {
+    /// `POST /go/api/stages/{pipeline}/{stage}/cancel` (seed).
+    Cancel { pipeline: String, stage: String },
+    /// `POST /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel`.
+    CancelInstance {
+        pipeline: String,
+        pipeline_counter: String,
+        stage: String,
+        stage_counter: String,
+    },
+    /// `GET /go/api/stages/{pipeline}/{stage}/history[/{offset}]`: the seed's
+    /// offset form, or the cursor form when a versioned Accept asks for it.
+    History {
+        pipeline: String,
+        stage: String,
+        offset: Option<String>,
+    },
+    /// `GET /go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}` (legacy).
+    StageInstanceLegacy {
+        pipeline: String,
+        stage: String,
+        pipeline_counter: String,
+        stage_counter: String,
+    },
+    /// `GET /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}` (current).
+    StageInstance {
+        pipeline: String,
+        pipeline_counter: String,
+        stage: String,
+        stage_counter: String,
+    },
+    /// `GET /go/api/pipelines/{pipeline}/history[/{offset}]`.
+    PipelineHistory {
+        pipeline: String,
+        offset: Option<String>,
+    },
+    /// `GET /go/api/pipelines/{pipeline}/instance/{counter}` (legacy).
+    PipelineInstanceLegacy { pipeline: String, counter: String },
+    /// `GET /go/api/pipelines/{pipeline}/{counter}` (current).
+    PipelineInstance { pipeline: String, counter: String },
+    /// `GET /go/api/version`.
+    Version,
+    /// `GET /go/about` (an HTML page).
+    About,
+}
+
+/// Huawei CodeArts Build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodeArtsRoute {
+    /// `POST /v3/jobs/stop` (seed).
+    Stop,
+    /// `POST /v3/jobs/{job_id}/{build_no}/stop`.
+    StopPath { job_id: String, build_no: String },
+}
+
+/// CrafterCMS Studio.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrafterRoute {
+    /// `POST /api/1/services/api/1/publish/cancel-publish-requests.json` (seed).
+    CancelV1,
+}
+
+/// Cloud Foundry v3 tasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CfRoute {
+    /// `POST /v3/tasks/{guid}/actions/cancel` (seed).
+    Cancel { guid: String },
+    /// `GET /v3/tasks/{guid}`.
+    Get { guid: String },
+}
+
 impl Route {
     pub fn family(&self) -> Family {
         match self {
-            Route::GoCdCancel { .. }
-            | Route::GoCdCancelInstance { .. }
-            | Route::GoCdHistory { .. } => Family::GoCd,
-            Route::CodeArtsStop | Route::CodeArtsStopPath { .. } => Family::CodeArts,
-            Route::CrafterCancel => Family::Crafter,
-            Route::CfCancel { .. } | Route::CfGet { .. } => Family::CloudFoundry,
+            Route::GoCd(_) => Family::GoCd,
+            Route::CodeArts(_) => Family::CodeArts,
+            Route::Crafter(_) => Family::Crafter,
+            Route::CloudFoundry(_) => Family::CloudFoundry,
             Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi => Family::Operations,
         }
     }
@@ -67,14 +115,29 @@ impl Route {
     /// A bounded label for metrics.
     pub fn name(&self) -> &'static str {
         match self {
-            Route::GoCdCancel { .. } => "gocd_cancel",
-            Route::GoCdCancelInstance { .. } => "gocd_cancel_instance",
-            Route::GoCdHistory { .. } => "gocd_history",
-            Route::CodeArtsStop => "codearts_stop",
-            Route::CodeArtsStopPath { .. } => "codearts_stop_path",
-            Route::CrafterCancel => "crafter_cancel",
-            Route::CfCancel { .. } => "cf_cancel",
-            Route::CfGet { .. } => "cf_get",
+            Route::GoCd(r) => match r {
+                GoCdRoute::Cancel { .. } => "gocd_cancel",
+                GoCdRoute::CancelInstance { .. } => "gocd_cancel_instance",
+                GoCdRoute::History { .. } => "gocd_history",
+                GoCdRoute::StageInstanceLegacy { .. } => "gocd_stage_instance_legacy",
+                GoCdRoute::StageInstance { .. } => "gocd_stage_instance",
+                GoCdRoute::PipelineHistory { .. } => "gocd_pipeline_history",
+                GoCdRoute::PipelineInstanceLegacy { .. } => "gocd_pipeline_instance_legacy",
+                GoCdRoute::PipelineInstance { .. } => "gocd_pipeline_instance",
+                GoCdRoute::Version => "gocd_version",
+                GoCdRoute::About => "gocd_about",
+            },
+            Route::CodeArts(r) => match r {
+                CodeArtsRoute::Stop => "codearts_stop",
+                CodeArtsRoute::StopPath { .. } => "codearts_stop_path",
+            },
+            Route::Crafter(r) => match r {
+                CrafterRoute::CancelV1 => "crafter_cancel",
+            },
+            Route::CloudFoundry(r) => match r {
+                CfRoute::Cancel { .. } => "cf_cancel",
+                CfRoute::Get { .. } => "cf_get",
+            },
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Metrics => "metrics",
@@ -94,11 +157,11 @@ pub enum NoRoute {
 pub fn family_of(path: &str) -> Family {
     if path.starts_with("/go/") {
         Family::GoCd
-    } else if path.starts_with("/v3/jobs") {
+    } else if path == "/v3/jobs" || path.starts_with("/v3/jobs/") {
         Family::CodeArts
-    } else if path.starts_with("/v3/") {
+    } else if path == "/" || path == "/v3" || path.starts_with("/v3/") {
         Family::CloudFoundry
-    } else if path.starts_with("/api/") {
+    } else if path.starts_with("/api/") || path.starts_with("/studio/") {
         Family::Crafter
     } else {
         Family::Operations
@@ -110,58 +173,115 @@ fn decode(segment: &str) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+const GET: &str = "GET, HEAD";
+const POST: &str = "POST";
+
 /// Matches a request. HEAD is answered like GET.
 pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
     let family = family_of(path);
-    let raw: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let Some(segs) = raw
-        .iter()
-        .map(|s| decode(s))
-        .collect::<Option<Vec<String>>>()
-    else {
-        return Err(NoRoute::NotFound(family));
+    let segs: Vec<String> = if path == "/" {
+        Vec::new()
+    } else {
+        let raw: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match raw
+            .iter()
+            .map(|s| decode(s))
+            .collect::<Option<Vec<String>>>()
+        {
+            Some(s) => s,
+            None => return Err(NoRoute::NotFound(family)),
+        }
     };
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let own = |x: &str| x.to_string();
     let (route, allow) = match s.as_slice() {
+        ["go", "about"] => (Route::GoCd(GoCdRoute::About), GET),
+        ["go", "api", "version"] => (Route::GoCd(GoCdRoute::Version), GET),
         ["go", "api", "stages", p, st, "cancel"] => (
-            Route::GoCdCancel {
-                pipeline: p.to_string(),
-                stage: st.to_string(),
-            },
-            "POST",
+            Route::GoCd(GoCdRoute::Cancel {
+                pipeline: own(p),
+                stage: own(st),
+            }),
+            POST,
         ),
         ["go", "api", "stages", p, pc, st, sc, "cancel"] => (
-            Route::GoCdCancelInstance {
-                pipeline: p.to_string(),
-                pipeline_counter: pc.to_string(),
-                stage: st.to_string(),
-                stage_counter: sc.to_string(),
-            },
-            "POST",
+            Route::GoCd(GoCdRoute::CancelInstance {
+                pipeline: own(p),
+                pipeline_counter: own(pc),
+                stage: own(st),
+                stage_counter: own(sc),
+            }),
+            POST,
         ),
         ["go", "api", "stages", p, st, "history"] => (
-            Route::GoCdHistory {
-                pipeline: p.to_string(),
-                stage: st.to_string(),
+            Route::GoCd(GoCdRoute::History {
+                pipeline: own(p),
+                stage: own(st),
                 offset: None,
-            },
-            "GET",
+            }),
+            GET,
         ),
         ["go", "api", "stages", p, st, "history", off] => (
-            Route::GoCdHistory {
-                pipeline: p.to_string(),
-                stage: st.to_string(),
-                offset: Some(off.to_string()),
-            },
-            "GET",
+            Route::GoCd(GoCdRoute::History {
+                pipeline: own(p),
+                stage: own(st),
+                offset: Some(own(off)),
+            }),
+            GET,
         ),
-        ["v3", "jobs", "stop"] => (Route::CodeArtsStop, "POST"),
+        ["go", "api", "stages", p, st, "instance", pc, sc] => (
+            Route::GoCd(GoCdRoute::StageInstanceLegacy {
+                pipeline: own(p),
+                stage: own(st),
+                pipeline_counter: own(pc),
+                stage_counter: own(sc),
+            }),
+            GET,
+        ),
+        ["go", "api", "stages", p, pc, st, sc] => (
+            Route::GoCd(GoCdRoute::StageInstance {
+                pipeline: own(p),
+                pipeline_counter: own(pc),
+                stage: own(st),
+                stage_counter: own(sc),
+            }),
+            GET,
+        ),
+        ["go", "api", "pipelines", p, "history"] => (
+            Route::GoCd(GoCdRoute::PipelineHistory {
+                pipeline: own(p),
+                offset: None,
+            }),
+            GET,
+        ),
+        ["go", "api", "pipelines", p, "history", off] => (
+            Route::GoCd(GoCdRoute::PipelineHistory {
+                pipeline: own(p),
+                offset: Some(own(off)),
+            }),
+            GET,
+        ),
+        ["go", "api", "pipelines", p, "instance", c] => (
+            Route::GoCd(GoCdRoute::PipelineInstanceLegacy {
+                pipeline: own(p),
+                counter: own(c),
+            }),
+            GET,
+        ),
+        ["go", "api", "pipelines", p, c] => (
+            Route::GoCd(GoCdRoute::PipelineInstance {
+                pipeline: own(p),
+                counter: own(c),
+            }),
+            GET,
+        ),
+        ["v3", "jobs", "stop"] => (Route::CodeArts(CodeArtsRoute::Stop), POST),
         ["v3", "jobs", job, build, "stop"] => (
-            Route::CodeArtsStopPath {
-                job_id: job.to_string(),
-                build_no: build.to_string(),
-            },
-            "POST",
+            Route::CodeArts(CodeArtsRoute::StopPath {
+                job_id: own(job),
+                build_no: own(build),
+            }),
+            POST,
         ),
         [
             "api",
@@ -171,35 +291,25 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             "1",
             "publish",
             "cancel-publish-requests.json",
-        ] => (Route::CrafterCancel, "POST"),
+        ] => (Route::Crafter(CrafterRoute::CancelV1), POST),
         ["v3", "tasks", guid, "actions", "cancel"] => (
-            Route::CfCancel {
-                guid: guid.to_string(),
-            },
-            "POST",
+            Route::CloudFoundry(CfRoute::Cancel { guid: own(guid) }),
+            POST,
         ),
-        ["v3", "tasks", guid] => (
-            Route::CfGet {
-                guid: guid.to_string(),
-            },
-            "GET",
-        ),
-        ["healthz"] => (Route::Healthz, "GET"),
-        ["readyz"] => (Route::Readyz, "GET"),
-        ["metrics"] => (Route::Metrics, "GET"),
-        ["openapi.json"] => (Route::OpenApi, "GET"),
+        ["v3", "tasks", guid] => (Route::CloudFoundry(CfRoute::Get { guid: own(guid) }), GET),
+        ["healthz"] => (Route::Healthz, GET),
+        ["readyz"] => (Route::Readyz, GET),
+        ["metrics"] => (Route::Metrics, GET),
+        ["openapi.json"] => (Route::OpenApi, GET),
         _ => return Err(NoRoute::NotFound(family)),
     };
-    let ok = match allow {
-        "GET" => method == Method::GET || method == Method::HEAD,
-        _ => method == Method::POST,
-    };
+    let ok = allow.split(", ").any(|m| m == method.as_str());
     if ok {
         Ok(route)
     } else {
         Err(NoRoute::MethodNotAllowed {
             family: route.family(),
-            allow: if allow == "GET" { "GET, HEAD" } else { allow },
+            allow,
         })
     }
 }
@@ -214,69 +324,131 @@ mod tests {
             (
                 Method::POST,
                 "/go/api/stages/demo_pipeline/first_stage/cancel",
-                Ok(Route::GoCdCancel {
+                Ok(Route::GoCd(GoCdRoute::Cancel {
                     pipeline: "demo_pipeline".into(),
                     stage: "first_stage".into(),
-                }),
+                })),
             ),
             (
                 Method::POST,
                 "/go/api/stages/foo/2/DEV/1/cancel",
-                Ok(Route::GoCdCancelInstance {
+                Ok(Route::GoCd(GoCdRoute::CancelInstance {
                     pipeline: "foo".into(),
                     pipeline_counter: "2".into(),
                     stage: "DEV".into(),
                     stage_counter: "1".into(),
-                }),
+                })),
             ),
             (
                 Method::GET,
                 "/go/api/stages/foo/DEV/history/0",
-                Ok(Route::GoCdHistory {
+                Ok(Route::GoCd(GoCdRoute::History {
                     pipeline: "foo".into(),
                     stage: "DEV".into(),
                     offset: Some("0".into()),
-                }),
+                })),
             ),
             (
                 Method::GET,
                 "/go/api/stages/foo/DEV/history",
-                Ok(Route::GoCdHistory {
+                Ok(Route::GoCd(GoCdRoute::History {
                     pipeline: "foo".into(),
                     stage: "DEV".into(),
                     offset: None,
-                }),
+                })),
             ),
             (
                 Method::GET,
                 "/go/api/stages/foo/DEV/history/",
                 Err(NoRoute::NotFound(Family::GoCd)),
             ),
-            (Method::POST, "/v3/jobs/stop", Ok(Route::CodeArtsStop)),
+            (
+                Method::POST,
+                "/v3/jobs/stop",
+                Ok(Route::CodeArts(CodeArtsRoute::Stop)),
+            ),
             (
                 Method::POST,
                 "/v3/jobs/abc/20/stop",
-                Ok(Route::CodeArtsStopPath {
+                Ok(Route::CodeArts(CodeArtsRoute::StopPath {
                     job_id: "abc".into(),
                     build_no: "20".into(),
-                }),
+                })),
             ),
             (
                 Method::POST,
                 "/api/1/services/api/1/publish/cancel-publish-requests.json",
-                Ok(Route::CrafterCancel),
+                Ok(Route::Crafter(CrafterRoute::CancelV1)),
             ),
             (
                 Method::POST,
                 "/v3/tasks/u-1/actions/cancel",
-                Ok(Route::CfCancel { guid: "u-1".into() }),
+                Ok(Route::CloudFoundry(CfRoute::Cancel { guid: "u-1".into() })),
             ),
             (
                 Method::GET,
                 "/v3/tasks/u-1",
-                Ok(Route::CfGet { guid: "u-1".into() }),
+                Ok(Route::CloudFoundry(CfRoute::Get { guid: "u-1".into() })),
             ),
             (Method::HEAD, "/healthz", Ok(Route::Healthz)),
+            (
+                Method::GET,
+                "/go/api/stages/foo/DEV/instance/2/1",
+                Ok(Route::GoCd(GoCdRoute::StageInstanceLegacy {
+                    pipeline: "foo".into(),
+                    stage: "DEV".into(),
+                    pipeline_counter: "2".into(),
+                    stage_counter: "1".into(),
+                })),
+            ),
+            (
+                Method::GET,
+                "/go/api/stages/foo/2/DEV/1",
+                Ok(Route::GoCd(GoCdRoute::StageInstance {
+                    pipeline: "foo".into(),
+                    pipeline_counter: "2".into(),
+                    stage: "DEV".into(),
+                    stage_counter: "1".into(),
+                })),
+            ),
+            (
+                Method::GET,
+                "/go/api/pipelines/foo/history/0",
+                Ok(Route::GoCd(GoCdRoute::PipelineHistory {
+                    pipeline: "foo".into(),
+                    offset: Some("0".into()),
+                })),
+            ),
+            (
+                Method::GET,
+                "/go/api/pipelines/foo/history",
+                Ok(Route::GoCd(GoCdRoute::PipelineHistory {
+                    pipeline: "foo".into(),
+                    offset: None,
+                })),
+            ),
+            (
+                Method::GET,
+                "/go/api/pipelines/foo/instance/2",
+                Ok(Route::GoCd(GoCdRoute::PipelineInstanceLegacy {
+                    pipeline: "foo".into(),
+                    counter: "2".into(),
+                })),
+            ),
+            (
+                Method::GET,
+                "/go/api/pipelines/foo/2",
+                Ok(Route::GoCd(GoCdRoute::PipelineInstance {
+                    pipeline: "foo".into(),
+                    counter: "2".into(),
+                })),
+            ),
+            (
+                Method::GET,
+                "/go/api/version",
+                Ok(Route::GoCd(GoCdRoute::Version)),
+            ),
+            (Method::GET, "/go/about", Ok(Route::GoCd(GoCdRoute::About))),
             (
                 Method::GET,
                 "/go/api/stages/foo/DEV/cancel",
@@ -300,7 +472,7 @@ mod tests {
             ),
             (
                 Method::GET,
-                "/v3/apps",
+                "/v3/apps/x/y",
                 Err(NoRoute::NotFound(Family::CloudFoundry)),
             ),
             (
@@ -316,10 +488,10 @@ mod tests {
             (
                 Method::POST,
                 "/go/api/stages/my%20pipe/DEV/cancel",
-                Ok(Route::GoCdCancel {
+                Ok(Route::GoCd(GoCdRoute::Cancel {
                     pipeline: "my pipe".into(),
                     stage: "DEV".into(),
-                }),
+                })),
             ),
             (
                 Method::POST,

@@ -1,0 +1,71 @@
+//! Errors every API must be able to answer, each in its own format. One
+//! implementation per API family; the request pipeline picks it by path.
+
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+use super::http::text;
+use super::routes::Family;
+use super::{cloudfoundry, codearts, crafter, gocd};
+
+/// The errors of one API family.
+pub trait ApiErrors {
+    /// No endpoint at this path.
+    fn route_not_found(&self, path: &str) -> Response;
+    /// The path exists for other methods (the caller adds `Allow`).
+    fn method_not_allowed(&self, allow: &str) -> Response;
+    /// The body is over the limit.
+    fn too_large(&self) -> Response;
+    /// The body could not be read (e.g. broken chunked encoding).
+    fn unreadable(&self) -> Response;
+    /// No valid credentials.
+    fn unauthenticated(&self) -> Response;
+    /// The Kubernetes API could not be asked; `why` is logged, not shown.
+    fn unavailable(&self, why: &str) -> Response;
+}
+
+/// The error format of `family`; GoCD's depends on the Accept header.
+pub fn errors_for(family: Family, headers: &HeaderMap) -> Box<dyn ApiErrors + '_> {
+    match family {
+        Family::GoCd => Box::new(gocd::Errors { headers }),
+        Family::CodeArts => Box::new(codearts::Errors),
+        Family::Crafter => Box::new(crafter::Errors),
+        Family::CloudFoundry => Box::new(cloudfoundry::Errors),
+        Family::Operations => Box::new(Operations),
+    }
+}
+
+/// `Allow` on a 405.
+pub fn with_allow(mut r: Response, allow: &'static str) -> Response {
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Health, metrics and the OpenAPI document: plain text.
+pub struct Operations;
+
+impl ApiErrors for Operations {
+    fn route_not_found(&self, _path: &str) -> Response {
+        text(StatusCode::NOT_FOUND, "not found")
+    }
+    fn method_not_allowed(&self, _allow: &str) -> Response {
+        text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    }
+    fn too_large(&self) -> Response {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body larger than 64 KiB",
+        )
+    }
+    fn unreadable(&self) -> Response {
+        text(StatusCode::BAD_REQUEST, "could not read the request body")
+    }
+    fn unauthenticated(&self) -> Response {
+        text(StatusCode::UNAUTHORIZED, "unauthorized")
+    }
+    fn unavailable(&self, why: &str) -> Response {
+        tracing::error!(error = why, "request failed");
+        text(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+    }
+}

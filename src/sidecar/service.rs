@@ -1,0 +1,223 @@
+//! The one cancel pipeline every API goes through: identify the caller,
+//! authorise per namespace, keep the active runs, write CancelRequests, and
+//! report a domain outcome that each API renders in its own format. Finding
+//! the runs stays with each API, since what "not found" means differs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kube::Api;
+use kube::api::PostParams;
+
+use super::State;
+use super::auth::{AuthError, Identity};
+use super::http::Call;
+use crate::crd::{CancelRequest, CancelTarget, StageRun};
+use crate::request::{Naming, NewCancelRequest, name_for_uids};
+
+/// Why a call was refused before anything was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No valid credentials.
+    Unauthenticated,
+    /// The API server could not be asked (or refused the write).
+    Unavailable(String),
+    /// The caller may see the runs but not cancel them.
+    Forbidden,
+    /// The caller may not even read the runs; APIs that hide what a caller
+    /// cannot see answer as if the runs did not exist.
+    Hidden,
+}
+
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unavailable(why) => Failure::Unavailable(why),
+            AuthError::Missing | AuthError::Invalid => Failure::Unauthenticated,
+        }
+    }
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone)]
+pub struct CancelOutcome {
+    /// Every run the call named.
+    pub matched: Vec<Arc<StageRun>>,
+    /// The runs that were active and are now being cancelled (possibly by an
+    /// earlier, identical request).
+    pub cancelled: Vec<Arc<StageRun>>,
+}
+
+impl CancelOutcome {
+    /// True when at least one run was still active.
+    pub fn any_cancelled(&self) -> bool {
+        !self.cancelled.is_empty()
+    }
+}
+
+/// A cancel to carry out.
+pub struct CancelCall<'a> {
+    /// Which API asks (the CancelRequest's `cancel.dev/api` label).
+    pub api: &'static str,
+    pub who: &'a Identity,
+    pub runs: Vec<Arc<StageRun>>,
+    pub reason: String,
+    /// Refuse with [`Failure::Hidden`] when the caller cannot read the runs.
+    pub hide_unreadable: bool,
+}
+
+/// True while a StageRun can still be cancelled.
+pub fn is_active(run: &StageRun) -> bool {
+    !run.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(|p| p.is_finished())
+}
+
+/// The namespaces of `runs`, sorted, once each.
+pub fn namespaces(runs: &[Arc<StageRun>]) -> Vec<String> {
+    let set: BTreeSet<String> = runs
+        .iter()
+        .filter_map(|r| r.metadata.namespace.clone())
+        .collect();
+    set.into_iter().collect()
+}
+
+/// What a caller may do in one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rights {
+    pub read: bool,
+    pub cancel: bool,
+}
+
+impl State {
+    /// Who is calling.
+    pub async fn identify(&self, call: &Call<'_>) -> Result<Identity, Failure> {
+        let creds = super::auth::credentials(call.headers);
+        Ok(self.auth.authenticate(&creds).await?)
+    }
+
+    /// The caller's rights in each namespace of `runs`.
+    pub async fn rights(
+        &self,
+        who: &Identity,
+        runs: &[Arc<StageRun>],
+    ) -> Result<BTreeMap<String, Rights>, Failure> {
+        let mut out = BTreeMap::new();
+        for ns in namespaces(runs) {
+            let read = self
+                .auth
+                .can_read(who, &ns)
+                .await
+                .map_err(Failure::Unavailable)?;
+            let cancel = self
+                .auth
+                .can_cancel(who, &ns)
+                .await
+                .map_err(Failure::Unavailable)?;
+            out.insert(ns, Rights { read, cancel });
+        }
+        Ok(out)
+    }
+
+    /// Only the runs the caller may read, with the caller's rights.
+    pub async fn readable(
+        &self,
+        who: &Identity,
+        runs: Vec<Arc<StageRun>>,
+    ) -> Result<(Vec<Arc<StageRun>>, BTreeMap<String, Rights>), Failure> {
+        let rights = self.rights(who, &runs).await?;
+        let visible = runs
+            .into_iter()
+            .filter(|r| {
+                r.metadata
+                    .namespace
+                    .as_ref()
+                    .and_then(|ns| rights.get(ns))
+                    .is_some_and(|r| r.read)
+            })
+            .collect();
+        Ok((visible, rights))
+    }
+
+    /// Authorises, keeps the active runs and writes one CancelRequest per
+    /// namespace. Permission is checked for every namespace before anything
+    /// is written.
+    pub async fn cancel(&self, call: CancelCall<'_>) -> Result<CancelOutcome, Failure> {
+        for ns in namespaces(&call.runs) {
+            if call.hide_unreadable
+                && !self
+                    .auth
+                    .can_read(call.who, &ns)
+                    .await
+                    .map_err(Failure::Unavailable)?
+            {
+                return Err(Failure::Hidden);
+            }
+            if !self
+                .auth
+                .can_cancel(call.who, &ns)
+                .await
+                .map_err(Failure::Unavailable)?
+            {
+                return Err(Failure::Forbidden);
+            }
+        }
+        let cancelled: Vec<Arc<StageRun>> =
+            call.runs.iter().filter(|r| is_active(r)).cloned().collect();
+        self.write_requests(call.api, &cancelled, call.who, &call.reason)
+            .await
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        Ok(CancelOutcome {
+            matched: call.runs,
+            cancelled,
+        })
+    }
+
+    /// One CancelRequest per namespace, named after its set of targets so
+    /// that repeating the call creates nothing new.
+    async fn write_requests(
+        &self,
+        api: &str,
+        runs: &[Arc<StageRun>],
+        who: &Identity,
+        reason: &str,
+    ) -> Result<(), kube::Error> {
+        let mut by_ns: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in runs {
+            if let (Some(ns), Some(uid)) = (&r.metadata.namespace, &r.metadata.uid) {
+                by_ns.entry(ns.clone()).or_default().push(uid.clone());
+            }
+        }
+        for (ns, uids) in by_ns {
+            let name = name_for_uids(api, &ns, &uids);
+            let mut sorted = uids;
+            sorted.sort();
+            sorted.dedup();
+            let request = NewCancelRequest {
+                api: api.to_string(),
+                target: CancelTarget {
+                    uids: Some(sorted),
+                    ..CancelTarget::default()
+                },
+                reason: reason.to_string(),
+                requested_by: who.username.clone(),
+                grace_period_seconds: None,
+            }
+            .build(Naming::Fixed(name.clone()));
+            match Api::<CancelRequest>::namespaced(self.client.clone(), &ns)
+                .create(&PostParams::default(), &request)
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.cancel_request_created(api);
+                    tracing::info!(api, namespace = %ns, request = %name, user = %who.username, "cancel requested");
+                }
+                // The same targets were already requested: nothing more to do.
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
