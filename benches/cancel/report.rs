@@ -17,7 +17,13 @@ pub fn secs(m: &Measured) -> String {
 }
 
 pub fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+    let v = d.as_secs_f64() * 1000.0;
+    // Cached reads take well under a millisecond.
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.0} ms")
+    }
 }
 
 /// `a / b`, when both were measured.
