@@ -1,9 +1,11 @@
 //! The Helm chart: it lints, its objects are accepted by the API server, and
-//! its RBAC is enough — and no more than enough — for the controller and the
-//! sidecar, which are run here with the chart's ServiceAccount token.
+//! each process has a ServiceAccount of its own whose rights are enough — and
+//! no more than enough: the controller and the sidecar are run here with
+//! their accounts' tokens, and each account's rights are listed exactly.
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -12,7 +14,8 @@ use cancel_operator::controller;
 use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    ResourceAttributes, SelfSubjectRulesReview, SelfSubjectRulesReviewSpec, SubjectAccessReview,
+    SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
@@ -52,6 +55,8 @@ fn the_chart_lints() {
 #[tokio::test]
 async fn the_api_server_accepts_every_rendered_object() {
     let ns = TestNamespace::new("chart-render").await;
+    let several = format!("sidecar.namespaces={{{},default}}", ns.name);
+    let watched = format!("controller.watchNamespace={}", ns.name);
     for extra in [
         &[][..],
         &[
@@ -60,7 +65,9 @@ async fn the_api_server_accepts_every_rendered_object() {
             "--set",
             "sidecar.usersSecret=users",
             "--set",
-            "sidecar.namespaces={a,b}",
+            &several,
+            "--set",
+            &watched,
         ][..],
         &[
             "--set",
@@ -88,15 +95,39 @@ async fn the_api_server_accepts_every_rendered_object() {
         std::fs::write(&path, &rendered).expect("write rendered chart");
         let mut apply = tool("kubectl");
         apply
-            .args(["apply", "--dry-run=server", "-n", &ns.name, "-f"])
+            // Every object names its namespace (several, with sidecar.namespaces).
+            .args(["apply", "--dry-run=server", "-f"])
             .arg(&path);
         let out = run(apply);
         assert!(
-            out.contains("deployment.apps/rel-cancel-operator created (server dry run)"),
+            out.contains("deployment.apps/rel-cancel-operator-controller created (server dry run)"),
+            "{out}"
+        );
+        // The REST APIs run in a Deployment of their own, as their own account.
+        let sidecar = !extra.contains(&"sidecar.enabled=false");
+        for object in [
+            "deployment.apps/rel-cancel-operator-sidecar",
+            "serviceaccount/rel-cancel-operator-sidecar",
+            "service/rel-cancel-operator ",
+        ] {
+            assert_eq!(out.contains(object), sidecar, "{object}: {out}");
+        }
+        // With a watched namespace, the controller's rights are a Role there.
+        let confined = extra.contains(&watched.as_str());
+        assert_eq!(
+            out.contains("clusterrole.rbac.authorization.k8s.io/rel-cancel-operator-controller "),
+            !confined,
+            "{out}"
+        );
+        assert_eq!(
+            out.lines()
+                .any(|l| l
+                    .starts_with("role.rbac.authorization.k8s.io/rel-cancel-operator-controller ")),
+            confined,
             "{out}"
         );
         // A disruption budget only when there is more than one replica.
-        let pdb = out.contains("poddisruptionbudget.policy/rel-cancel-operator created");
+        let pdb = out.contains("poddisruptionbudget.policy/rel-cancel-operator-controller created");
         assert_eq!(pdb, extra.contains(&"replicaCount=2"), "{out}");
     }
     // Values are checked against values.schema.json.
@@ -182,41 +213,204 @@ fn stagerun(name: &str) -> StageRun {
     .expect("stagerun")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
-    let release = TestNamespace::new("chart-install").await;
-    let work = TestNamespace::new("chart-work").await;
-    support::install_crds(&release.client).await;
-    let name = release.name.clone();
+/// What a ServiceAccount may do in a namespace, as the API server itself
+/// answers it (SelfSubjectRulesReview), one `verb group/resource[/name]` per
+/// entry; the rights every authenticated user has are left out.
+async fn rights(client: &Client, ns: &str) -> BTreeSet<String> {
+    let review = SelfSubjectRulesReview {
+        spec: SelfSubjectRulesReviewSpec {
+            namespace: Some(ns.into()),
+        },
+        ..SelfSubjectRulesReview::default()
+    };
+    let status = Api::<SelfSubjectRulesReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("rules review")
+        .status
+        .expect("rules");
+    assert!(!status.incomplete, "{:?}", status.evaluation_error);
+    let mut out = BTreeSet::new();
+    for rule in status.resource_rules {
+        let names = rule.resource_names.unwrap_or_default();
+        for group in rule.api_groups.unwrap_or_default() {
+            for resource in rule.resources.clone().unwrap_or_default() {
+                if resource.starts_with("selfsubject") {
+                    continue;
+                }
+                for verb in &rule.verbs {
+                    if names.is_empty() {
+                        out.insert(format!("{verb} {group}/{resource}"));
+                    }
+                    for name in &names {
+                        out.insert(format!("{verb} {group}/{resource}/{name}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The controller's rights where it works (its watched namespace, or every
+/// namespace without one).
+const CONTROLLER_RIGHTS: &[&str] = &[
+    "get cancel.dev/stageruns",
+    "list cancel.dev/stageruns",
+    "watch cancel.dev/stageruns",
+    "get cancel.dev/cancelrequests",
+    "list cancel.dev/cancelrequests",
+    "watch cancel.dev/cancelrequests",
+    "delete cancel.dev/cancelrequests",
+    "patch cancel.dev/stageruns/status",
+    "patch cancel.dev/cancelrequests/status",
+    "get batch/jobs",
+    "list batch/jobs",
+    "watch batch/jobs",
+    "create batch/jobs",
+    "delete batch/jobs",
+    "list /pods",
+    "watch /pods",
+    "delete /pods",
+    "create events.k8s.io/events",
+    "patch events.k8s.io/events",
+];
+
+/// The sidecar's cluster-wide rights: it authenticates and authorises callers.
+const SIDECAR_REVIEWS: &[&str] = &[
+    "create authentication.k8s.io/tokenreviews",
+    "create authorization.k8s.io/subjectaccessreviews",
+];
+
+/// The sidecar's rights where it serves.
+const SIDECAR_SERVING: &[&str] = &[
+    "list cancel.dev/stageruns",
+    "watch cancel.dev/stageruns",
+    "create cancel.dev/cancelrequests",
+];
+
+/// The controller's rights in the release namespace, with the release's full name.
+fn controller_state_rights(fullname: &str) -> BTreeSet<String> {
+    set(&[
+        "create /configmaps",
+        &format!("get /configmaps/{fullname}-ids"),
+        &format!("update /configmaps/{fullname}-ids"),
+        "create coordination.k8s.io/leases",
+        &format!("get coordination.k8s.io/leases/{fullname}-controller"),
+        &format!("patch coordination.k8s.io/leases/{fullname}-controller"),
+        &format!("update coordination.k8s.io/leases/{fullname}-controller"),
+        &format!("delete coordination.k8s.io/leases/{fullname}-controller"),
+    ])
+}
+
+fn union(a: &[&str], b: &[&str]) -> BTreeSet<String> {
+    set(a).union(&set(b)).cloned().collect()
+}
+
+fn cancel_request(who: &str, name: &str) -> CancelRequest {
+    serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": name},
+        "spec": {"target": {"stageRun": "demo-1"}, "requestedBy": who}
+    }))
+    .expect("cancel request")
+}
+
+/// Creates a CancelRequest naming someone else, retrying until the admission
+/// policy (which takes effect shortly after it is created) refuses it.
+async fn refused_as_spoof(api: &Api<CancelRequest>, name: &str) -> String {
+    support::eventually(
+        "the policy to refuse a false requestedBy",
+        Duration::from_secs(60),
+        || async {
+            match api
+                .create(&PostParams::default(), &cancel_request("alice", name))
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.message.contains("spec.requestedBy") => Ok(s.message),
+                Err(e) => Err(e.to_string()),
+                Ok(_) => {
+                    let _ = api.delete(name, &Default::default()).await;
+                    Err("accepted".into())
+                }
+            }
+        },
+    )
+    .await
+}
+
+fn helm_install(release: &str, values: &[String]) -> Uninstall {
     let mut install = tool("helm");
     install
-        .args(["install", &name, "--namespace", &name, "--wait", "--timeout", "120s"])
-        .args(["--set", &format!("requestedByPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}", work.name)])
+        .args([
+            "install",
+            release,
+            "--namespace",
+            release,
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
         .arg(chart());
+    for v in values {
+        install.args(["--set", v]);
+    }
     run(install);
-    let uninstall = Uninstall(name.clone());
+    Uninstall(release.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
+    let release = TestNamespace::new("chart-install").await;
+    let work = TestNamespace::new("chart-work").await;
+    let elsewhere = TestNamespace::new("chart-elsewhere").await;
+    support::install_crds(&release.client).await;
+    let name = release.name.clone();
+    let uninstall = helm_install(
+        &name,
+        &[
+            format!("controller.watchNamespace={}", work.name),
+            format!("sidecar.namespaces={{{}}}", work.name),
+            format!(
+                "requestedByPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}",
+                work.name
+            ),
+        ],
+    );
 
     let admin = release.client.clone();
     let fullname = format!("{name}-cancel-operator");
-    let sa_user = format!("system:serviceaccount:{name}:{fullname}");
-    // Least privilege: what it must not do.
-    for (verb, group, resource) in [
-        ("list", "", "secrets"),
-        ("delete", "cancel.dev", "stageruns"),
-        ("update", "cancel.dev", "stageruns"),
-        ("create", "", "pods"),
-        ("patch", "batch", "jobs"),
-    ] {
-        assert!(
-            !allowed(&admin, &sa_user, verb, group, resource, &work.name).await,
-            "{verb} {resource} must be refused"
-        );
-    }
+    let controller_sa = format!("{fullname}-controller");
+    let sidecar_sa = format!("{fullname}-sidecar");
+    let as_controller = client_as_service_account(&admin, &name, &controller_sa).await;
+    let as_sidecar = client_as_service_account(&admin, &name, &sidecar_sa).await;
 
-    // The controller, as the chart's ServiceAccount, runs and cancels a stage.
-    let sa_client = client_as_service_account(&admin, &name, &fullname).await;
+    // No more: each account's rights, exactly, where it works and elsewhere.
+    assert_eq!(
+        rights(&as_controller, &work.name).await,
+        set(CONTROLLER_RIGHTS)
+    );
+    assert_eq!(
+        rights(&as_controller, &name).await,
+        controller_state_rights(&fullname)
+    );
+    assert_eq!(rights(&as_controller, &elsewhere.name).await, set(&[]));
+    assert_eq!(
+        rights(&as_sidecar, &work.name).await,
+        union(SIDECAR_REVIEWS, SIDECAR_SERVING)
+    );
+    assert_eq!(rights(&as_sidecar, &name).await, set(SIDECAR_REVIEWS));
+    assert_eq!(
+        rights(&as_sidecar, &elsewhere.name).await,
+        set(SIDECAR_REVIEWS)
+    );
+
+    // Enough: the controller, as its account, runs and cancels a stage...
     let ctl = tokio::spawn(controller::run(
-        sa_client.clone(),
+        as_controller.clone(),
         controller::Config {
             namespace: Some(work.name.clone()),
             state_namespace: name.clone(),
@@ -232,10 +426,11 @@ async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
             concurrency: controller::DEFAULT_CONCURRENCY,
         },
     ));
+    let _ctl = world::AbortOnDrop(vec![ctl.abort_handle()]);
     let runs: Api<StageRun> = work.api();
     runs.create(&PostParams::default(), &stagerun("demo-1"))
         .await
-        .unwrap();
+        .expect("create StageRun");
     wait_for(
         &runs,
         "demo-1",
@@ -245,7 +440,7 @@ async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
     )
     .await;
 
-    // The sidecar, as the same ServiceAccount, takes a GoCD cancel from `operator`.
+    // ...and the sidecar, as its own account, takes a GoCD cancel from `operator`.
     world::grant(
         &work,
         "canceller",
@@ -254,16 +449,15 @@ async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
     )
     .await;
     let (addr, _server) = world::spawn_sidecar(
-        sa_client.clone(),
+        as_sidecar.clone(),
         &work.name,
         None,
         Duration::from_millis(200),
     )
     .await;
-    let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     let token = support::token(User::Operator);
-    let url = format!("{base}/go/api/stages/demo_pipeline/first_stage/cancel");
+    let url = format!("http://{addr}/go/api/stages/demo_pipeline/first_stage/cancel");
     let body = support::eventually(
         "the GoCD cancel to be accepted",
         Duration::from_secs(60),
@@ -293,52 +487,97 @@ async fn the_chart_rbac_is_enough_for_the_controller_and_sidecar_and_no_more() {
         |r: &StageRun| r.status.as_ref().and_then(|s| s.phase) == Some(StagePhase::Failed),
     )
     .await;
-    let status = done.status.unwrap();
+    let status = done.status.expect("status");
     assert_eq!(status.result, Some(RunResult::Cancelled));
-    assert_eq!(status.cancel.unwrap().requested_by, "operator");
-    ctl.abort();
+    assert_eq!(status.cancel.expect("cancel").requested_by, "operator");
 
-    // The policy keeps requestedBy truthful for everyone but the sidecar.
-    let request = |who: &str, name: &str| -> CancelRequest {
-        serde_json::from_value(json!({
-            "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": name},
-            "spec": {"target": {"stageRun": "demo-1"}, "requestedBy": who}
-        }))
-        .unwrap()
-    };
+    // The policy keeps requestedBy truthful for everyone but the sidecar's account.
     let as_operator: Api<CancelRequest> =
         Api::namespaced(support::client(User::Operator).await, &work.name);
-    let message = support::eventually(
-        "the policy to refuse a false requestedBy",
-        Duration::from_secs(60),
-        || async {
-            match as_operator
-                .create(&PostParams::default(), &request("alice", "lie"))
-                .await
-            {
-                Err(kube::Error::Api(s)) if s.message.contains("spec.requestedBy") => Ok(s.message),
-                Err(e) => Err(e.to_string()),
-                Ok(_) => {
-                    let _ = as_operator.delete("lie", &Default::default()).await;
-                    Err("accepted".into())
-                }
-            }
-        },
-    )
-    .await;
+    let message = refused_as_spoof(&as_operator, "lie").await;
     assert!(
         message.contains("must be your own username, operator, not alice"),
         "{message}"
     );
     as_operator
-        .create(&PostParams::default(), &request("operator", "truthful"))
+        .create(
+            &PostParams::default(),
+            &cancel_request("operator", "truthful"),
+        )
         .await
         .expect("own name is accepted");
-    let as_sa: Api<CancelRequest> = Api::namespaced(sa_client, &work.name);
-    as_sa
-        .create(&PostParams::default(), &request("alice", "on-behalf"))
+    Api::<CancelRequest>::namespaced(as_sidecar, &work.name)
+        .create(
+            &PostParams::default(),
+            &cancel_request("alice", "on-behalf"),
+        )
         .await
         .expect("the sidecar may name its caller");
+    // The controller's account is not exempt (give it the right to create, to
+    // see that the policy, not RBAC, refuses it).
+    world::grant(
+        &work,
+        "controller-creates",
+        json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests"], "verbs": ["create"]}),
+        &[&format!("system:serviceaccount:{name}:{controller_sa}")],
+    )
+    .await;
+    let as_controller_requests: Api<CancelRequest> = Api::namespaced(as_controller, &work.name);
+    let message = refused_as_spoof(&as_controller_requests, "controller-lie").await;
+    assert!(message.contains("not alice"), "{message}");
+    drop(uninstall);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_watched_namespace_the_controller_works_cluster_wide_and_the_sidecar_still_deletes_nothing()
+ {
+    let release = TestNamespace::new("chart-wide").await;
+    let anywhere = TestNamespace::new("chart-anywhere").await;
+    support::install_crds(&release.client).await;
+    let name = release.name.clone();
+    let uninstall = helm_install(
+        &name,
+        &[format!(
+            "requestedByPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}",
+            anywhere.name
+        )],
+    );
+    let admin = release.client.clone();
+    let fullname = format!("{name}-cancel-operator");
+    let as_controller =
+        client_as_service_account(&admin, &name, &format!("{fullname}-controller")).await;
+    let as_sidecar = client_as_service_account(&admin, &name, &format!("{fullname}-sidecar")).await;
+    assert_eq!(
+        rights(&as_controller, &anywhere.name).await,
+        set(CONTROLLER_RIGHTS)
+    );
+    assert_eq!(
+        rights(&as_sidecar, &anywhere.name).await,
+        union(SIDECAR_REVIEWS, SIDECAR_SERVING)
+    );
+    // Nowhere may the network-facing process delete anything.
+    for (verb, group, resource) in [
+        ("delete", "", "pods"),
+        ("delete", "batch", "jobs"),
+        ("deletecollection", "", "pods"),
+        ("create", "batch", "jobs"),
+        ("patch", "cancel.dev", "stageruns/status"),
+    ] {
+        for ns in [anywhere.name.as_str(), name.as_str(), ""] {
+            assert!(
+                !allowed(
+                    &admin,
+                    &format!("system:serviceaccount:{name}:{fullname}-sidecar"),
+                    verb,
+                    group,
+                    resource,
+                    ns
+                )
+                .await,
+                "the sidecar may {verb} {resource} in {ns:?}"
+            );
+        }
+    }
     drop(uninstall);
 }
 

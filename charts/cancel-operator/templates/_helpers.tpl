@@ -6,8 +6,13 @@
 {{- end -}}
 {{- end -}}
 
-{{- define "cancel-operator.serviceAccountName" -}}
-{{- default (include "cancel-operator.fullname" .) .Values.serviceAccount.name -}}
+{{/* Each process has its own ServiceAccount, so that each holds only its own rights. */}}
+{{- define "cancel-operator.controllerServiceAccountName" -}}
+{{- default (printf "%s-controller" (include "cancel-operator.fullname" .)) .Values.controller.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "cancel-operator.sidecarServiceAccountName" -}}
+{{- default (printf "%s-sidecar" (include "cancel-operator.fullname" .)) .Values.sidecar.serviceAccount.name -}}
 {{- end -}}
 
 {{- define "cancel-operator.selectorLabels" -}}
@@ -26,6 +31,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
 
+{{- define "cancel-operator.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
 {{- define "cancel-operator.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
@@ -34,4 +48,28 @@ capabilities:
   drop: [ALL]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/* Scheduling values shared by every pod of the chart. */}}
+{{- define "cancel-operator.scheduling" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "cancel-operator.sidecarReplicas" -}}
+{{- if kindIs "invalid" .Values.sidecar.replicaCount -}}
+{{- .Values.replicaCount -}}
+{{- else -}}
+{{- .Values.sidecar.replicaCount -}}
+{{- end -}}
 {{- end -}}
