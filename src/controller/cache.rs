@@ -422,7 +422,8 @@ pub fn caches(client: &kube::Client, namespace: Option<&str>) -> (Caches, AllFee
 
 impl Caches {
     /// Completes once every cache holds its first list: before that, an
-    /// empty pod cache would read as "no pod left".
+    /// empty pod cache would read as "no pod left". Await it from one task
+    /// only: a store's readiness wakes a single waiter.
     pub async fn ready(&self) {
         futures::join!(
             self.runs.ready(),

@@ -348,6 +348,13 @@ async fn run_controllers(
     routers.spawn(route_children(feeds.jobs, ctx.clone(), run_tx.clone()));
     routers.spawn(route_children(feeds.pods, ctx.clone(), run_tx));
 
+    // No reconcile before every cache holds its first list: an empty pod
+    // cache would read as "no pod left". Awaited here, once, by one task:
+    // a store's readiness wakes a single waiter.
+    tokio::select! {
+        _ = caches.ready() => {}
+        _ = stop.clone() => return,
+    }
     let settings = controller::Config::default().concurrency(concurrency);
     let request_controller = Controller::for_stream(
         futures::stream::pending::<Result<CancelRequest, watcher::Error>>(),

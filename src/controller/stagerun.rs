@@ -26,9 +26,6 @@ use crate::crd::{
 use crate::{Error, Result, labels};
 
 pub async fn reconcile(obj: Arc<StageRun>, ctx: Arc<Context>) -> Result<Action> {
-    // Before every cache holds its first list, an empty one would read as
-    // "no pod left"; after that this returns at once.
-    ctx.caches.ready().await;
     let start = std::time::Instant::now();
     let result = reconcile_timed(&obj, &ctx).await;
     ctx.metrics
