@@ -147,7 +147,29 @@ enum BodyError {
     Broken,
 }
 
-/// Reads at most BODY_LIMIT bytes; refuses more without reading it all.
+/// A refused body up to this size is read and discarded before the 413 is
+/// sent, so that a client still sending sees the answer instead of a reset
+/// connection; a larger one is cut off.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// Reads and discards the rest of a refused body, bounded in size and time.
+async fn drain<S, B>(body: &mut S, mut seen: usize)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.remaining();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads at most BODY_LIMIT bytes; refuses more, reading a bounded rest.
 async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, BodyError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
@@ -157,14 +179,18 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+    let mut body = body;
+    if let Some(n) = declared.filter(|n| *n > BODY_LIMIT as u64) {
+        if n <= DRAIN_LIMIT as u64 {
+            drain(&mut body, 0).await;
+        }
         return Err(BodyError::TooLarge);
     }
-    let mut body = body;
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|_| BodyError::Broken)?;
         if buf.len() + chunk.remaining() > BODY_LIMIT {
+            drain(&mut body, buf.len() + chunk.remaining()).await;
             return Err(BodyError::TooLarge);
         }
         while chunk.has_remaining() {
