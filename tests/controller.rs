@@ -174,6 +174,36 @@ async fn assert_cancelled(s: &Setup, sr: &StageRun, failure_reason: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_whose_names_meet_each_run_their_own_job() {
+    // `app-1-deploy` + `smoke-test` and `app-1-deploy-smoke` + `test` once
+    // mapped to one Job name; each run must get, and own, its own Job.
+    let s = setup("ctl-collide").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let quick = json!({"sim.cancel.dev/run-for": "1s"});
+    for (run, job) in [
+        ("app-1-deploy", "smoke-test"),
+        ("app-1-deploy-smoke", "test"),
+    ] {
+        runs.create(
+            &PostParams::default(),
+            &stagerun(run, &[(job, quick.clone())], json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    let mut names = Vec::new();
+    for run in ["app-1-deploy", "app-1-deploy-smoke"] {
+        let sr = wait_phase(&runs, run, StagePhase::Succeeded).await;
+        let status = sr.status.clone().unwrap();
+        assert_eq!(status.result, Some(RunResult::Passed), "{run}");
+        let jobs = jobs_of(&s.ns.client, &s.ns.name, &sr).await;
+        assert_eq!(jobs.len(), 1, "{run} owns its Job");
+        names.push(jobs[0].name_any());
+    }
+    assert_ne!(names[0], names[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_runs_its_jobs_to_success() {
     let s = setup("ctl-success").await;
     let runs: Api<StageRun> = s.ns.api();
