@@ -137,11 +137,6 @@ impl Context {
         lock(&self.written).remove(&key);
     }
 
-    /// How many objects have backoff or write state kept.
-    pub fn tracked(&self) -> usize {
-        lock(&self.failures).len() + lock(&self.written).len()
-    }
-
     fn api<K>(&self, namespace: &str) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -397,6 +392,17 @@ async fn send<K: Resource>(tx: &mut Trigger<K>, obj: ObjectRef<K>) -> bool {
     futures::SinkExt::send(tx, obj).await.is_ok()
 }
 
+/// Sends every reference collected during a (re)list; false once the
+/// controller has stopped listening.
+async fn send_all<K: Resource>(tx: &mut Trigger<K>, objs: &mut Vec<ObjectRef<K>>) -> bool {
+    for obj in objs.drain(..) {
+        if !send(tx, obj).await {
+            return false;
+        }
+    }
+    true
+}
+
 /// A StageRun's change concerns itself (unless finished) and the requests
 /// following it.
 async fn route_runs(
@@ -419,10 +425,8 @@ async fn route_runs(
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
-                for r in initial.drain(..) {
-                    if !send(&mut runs, r).await {
-                        return;
-                    }
+                if !send_all(&mut runs, &mut initial).await {
+                    return;
                 }
                 continue;
             }
@@ -469,10 +473,8 @@ async fn route_requests(
             // Finished requests too: their TTL timers start here.
             Ok(watcher::Event::InitApply(req)) => initial.push(ObjectRef::from_obj(&req)),
             Ok(watcher::Event::InitDone) => {
-                for r in initial.drain(..) {
-                    if !send(&mut requests, r).await {
-                        return;
-                    }
+                if !send_all(&mut requests, &mut initial).await {
+                    return;
                 }
             }
             Ok(watcher::Event::Apply(req)) => {
