@@ -826,3 +826,284 @@ async fn finished_requests_are_deleted_after_their_ttl() {
     let sr = runs.get("foo-1-dev").await.unwrap();
     assert_eq!(sr.status.unwrap().result, Some(RunResult::Cancelled));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_deleted_directly_with_the_requests_grace_then_forced() {
+    let s = setup("ctl-direct").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    // The stage's grace period (the pods' terminationGracePeriodSeconds) is a
+    // minute; the request shortens it to 3s. The garbage collector would delete
+    // the pods with their own minute, so a 3s deletion is the controller's own,
+    // and the pods, whose node no longer answers, stay Terminating until forced.
+    let stuck = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/unresponsive": "true"});
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-1-dev",
+            &[("UnitTest", stuck.clone()), ("Lint", stuck)],
+            json!({"cancelGracePeriodSeconds": 60}),
+        ),
+    )
+    .await
+    .unwrap();
+    let sr = support::wait_jobs_building(&runs, "foo-1-dev", T).await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "stop",
+                json!({"stageRun": "foo-1-dev"}),
+                json!({"gracePeriodSeconds": 3}),
+            ),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = s.ns.api();
+    let terminating = wait_list(
+        &pods,
+        &selector(&sr),
+        "both pods deleted with the request's grace period",
+        T,
+        |items| {
+            items.len() == 2
+                && items
+                    .iter()
+                    .all(|p| p.metadata.deletion_grace_period_seconds == Some(3))
+        },
+    )
+    .await;
+    // Deleted gracefully first: not forced before grace + margin.
+    let accepted = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling)
+        .await
+        .status
+        .unwrap()
+        .cancel
+        .unwrap()
+        .accepted_at
+        .0;
+    for p in &terminating {
+        assert!(p.metadata.deletion_timestamp.is_some());
+    }
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    let status = sr.status.as_ref().unwrap();
+    let forced = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PodsForceDeleted")
+        .expect("forced after grace + margin");
+    let waited = forced
+        .last_transition_time
+        .0
+        .duration_since(accepted)
+        .as_secs_f64();
+    // Grace (3s) and margin (1s) honoured; the stage's minute was not waited for.
+    assert!((4.0..60.0).contains(&waited), "forced after {waited}s");
+    assert_eq!(status.cancel.as_ref().unwrap().grace_period_seconds, 3);
+    // One forced deletion, recorded once.
+    let forced = events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "ForceDeleted").await;
+    assert_eq!(forced.len(), 1);
+    assert!(forced[0].series.is_none(), "{:?}", forced[0].series);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_api_refuses_fails_the_stage_once_and_is_never_retried() {
+    let s = setup("ctl-refused").await;
+    let runs: Api<StageRun> = s.ns.api();
+    // A container name the Job API refuses (not a DNS label).
+    let sr: StageRun = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": "foo-1-dev"},
+        "spec": {"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV",
+                 "jobs": [{"name": "UnitTest", "template": {
+                     "spec": {"containers": [{"name": "Not_A_Label", "image": "busybox"}]}}}]}
+    }))
+    .unwrap();
+    runs.create(&PostParams::default(), &sr).await.unwrap();
+    let failed = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    let status = failed.status.as_ref().unwrap();
+    assert_eq!(status.result, Some(RunResult::Failed));
+    let reason = status.failure_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("job UnitTest could not be created:"),
+        "{reason}"
+    );
+    assert_eq!(status.jobs[0].state, JobState::Completed);
+    assert_eq!(status.jobs[0].result, RunResult::Failed);
+    // Touch the final StageRun: the pass this causes must not try again.
+    runs.patch(
+        "foo-1-dev",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    // A second StageRun created after the touch and run to its end: by then
+    // the touched one has been looked at again.
+    runs.create(
+        &PostParams::default(),
+        &stagerun(
+            "foo-2-dev",
+            &[("UnitTest", json!({"sim.cancel.dev/run-for": "1s"}))],
+            json!({"pipelineCounter": 2}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_phase(&runs, "foo-2-dev", StagePhase::Succeeded).await;
+    let events = events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "InvalidJob").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].series.is_none(),
+        "refused more than once: {:?}",
+        events[0].series
+    );
+    assert!(jobs_of(&s.ns.client, &s.ns.name, &failed).await.is_empty());
+    let again = runs.get("foo-1-dev").await.unwrap();
+    assert_eq!(
+        again.status, failed.status,
+        "a final StageRun does not change"
+    );
+}
+
+/// Finished StageRuns of the same pipeline and stage, as the controller would
+/// have left them, written through the status subresource.
+async fn finished_history(runs: &Api<StageRun>, count: usize, labels: Value) {
+    use futures::{StreamExt, TryStreamExt};
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let labels = labels.clone();
+            let now = now.clone();
+            async move {
+                let name = format!("foo-h{i}-dev");
+                let sr = stagerun(
+                    &name,
+                    &[("UnitTest", json!({}))],
+                    json!({"pipelineCounter": 1000 + i, "labels": labels}),
+                );
+                runs.create(&PostParams::default(), &sr).await?;
+                let (phase, result) = if i % 3 == 0 {
+                    ("Failed", "Cancelled")
+                } else {
+                    ("Succeeded", "Passed")
+                };
+                let status = json!({"status": {
+                    "id": 9_000_000 + i, "phase": phase, "result": result,
+                    "startTime": now, "completionTime": now,
+                    "jobs": [{"name": "UnitTest", "id": 9_500_000 + i, "state": "Completed",
+                              "result": if result == "Passed" { "Passed" } else { "Cancelled" },
+                              "scheduledAt": now, "completionTime": now}]
+                }});
+                runs.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("history");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_with_a_long_history_gives_the_same_decisions() {
+    // The history is written before the controller starts, so that it meets
+    // it all in its first lists, as after an upgrade.
+    let ns = TestNamespace::new("ctl-history").await;
+    support::install_crds(&ns.client).await;
+    let runs: Api<StageRun> = ns.api();
+    let requests: Api<CancelRequest> = ns.api();
+    finished_history(&runs, 300, json!({"team": "web"})).await;
+    for k in 0..30 {
+        let done = cancel_request(
+            &format!("old-{k}"),
+            json!({"stageRun": format!("foo-h{}-dev", k * 3)}),
+            json!({}),
+        );
+        requests
+            .create(&PostParams::default(), &done)
+            .await
+            .unwrap();
+    }
+    let handle = world::spawn_controller(ns.client.clone(), &ns.name);
+    let s = Setup {
+        ns,
+        _controller: world::AbortOnDrop(vec![handle.abort_handle()]),
+    };
+    // The old requests meet only finished runs: each completes, changing nothing.
+    for k in 0..30 {
+        let r = wait_request_done(&requests, &format!("old-{k}")).await;
+        let status = r.status.unwrap();
+        assert_eq!(status.cancelled, Some(0), "old-{k}");
+        assert_eq!(status.targets.len(), 1, "old-{k}");
+        assert_eq!(status.targets[0].outcome, TargetOutcome::AlreadyFinished);
+    }
+    // Two running instances among the history of the same pipeline and stage.
+    let long = json!({"sim.cancel.dev/run-for": "1h"});
+    for (name, counter) in [("foo-1-dev", 1), ("foo-2-dev", 2)] {
+        runs.create(
+            &PostParams::default(),
+            &stagerun(
+                name,
+                &[("UnitTest", long.clone())],
+                json!({"pipelineCounter": counter, "labels": {"team": "web"}}),
+            ),
+        )
+        .await
+        .unwrap();
+        support::wait_jobs_building(&runs, name, T).await;
+    }
+    // By stage and by selector, the requests match the two active runs only.
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "by-stage",
+                json!({"stage": {"pipeline": "foo", "stage": "DEV"}}),
+                json!({}),
+            ),
+        )
+        .await
+        .unwrap();
+    let by_stage = wait_request_done(&requests, "by-stage").await;
+    let status = by_stage.status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Completed));
+    let mut matched: Vec<&str> = status.targets.iter().map(|t| t.name.as_str()).collect();
+    matched.sort();
+    assert_eq!(matched, ["foo-1-dev", "foo-2-dev"]);
+    assert_eq!(status.cancelled, Some(2));
+    for name in ["foo-1-dev", "foo-2-dev"] {
+        let sr = wait_phase(&runs, name, StagePhase::Failed).await;
+        assert_cancelled(&s, &sr, "task was cancelled").await;
+    }
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "by-label",
+                json!({"selector": {"matchLabels": {"team": "web"}}}),
+                json!({}),
+            ),
+        )
+        .await
+        .unwrap();
+    let by_label = wait_request_done(&requests, "by-label")
+        .await
+        .status
+        .unwrap();
+    // Nothing active is left to match.
+    assert_eq!(by_label.phase, Some(RequestPhase::Rejected), "{by_label:?}");
+    // The history kept every result.
+    let all = runs.list(&ListParams::default()).await.unwrap();
+    let untouched = all
+        .items
+        .iter()
+        .filter(|r| r.name_any().starts_with("foo-h"))
+        .filter(|r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.cancel.is_none() && s.id.is_some_and(|id| id >= 9_000_000))
+        })
+        .count();
+    assert_eq!(untouched, 300);
+}

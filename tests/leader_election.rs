@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{TestNamespace, wait_for, world};
 
@@ -134,6 +135,104 @@ async fn the_standby_takes_over_when_the_leader_dies() {
             .contains(r#"cancel_operator_cancel_duration_seconds_count{reason="CancelRequest"} 1"#),
         "{scraped}"
     );
+    second.kill().ok();
+    second.wait().ok();
+}
+
+/// Polls `child` until it exits.
+async fn exit_status(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    support::eventually(what, T, || {
+        let status = child.try_wait();
+        async move {
+            match status {
+                Ok(Some(s)) => Ok(s),
+                Ok(None) => Err("still running".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_stops_fails_health_and_exits_non_zero() {
+    let ns = TestNamespace::new("lease-lost").await;
+    support::install_crds(&ns.client).await;
+    let leases: Api<Lease> = ns.api();
+    let metrics = free_address();
+    let mut leader = controller(&ns.name, "ctl-a", &metrics);
+    wait_for(&leases, LEASE, "ctl-a to lead", T, |l| {
+        holder(l) == Some("ctl-a")
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let healthz = format!("http://{metrics}/healthz");
+    support::eventually("the leader's health check", T, || async {
+        let r = http.get(&healthz).send().await.map_err(|e| e.to_string())?;
+        (r.status() == 200)
+            .then_some(())
+            .ok_or(r.status().to_string())
+    })
+    .await;
+    // Another holder takes the Lease over, for an hour.
+    let now = serde_json::to_value(MicroTime(k8s_openapi::jiff::Timestamp::now())).unwrap();
+    leases
+        .patch(
+            LEASE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "holderIdentity": "intruder", "leaseDurationSeconds": 3600,
+                "acquireTime": now, "renewTime": now
+            }})),
+        )
+        .await
+        .unwrap();
+    // Its health fails (or it is gone), and it exits with an error.
+    support::eventually("the former leader's health check to fail", T, || async {
+        match http.get(&healthz).send().await {
+            Ok(r) if r.status() == 200 => Err("still healthy".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let status = exit_status(&mut leader, "the former leader to exit").await;
+    assert!(!status.success(), "{status:?}");
+    // It released nothing that was not its own.
+    let lease = leases.get(LEASE).await.unwrap();
+    assert_eq!(holder(&lease), Some("intruder"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_stops_cleanly_hands_over_before_its_term_ends() {
+    let ns = TestNamespace::new("lease-release").await;
+    support::install_crds(&ns.client).await;
+    let leases: Api<Lease> = ns.api();
+    // A term far longer than the test's deadline: only a release lets the
+    // standby in within it.
+    let long = |identity: &str| {
+        world::controller_process(
+            &ns.name,
+            &["--leader-elect", "--lease-duration-seconds", "300"],
+            &[("POD_NAME", identity)],
+        )
+    };
+    let mut first = long("ctl-a");
+    wait_for(&leases, LEASE, "ctl-a to lead", T, |l| {
+        holder(l) == Some("ctl-a")
+    })
+    .await;
+    let mut second = long("ctl-b");
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    let status = exit_status(&mut first, "the leader to stop").await;
+    assert!(status.success(), "a clean stop exits 0: {status:?}");
+    wait_for(&leases, LEASE, "ctl-b to take over", T, |l| {
+        holder(l) == Some("ctl-b")
+    })
+    .await;
     second.kill().ok();
     second.wait().ok();
 }
