@@ -8,6 +8,7 @@ pub mod request;
 pub mod shutdown;
 pub mod sidecar;
 pub mod telemetry;
+pub mod watch;
 
 /// Errors of the controller and the sidecar.
 #[derive(Debug, thiserror::Error)]

@@ -190,7 +190,7 @@ where
         writer,
         watcher::watcher(api, config)
             .modify(trim)
-            .backoff(watch_backoff()),
+            .backoff(crate::watch::backoff()),
     )
     .map(move |event| {
         if let Ok(event) = &event {
@@ -199,18 +199,6 @@ where
         event
     });
     (cache, stream)
-}
-
-/// Watches retry quickly: a watch down after an API server restart is the
-/// controller not seeing new work (kube-runtime's default climbs to 30 s).
-pub fn watch_backoff() -> watcher::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(250))
-        .with_max_delay(std::time::Duration::from_secs(5))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .into()
 }
 
 // ------------------------------------------------------------- index keys --

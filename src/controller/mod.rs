@@ -292,7 +292,7 @@ async fn watch_releases(api: Api<Lease>, name: String, released: Arc<tokio::sync
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut leases = std::pin::pin!(
         watcher::watcher(api, config)
-            .backoff(cache::watch_backoff())
+            .backoff(crate::watch::backoff())
             .applied_objects()
     );
     while let Some(lease) = leases.next().await {

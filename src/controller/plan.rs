@@ -628,11 +628,9 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
             COND_SUCCEEDED,
             "Unknown",
             "Canceling",
-            format!(
-                "stopping {} pod(s) and {} Job(s)",
-                obs.pods.len(),
-                obs.jobs.len()
-            ),
+            // No counts: a message that changed with every pod gone would
+            // cost a status write per pod.
+            "stopping the run's Jobs and pods".to_string(),
             generation,
             now,
         );

@@ -84,9 +84,13 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
     let mut jobs = observe_jobs(ctx, &uid);
     let mut pods = observe_pods(ctx, &uid);
     // A Job the status names but the cache lacks may just not have reached
-    // the cache yet: only a fresh read can say it is gone.
+    // the cache yet: only a fresh read can say it is gone. Not once a cancel
+    // is accepted: no Job is created then, and "none left" is confirmed by
+    // one list before the run is reported cancelled (a read per pass here
+    // would be most of a bulk cancel's requests).
     for js in &status.jobs {
-        if let Some(name) = &js.job_name
+        if status.cancel.is_none()
+            && let Some(name) = &js.job_name
             && js.state != JobState::Completed
             && !jobs.iter().any(|j| &j.resource_name == name)
             && let Some(job) = ctx.api::<Job>(&ns).get_opt(name).await?

@@ -179,7 +179,7 @@ impl StageRunCache {
             _ => Api::all(client),
         };
         let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
+            .backoff(crate::watch::backoff())
             .boxed();
         let mut pending = None;
         while let Some(event) = stream.next().await {

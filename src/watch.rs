@@ -1,0 +1,16 @@
+//! How every watch of the process retries.
+
+use kube::runtime::watcher;
+
+/// Watches retry quickly: a watch down after an API server restart is the
+/// controller not seeing new work, or the REST API answering from a stale
+/// cache (kube-runtime's default backoff climbs to 30 s).
+pub fn backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(250))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
