@@ -1135,9 +1135,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     b.check_processes()?;
     b.stop_controller().await;
-    if let Some(s) = b.sidecar.take() {
-        s.stop().await;
-    }
+    let sidecar_peak_kib = match b.sidecar.take() {
+        Some(s) => s.stop().await,
+        None => 0,
+    };
     let total = began.elapsed();
 
     // The report.
@@ -1228,7 +1229,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     r.heading("Controller memory and start");
-    r.para(&format!("Peak RSS of the controller processes over the whole run (VmHWM, `/proc/PID/status`): **{}**. At start: seconds until `/healthz` answers, and until a StageRun created before the start is `Running` (the controller has caught up with what it found), with RSS and its high-water mark at that moment. History written in {:.1} s.", mib(b.peak_kib), history_took.as_secs_f64()));
+    r.para(&format!("Peak RSS of the controller processes over the whole run (VmHWM, `/proc/PID/status`): **{}**. At start: seconds until `/healthz` answers, and until a StageRun created before the start is `Running` (the controller has caught up with what it found), with RSS and its high-water mark at that moment. History written in {:.1} s. The REST sidecar's peak RSS over the whole run, its watch cache holding every StageRun: **{}**.", mib(b.peak_kib), history_took.as_secs_f64(), mib(sidecar_peak_kib)));
     r.table(
         &["start", "/healthz", "ready", "RSS", "VmHWM"],
         &[

@@ -20,8 +20,19 @@ struct Index {
     by_pipeline: HashMap<String, BTreeSet<String>>,
 }
 
+/// Drops what no endpoint reads before a run is kept: managedFields and
+/// kubectl's copy of the last applied object are most of a run's size.
+fn trim(mut run: StageRun) -> StageRun {
+    run.metadata.managed_fields = None;
+    if let Some(a) = run.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    run
+}
+
 impl Index {
     fn insert(&mut self, run: StageRun) {
+        let run = trim(run);
         let Some(uid) = run.uid() else { return };
         self.remove(&uid);
         let spec = &run.spec;
@@ -204,6 +215,30 @@ mod tests {
                      "jobs": [{"name": "j", "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn kept_runs_lose_what_no_endpoint_reads() {
+        let mut sr = run("foo-1-dev", "a", "foo", 1, "DEV");
+        sr.metadata.managed_fields = Some(vec![Default::default()]);
+        sr.metadata.annotations = Some(
+            [
+                ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+                ("team", "web"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let cache = StageRunCache::new(vec!["a".into()]);
+        let mut pending = None;
+        cache.apply(watcher::Event::Init, &mut pending);
+        cache.apply(watcher::Event::InitApply(sr), &mut pending);
+        cache.apply(watcher::Event::InitDone, &mut pending);
+        let kept = cache.by_uid("uid-a-foo-1-dev").unwrap();
+        assert!(kept.metadata.managed_fields.is_none());
+        let annotations = kept.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
     }
 
     #[test]
