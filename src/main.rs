@@ -115,8 +115,8 @@ struct SidecarArgs {
     aksk_max_skew_seconds: u64,
 
     /// Signatures remembered (within the skew window) to refuse replayed
-    /// signed requests; when that many are live, further signed requests are
-    /// refused until some expire. About 100 bytes each.
+    /// signed writes (reads are exempt); when that many are live, further
+    /// signed writes are refused until some expire. About 100 bytes each.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     aksk_replay_capacity: u64,
 

@@ -2473,15 +2473,15 @@ async fn codearts_accepts_huawei_aksk_signatures() {
     let gocd = "/go/api/stages/anything/build/cancel";
     let r = s.signed(&Signing::now(), "POST", gocd, b"").await;
     r.expect(401);
-    // A replayed read is refused too.
+    // A read may repeat its signature (a client polling within one second
+    // sends the same one).
     let status = format!("/v3/jobs/{AKSK_JOB}/status");
     let h = s.sign(&Signing::now(), "GET", &status, "", b"");
-    s.send_signed("GET", &status, &h, b"")
-        .await
-        .json_eq(200, json!({"result": true}));
-    s.send_signed("GET", &status, &h, b"")
-        .await
-        .refused_because("already used");
+    for _ in 0..2 {
+        s.send_signed("GET", &status, &h, b"")
+            .await
+            .json_eq(200, json!({"result": true}));
+    }
     s.assert_no_cancel_request("after refused signed requests")
         .await;
 
