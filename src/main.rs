@@ -99,9 +99,26 @@ struct SidecarArgs {
     #[arg(long, value_enum, default_value = "kubernetes")]
     auth: AuthMode,
 
-    /// Users for HTTP Basic: YAML `users: [{name, passwordHash (bcrypt), username, groups}]`.
+    /// Users for HTTP Basic and Huawei AK/SK signing: YAML `users: [{name,
+    /// passwordHash (bcrypt), username, groups}]`, `accessKeys: [{accessKey,
+    /// secretKey, username, groups}]`. Re-read when its content changes.
     #[arg(long, env = "USERS_FILE")]
     users_file: Option<std::path::PathBuf>,
+
+    /// Seconds between checks of the users file for a new content.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    users_file_poll_seconds: u64,
+
+    /// Largest difference, in seconds, allowed between a signed request's
+    /// X-Sdk-Date and the server's clock (AK/SK signing).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    aksk_max_skew_seconds: u64,
+
+    /// Signatures remembered (within the skew window) to refuse replayed
+    /// signed writes (reads are exempt); when that many are live, further
+    /// signed writes are refused until some expire. About 100 bytes each.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    aksk_replay_capacity: u64,
 
     /// Public base URL for absolute links (default: from the Host header).
     #[arg(long, env = "EXTERNAL_URL")]
@@ -172,6 +189,11 @@ async fn main() -> anyhow::Result<()> {
                     users_file: args.users_file,
                     external_url: args.external_url,
                     auth_cache_ttl: Duration::from_secs(args.auth_cache_seconds),
+                    users_file_poll: Duration::from_secs(args.users_file_poll_seconds),
+                    signing: sidecar::auth::SigningConfig {
+                        max_skew: Duration::from_secs(args.aksk_max_skew_seconds),
+                        replay_capacity: args.aksk_replay_capacity as usize,
+                    },
                 },
             )
             .await

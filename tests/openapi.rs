@@ -66,6 +66,11 @@ fn documented_as(route: &Route) -> (&'static str, &'static str) {
         Route::CodeArts(r) => match r {
             CodeArtsRoute::Stop => ("post", "/v3/jobs/stop"),
             CodeArtsRoute::StopPath { .. } => ("post", "/v3/jobs/{job_id}/{build_no}/stop"),
+            CodeArtsRoute::Status { .. } => ("get", "/v3/jobs/{job_id}/status"),
+            CodeArtsRoute::History { .. } => ("get", "/v3/jobs/{job_id}/history"),
+            CodeArtsRoute::HistoryDetails { .. } => {
+                ("get", "/v3/jobs/{job_id}/{build_number}/history-details")
+            }
         },
         Route::Crafter(r) => match r {
             CrafterRoute::CancelV1 => (
@@ -166,6 +171,8 @@ enum Caller {
     Admin,
     Viewer,
     Operator,
+    /// A valid token without any rights.
+    Nobody,
 }
 
 #[derive(Clone)]
@@ -211,6 +218,7 @@ fn auth_header(caller: Caller) -> Option<String> {
         Caller::Admin => Some(basic("admin")),
         Caller::Viewer => Some(format!("Bearer {}", support::token(User::Viewer))),
         Caller::Operator => Some(format!("Bearer {}", support::token(User::Operator))),
+        Caller::Nobody => Some(format!("Bearer {}", support::token(User::Nobody))),
     }
 }
 
@@ -346,6 +354,7 @@ fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
 /// The documented path template a concrete path belongs to: `{x}` matches
 /// one segment; the template with the most literal segments wins.
 fn template_of<'d>(doc: &'d Value, path: &str) -> Option<&'d str> {
+    let path = path.split('?').next().unwrap_or(path);
     let segs: Vec<&str> = path.split('/').collect();
     doc["paths"]
         .as_object()
@@ -477,6 +486,7 @@ async fn the_openapi_document_matches_the_server() {
         ("offset", "0".to_string()),
         ("job_id", JOB.to_string()),
         ("build_no", "19".to_string()),
+        ("build_number", "19".to_string()),
         ("guid", uid["foo-1-dev"].clone()),
     ]);
 
@@ -488,6 +498,9 @@ async fn the_openapi_document_matches_the_server() {
         (Method::GET, "/go/api/stages/foo/DEV/history/0".into()),
         (Method::POST, "/v3/jobs/stop".into()),
         (Method::POST, format!("/v3/jobs/{JOB}/19/stop")),
+        (Method::GET, format!("/v3/jobs/{JOB}/status")),
+        (Method::GET, format!("/v3/jobs/{JOB}/history")),
+        (Method::GET, format!("/v3/jobs/{JOB}/19/history-details")),
         (
             Method::POST,
             "/api/1/services/api/1/publish/cancel-publish-requests.json".into(),
@@ -830,6 +843,51 @@ async fn the_openapi_document_matches_the_server() {
         (Main, "POST", stop_path.clone(), Operator, &[], &big, 413),
         (Main, "POST", stop_path.clone(), Operator, &[], &broken, 400),
         (Down, "POST", stop_path.clone(), Operator, &[], &none, 500),
+    ]);
+    let status = format!("/v3/jobs/{JOB}/status");
+    let history = format!("/v3/jobs/{JOB}/history");
+    let details = format!("/v3/jobs/{JOB}/19/history-details");
+    for read in [&status, &history, &details] {
+        let unknown = read.replace(JOB, "nope");
+        calls.extend([
+            (Main, "GET", read.clone(), Viewer, &[][..], &none, 200),
+            (Main, "GET", read.clone(), Viewer, &[], &broken, 400),
+            (Main, "GET", read.clone(), Anonymous, &[], &none, 401),
+            (Main, "GET", read.clone(), Nobody, &[], &none, 403),
+            (Main, "GET", unknown, Viewer, &[], &none, 404),
+            (Main, "POST", read.clone(), Viewer, &[], &none, 405),
+            (Main, "GET", read.clone(), Viewer, &[], &big, 413),
+            (Down, "GET", read.clone(), Operator, &[], &none, 500),
+        ]);
+    }
+    calls.extend([
+        (
+            Main,
+            "GET",
+            format!("{history}?offset=0&limit=101&interval=30"),
+            Viewer,
+            &[][..],
+            &none,
+            400,
+        ),
+        (
+            Main,
+            "GET",
+            format!("/v3/jobs/{JOB}/0/history-details"),
+            Viewer,
+            &[],
+            &none,
+            400,
+        ),
+        (
+            Main,
+            "GET",
+            format!("/v3/jobs/{JOB}/18/history-details"),
+            Viewer,
+            &[],
+            &none,
+            404,
+        ),
     ]);
     let crafter = "/api/1/services/api/1/publish/cancel-publish-requests.json".to_string();
     let crafter_bad = json_body(json!({"site_id": "foo", "package_ids": []}));

@@ -2237,3 +2237,506 @@ async fn health_readiness_metrics_and_openapi() {
         assert!(documented.contains(path), "{path} is not documented");
     }
 }
+
+// ---------------------------------------------------------------------------
+// CodeArts: Huawei AK/SK signing, the reads, and a users file that changes.
+
+/// What a signed request signs, and how.
+struct Signing<'a> {
+    access: &'a str,
+    secret: &'a str,
+    /// `X-Sdk-Date`.
+    date: String,
+    /// Header names signed (lowercase, sorted).
+    signed: &'a [&'a str],
+}
+
+impl Signing<'_> {
+    fn now() -> Self {
+        Signing {
+            access: world::ACCESS_KEY,
+            secret: world::SECRET_KEY,
+            date: sdk_date(k8s_openapi::jiff::Timestamp::now()),
+            signed: &["content-type", "host", "x-sdk-date"],
+        }
+    }
+}
+
+fn sdk_date(t: k8s_openapi::jiff::Timestamp) -> String {
+    t.strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+impl Sidecar {
+    /// The headers a Huawei SDK sends for `method path?query` with `body`:
+    /// Content-Type, X-Sdk-Date and the Authorization signature.
+    fn sign(
+        &self,
+        how: &Signing,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Vec<(String, String)> {
+        use cancel_operator::sidecar::aksk;
+        use warp::http::{HeaderMap, HeaderValue, Method};
+        let host = self.base.trim_start_matches("http://");
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("host", HeaderValue::from_str(host).unwrap());
+        headers.insert("x-sdk-date", HeaderValue::from_str(&how.date).unwrap());
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let req = aksk::SignedRequest {
+            method: &method,
+            path,
+            query,
+            headers: &headers,
+            body,
+        };
+        let signed: Vec<String> = how.signed.iter().map(|h| h.to_string()).collect();
+        let canonical = aksk::canonical_request(&req, &signed).unwrap();
+        let signature = aksk::hmac_sha256(
+            how.secret.as_bytes(),
+            aksk::string_to_sign(&how.date, &canonical).as_bytes(),
+        );
+        vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("X-Sdk-Date".into(), how.date.clone()),
+            (
+                "Authorization".into(),
+                format!(
+                    "SDK-HMAC-SHA256 Access={}, SignedHeaders={}, Signature={}",
+                    how.access,
+                    signed.join(";"),
+                    hex::encode(signature)
+                ),
+            ),
+        ]
+    }
+
+    /// Sends `headers` (from [`Sidecar::sign`]) with `body`.
+    async fn send_signed(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Reply {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let body = (!body.is_empty()).then(|| body.to_vec());
+        self.send(method, path_and_query, Caller::Anonymous, &h, body)
+            .await
+    }
+
+    /// Signs and sends in one go.
+    async fn signed(&self, how: &Signing<'_>, method: &str, path: &str, body: &[u8]) -> Reply {
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        let headers = self.sign(how, method, p, q, body);
+        self.send_signed(method, path, &headers, body).await
+    }
+}
+
+impl Reply {
+    /// Asserts a 401 CB.00060210 whose message contains `why`.
+    fn refused_because(&self, why: &str) {
+        self.codearts_error(401, "CB.00060210");
+        let msg = self.json()["error_msg"].as_str().unwrap().to_string();
+        assert!(msg.contains(why), "{}: {msg}", self.what);
+        assert!(!msg.contains(world::SECRET_KEY), "{}: {msg}", self.what);
+    }
+}
+
+const AKSK_JOB: &str = "aksk0000000000000000000000000001";
+
+#[tokio::test]
+async fn codearts_accepts_huawei_aksk_signatures() {
+    let s = setup("sc-aksk").await;
+    s.create(stagerun(
+        "aksk-1",
+        (AKSK_JOB, 1, "build"),
+        "compile",
+        running(),
+        json!({}),
+    ))
+    .await;
+    let b1 = s.wait_phase("aksk-1", StagePhase::Running).await;
+    s.wait_cached(&b1, "RUNNING").await;
+
+    let stop = "/v3/jobs/stop";
+    let body = json!({"job_id": AKSK_JOB, "build_no": "1"}).to_string();
+    let body = body.as_bytes();
+
+    // Every refusal: 401 in CodeArts format, saying why, writing nothing.
+    let bad_sig = {
+        let mut h = s.sign(&Signing::now(), "POST", stop, "", body);
+        let auth = &mut h[2].1;
+        let last = auth.pop().unwrap();
+        auth.push(if last == '0' { '1' } else { '0' });
+        h
+    };
+    s.send_signed("POST", stop, &bad_sig, body)
+        .await
+        .refused_because("signature does not match");
+    let wrong_secret = Signing {
+        secret: "not-the-secret-key-of-this-access-key",
+        ..Signing::now()
+    };
+    s.signed(&wrong_secret, "POST", stop, body)
+        .await
+        .refused_because("signature does not match");
+    let unknown = Signing {
+        access: "NOSUCHACCESSKEY",
+        ..Signing::now()
+    };
+    s.signed(&unknown, "POST", stop, body)
+        .await
+        .refused_because("unknown access key NOSUCHACCESSKEY");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for skewed in [
+        now - k8s_openapi::jiff::SignedDuration::from_secs(16 * 60),
+        now + k8s_openapi::jiff::SignedDuration::from_secs(16 * 60),
+    ] {
+        let old = Signing {
+            date: sdk_date(skewed),
+            ..Signing::now()
+        };
+        s.signed(&old, "POST", stop, body)
+            .await
+            .refused_because("at most 900s are allowed");
+    }
+    let malformed_date = Signing {
+        date: "2026-01-02T03:04:05Z".into(),
+        ..Signing::now()
+    };
+    s.signed(&malformed_date, "POST", stop, body)
+        .await
+        .refused_because("YYYYMMDDTHHMMSSZ");
+    let no_host = Signing {
+        signed: &["content-type", "x-sdk-date"],
+        ..Signing::now()
+    };
+    s.signed(&no_host, "POST", stop, body)
+        .await
+        .refused_because("SignedHeaders must include host");
+    let no_date = Signing {
+        signed: &["content-type", "host"],
+        ..Signing::now()
+    };
+    s.signed(&no_date, "POST", stop, body)
+        .await
+        .refused_because("SignedHeaders must include x-sdk-date");
+    // Tampered body: build 1 signed, build 2 sent.
+    let h = s.sign(&Signing::now(), "POST", stop, "", body);
+    let other = json!({"job_id": AKSK_JOB, "build_no": "2"}).to_string();
+    s.send_signed("POST", stop, &h, other.as_bytes())
+        .await
+        .refused_because("signature does not match");
+    // Tampered path.
+    let h = s.sign(
+        &Signing::now(),
+        "POST",
+        &format!("/v3/jobs/{AKSK_JOB}/2/stop"),
+        "",
+        b"",
+    );
+    s.send_signed("POST", &format!("/v3/jobs/{AKSK_JOB}/1/stop"), &h, b"")
+        .await
+        .refused_because("signature does not match");
+    // Tampered query.
+    let history = format!("/v3/jobs/{AKSK_JOB}/history");
+    let h = s.sign(&Signing::now(), "GET", &history, "limit=10", b"");
+    s.send_signed("GET", &format!("{history}?limit=100"), &h, b"")
+        .await
+        .refused_because("signature does not match");
+    // An unsigned payload.
+    let mut h = s.sign(&Signing::now(), "POST", stop, "", body);
+    h.push(("X-Sdk-Content-Sha256".into(), "UNSIGNED-PAYLOAD".into()));
+    s.send_signed("POST", stop, &h, body)
+        .await
+        .refused_because("unsigned payloads are not accepted");
+    // Another algorithm.
+    s.send(
+        "POST",
+        stop,
+        Caller::Anonymous,
+        &[(
+            "Authorization",
+            "SDK-HMAC-SM3 Access=A, SignedHeaders=host, Signature=00",
+        )],
+        Some(body.to_vec()),
+    )
+    .await
+    .refused_because("not supported");
+    // Signing is for the CodeArts routes only.
+    let gocd = "/go/api/stages/anything/build/cancel";
+    let r = s.signed(&Signing::now(), "POST", gocd, b"").await;
+    r.expect(401);
+    // A read may repeat its signature (a client polling within one second
+    // sends the same one).
+    let status = format!("/v3/jobs/{AKSK_JOB}/status");
+    let h = s.sign(&Signing::now(), "GET", &status, "", b"");
+    for _ in 0..2 {
+        s.send_signed("GET", &status, &h, b"")
+            .await
+            .json_eq(200, json!({"result": true}));
+    }
+    s.assert_no_cancel_request("after refused signed requests")
+        .await;
+
+    // A signed stop cancels the running build, as the access key's user.
+    let h = s.sign(&Signing::now(), "POST", stop, "", body);
+    s.send_signed("POST", stop, &h, body)
+        .await
+        .json_eq(200, json!({"result": true}));
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].spec.requested_by, "jez");
+    let done = s.wait_phase("aksk-1", StagePhase::Failed).await;
+    assert_eq!(result(&done), Some(RunResult::Cancelled));
+    // The same signed request again: refused, nothing more written.
+    s.send_signed("POST", stop, &h, body)
+        .await
+        .refused_because("already used");
+    assert_eq!(s.cancel_requests().await.len(), 1);
+
+    // X-Auth-Token beside an Authorization header of another scheme.
+    let token = support::token(User::Viewer);
+    for scheme in ["Digest username=\"x\"", "Negotiate abc", "SomethingElse"] {
+        s.send(
+            "GET",
+            &status,
+            Caller::Anonymous,
+            &[("Authorization", scheme), ("X-Auth-Token", &token)],
+            None,
+        )
+        .await
+        .expect(200);
+    }
+    s.send(
+        "GET",
+        &status,
+        Caller::Anonymous,
+        &[("Authorization", "Digest username=\"x\"")],
+        None,
+    )
+    .await
+    .codearts_error(401, "CB.00060210");
+}
+
+#[tokio::test]
+async fn codearts_reads_status_and_history() {
+    let s = setup("sc-ca-reads").await;
+    let job = "reads000000000000000000000000001";
+    for (name, counter, annotations) in [
+        ("reads-1", 1, passing()),
+        ("reads-2", 2, failing()),
+        ("reads-3", 3, running()),
+    ] {
+        s.create(stagerun(
+            name,
+            (job, counter, "build"),
+            "compile",
+            annotations,
+            json!({}),
+        ))
+        .await;
+    }
+    let r1 = s.wait_phase("reads-1", StagePhase::Succeeded).await;
+    let r2 = s.wait_phase("reads-2", StagePhase::Failed).await;
+    let r3 = s.wait_phase("reads-3", StagePhase::Running).await;
+    s.wait_cached(&r1, "SUCCEEDED").await;
+    s.wait_cached(&r2, "FAILED").await;
+    s.wait_cached(&r3, "RUNNING").await;
+    let viewer = Caller::XAuthToken(User::Viewer);
+
+    let status = format!("/v3/jobs/{job}/status");
+    s.get(&status, viewer)
+        .await
+        .json_eq(200, json!({"result": true}));
+    let signed = s.signed(&Signing::now(), "GET", &status, b"").await;
+    signed.json_eq(200, json!({"result": true}));
+
+    let history = format!("/v3/jobs/{job}/history?offset=0&limit=10&interval=30");
+    let v = s.get(&history, viewer).await.expect(200).json();
+    assert_eq!(v["total"], 3, "{v}");
+    let records = v["history_records"].as_array().unwrap();
+    let summary: Vec<(i64, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["build_number"].as_i64().unwrap(),
+                r["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [(3, "RUNNING"), (2, "FAILURE"), (1, "SUCCESS")],
+        "{v}"
+    );
+    assert_eq!(records[0]["end_time"], "", "{v}");
+    assert_eq!(records[0]["job_id"], job);
+    assert_eq!(records[2]["end_time"].as_str().unwrap().len(), 19, "{v}");
+    // Pages of `limit` builds.
+    let page = s
+        .get(&format!("/v3/jobs/{job}/history?offset=1&limit=2"), viewer)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["history_records"][0]["build_number"], 1, "{page}");
+    // The SDK's signed form, with its query.
+    s.signed(
+        &Signing::now(),
+        "GET",
+        &format!("/v3/jobs/{job}/history?offset=0&limit=1&interval=7"),
+        b"",
+    )
+    .await
+    .expect(200);
+
+    let details = s
+        .get(&format!("/v3/jobs/{job}/3/history-details"), viewer)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(details["job_name"], job);
+    assert_eq!(details["build_number"], 3);
+    assert_eq!(details["project_id"], s.ns.name.as_str());
+    assert_eq!(details["build_steps"][0]["name"], "build/compile");
+    assert_eq!(details["build_steps"][0]["status"], "running", "{details}");
+    let failed = s
+        .get(&format!("/v3/jobs/{job}/2/history-details"), viewer)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(failed["build_steps"][0]["status"], "error", "{failed}");
+
+    // Errors.
+    for bad in [
+        "offset=-1",
+        "limit=0",
+        "limit=101",
+        "interval=31",
+        "offset=x",
+    ] {
+        s.get(&format!("/v3/jobs/{job}/history?{bad}"), viewer)
+            .await
+            .codearts_error(400, "CB.00060203");
+    }
+    s.get(&format!("/v3/jobs/{job}/0/history-details"), viewer)
+        .await
+        .codearts_error(400, "CB.00060202");
+    s.get(&format!("/v3/jobs/{job}/9/history-details"), viewer)
+        .await
+        .codearts_error(404, "CB.00060221");
+    for path in [
+        "/v3/jobs/nope/status".to_string(),
+        "/v3/jobs/nope/history".to_string(),
+        "/v3/jobs/nope/1/history-details".to_string(),
+    ] {
+        s.get(&path, viewer)
+            .await
+            .codearts_error(404, "CB.00060220");
+    }
+    for path in [
+        status.clone(),
+        history.clone(),
+        format!("/v3/jobs/{job}/1/history-details"),
+    ] {
+        s.get(&path, Caller::XAuthToken(User::Nobody))
+            .await
+            .codearts_error(403, "CB.00060211");
+        s.get(&path, Caller::Anonymous)
+            .await
+            .codearts_error(401, "CB.00060210");
+    }
+
+    // Stop the running build; the reads follow.
+    s.post_json(
+        "/v3/jobs/stop",
+        Caller::XAuthToken(User::Operator),
+        &json!({"job_id": job, "build_no": "3"}),
+    )
+    .await
+    .json_eq(200, json!({"result": true}));
+    let r3 = s.wait_phase("reads-3", StagePhase::Failed).await;
+    s.wait_cached(&r3, "FAILED").await;
+    s.get(&status, viewer)
+        .await
+        .json_eq(200, json!({"result": false}));
+    let v = s.get(&history, viewer).await.expect(200).json();
+    assert_eq!(v["history_records"][0]["result"], "ABORTED", "{v}");
+    assert_eq!(
+        v["history_records"][0]["end_time"].as_str().unwrap().len(),
+        19,
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_users_file_takes_effect_without_restart() {
+    let s = setup("sc-users-reload").await;
+    let status = "/v3/jobs/nope/status";
+    // jez/badger logs in (404: authenticated, no such job).
+    s.get(status, Caller::Basic("jez"))
+        .await
+        .codearts_error(404, "CB.00060220");
+    // A new password for jez, and a new access key.
+    let hash = bcrypt::hash("new-password", 4).unwrap();
+    let rotated = format!(
+        "users:\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\naccessKeys:\n- accessKey: ROTATEDKEY\n  secretKey: rotated-secret-key-000000001\n  username: jez\n"
+    );
+    // Written aside and renamed in, as the kubelet swaps a Secret volume.
+    let tmp = s.users.path.with_file_name("users.yaml.tmp");
+    std::fs::write(&tmp, &rotated).unwrap();
+    std::fs::rename(&tmp, &s.users.path).unwrap();
+    let (http, url) = (s.http.clone(), s.url(status));
+    eventually("the new password to work", T, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .get(&url)
+                .basic_auth("jez", Some("new-password"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            (r.status() == 404)
+                .then_some(())
+                .ok_or(format!("{}", r.status()))
+        }
+    })
+    .await;
+    s.get(status, Caller::Basic("jez"))
+        .await
+        .codearts_error(401, "CB.00060210");
+    s.get(status, Caller::Basic("admin"))
+        .await
+        .codearts_error(401, "CB.00060210");
+    let rotated_key = Signing {
+        access: "ROTATEDKEY",
+        secret: "rotated-secret-key-000000001",
+        ..Signing::now()
+    };
+    s.signed(&rotated_key, "GET", status, b"")
+        .await
+        .codearts_error(404, "CB.00060220");
+    s.signed(&Signing::now(), "GET", status, b"")
+        .await
+        .refused_because("unknown access key");
+
+    // A broken file is ignored: the users loaded before stay.
+    std::fs::write(&tmp, "users: [{name: jez, passwordHash: not-bcrypt}]\n").unwrap();
+    std::fs::rename(&tmp, &s.users.path).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = s
+        .http
+        .get(s.url(status))
+        .basic_auth("jez", Some("new-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -121,7 +121,7 @@ impl ApiErrors for Errors {
 
 fn refused(f: &Failure) -> Response {
     match f {
-        Failure::Unauthenticated => not_authenticated(),
+        Failure::Unauthenticated | Failure::Rejected(_) => not_authenticated(),
         Failure::Unavailable(why) => Errors.unavailable(why),
         Failure::Forbidden => not_authorized(),
         Failure::Hidden => task_not_found(),

@@ -1,23 +1,31 @@
-//! Huawei Cloud CodeArts Build: stop a build.
+//! Huawei Cloud CodeArts Build: stop a build, and the reads a caller of
+//! stop needs (is the task running, its build history, one build's steps).
 //! A build task (`job_id`) is a pipeline; a build number (`build_no`) is its
 //! pipeline counter; the build is every StageRun of that pipeline run.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::State;
+use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CodeArtsRoute;
-use super::service::{CancelCall, Failure};
+use super::service::{CancelCall, Failure, is_active};
+use crate::crd::{JobState, RunResult, StageRun};
 
 /// The error codes this API answers with (also listed in README.md).
 pub mod codes {
     pub const MALFORMED_BODY: &str = "CB.00060200";
     pub const INVALID_JOB_ID: &str = "CB.00060201";
     pub const INVALID_BUILD_NO: &str = "CB.00060202";
+    pub const INVALID_QUERY: &str = "CB.00060203";
     pub const UNAUTHENTICATED: &str = "CB.00060210";
     pub const FORBIDDEN: &str = "CB.00060211";
     pub const JOB_NOT_FOUND: &str = "CB.00060220";
@@ -142,7 +150,7 @@ impl ApiErrors for Errors {
         error(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHENTICATED,
-            "authentication failed: a valid X-Auth-Token is required",
+            "authentication failed: a valid X-Auth-Token or an AK/SK signature (SDK-HMAC-SHA256) is required",
         )
     }
     fn unavailable(&self, why: &str) -> Response {
@@ -159,6 +167,11 @@ impl ApiErrors for Errors {
 fn refused(f: &Failure, job_id: &str) -> Response {
     match f {
         Failure::Unauthenticated => Errors.unauthenticated(),
+        Failure::Rejected(why) => error(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHENTICATED,
+            &format!("authentication failed: {why}"),
+        ),
         Failure::Unavailable(why) => Errors.unavailable(why),
         Failure::Forbidden | Failure::Hidden => error(
             StatusCode::FORBIDDEN,
@@ -178,7 +191,366 @@ pub async fn handle(state: &State, route: &CodeArtsRoute, call: &Call<'_>) -> Re
             );
             stop(state, call, params).await
         }
+        CodeArtsRoute::Status { job_id } => status(state, call, job_id).await,
+        CodeArtsRoute::History { job_id } => history(state, call, job_id).await,
+        CodeArtsRoute::HistoryDetails {
+            job_id,
+            build_number,
+        } => history_details(state, call, job_id, build_number).await,
     }
+}
+
+/// The runs of build task `job_id` the caller may read, or the refusal:
+/// 401, 404 when the task has no run, 403 when it may read none of them.
+async fn readable_runs(
+    state: &State,
+    call: &Call<'_>,
+    job_id: &str,
+) -> Result<(Identity, Vec<Arc<StageRun>>), Response> {
+    let who = state
+        .identify(call)
+        .await
+        .map_err(|f| refused(&f, job_id))?;
+    let runs = state.cache.by_pipeline(job_id);
+    if runs.is_empty() {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            codes::JOB_NOT_FOUND,
+            &format!("build task {job_id} does not exist"),
+        ));
+    }
+    let (visible, _) = state
+        .readable(&who, runs)
+        .await
+        .map_err(|f| refused(&f, job_id))?;
+    if visible.is_empty() {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            &format!("no permission to read build task {job_id}"),
+        ));
+    }
+    Ok((who, visible))
+}
+
+#[derive(Serialize)]
+struct StatusResult {
+    result: bool,
+}
+
+/// `GET /v3/jobs/{job_id}/status`: `{"result": true}` while a build of the
+/// task runs (some StageRun of it is not finished).
+async fn status(state: &State, call: &Call<'_>, job_id: &str) -> Response {
+    match readable_runs(state, call, job_id).await {
+        Ok((_, runs)) => json(
+            StatusCode::OK,
+            &StatusResult {
+                result: runs.iter().any(|r| is_active(r)),
+            },
+        ),
+        Err(r) => r,
+    }
+}
+
+/// Query of `GET /v3/jobs/{job_id}/history`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Page number, from 0.
+    pub offset: usize,
+    /// Builds per page, 1 to 100.
+    pub limit: usize,
+    /// Only builds started within this many days (1 to 30).
+    pub interval: i64,
+}
+
+pub const HISTORY_DEFAULT_LIMIT: usize = 10;
+pub const HISTORY_MAX_LIMIT: usize = 100;
+pub const HISTORY_MAX_INTERVAL: i64 = 30;
+
+/// Validates the history query; absent parameters take their defaults
+/// (offset 0, limit 10, interval 30).
+pub fn history_query(call: &Call<'_>) -> Result<HistoryQuery, String> {
+    let int = |name: &str, default: i64, min: i64, max: i64| -> Result<i64, String> {
+        match call.query_param(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n) && v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| format!("{name} must be an integer from {min} to {max}, got {v:?}")),
+        }
+    };
+    Ok(HistoryQuery {
+        offset: int("offset", 0, 0, 1_000_000)? as usize,
+        limit: int(
+            "limit",
+            HISTORY_DEFAULT_LIMIT as i64,
+            1,
+            HISTORY_MAX_LIMIT as i64,
+        )? as usize,
+        interval: int("interval", HISTORY_MAX_INTERVAL, 1, HISTORY_MAX_INTERVAL)?,
+    })
+}
+
+/// One build in the history (the SDK's `HistoryRecord`).
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct HistoryRecord {
+    pub record_id: String,
+    pub job_id: String,
+    pub build_number: i64,
+    pub start_time: String,
+    pub end_time: String,
+    pub result: String,
+}
+
+/// `ShowListHistoryResponse`.
+#[derive(Serialize, Debug)]
+pub struct HistoryPage {
+    pub history_records: Vec<HistoryRecord>,
+    pub total: usize,
+}
+
+/// CodeArts' time format, in UTC.
+fn codearts_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn started(run: &StageRun) -> Option<Timestamp> {
+    run.status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .or(run.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+}
+
+fn completed(run: &StageRun) -> Option<Timestamp> {
+    run.status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_ref())
+        .map(|t| t.0)
+}
+
+fn run_result(run: &StageRun) -> Option<RunResult> {
+    run.status.as_ref().and_then(|s| s.result)
+}
+
+/// A build's result: `RUNNING` while a StageRun of it is active, else
+/// `ABORTED` if one was cancelled, `FAILURE` if one failed, else `SUCCESS`.
+pub fn build_result(runs: &[Arc<StageRun>]) -> &'static str {
+    if runs.iter().any(|r| is_active(r)) {
+        "RUNNING"
+    } else if runs
+        .iter()
+        .any(|r| run_result(r) == Some(RunResult::Cancelled))
+    {
+        "ABORTED"
+    } else if runs
+        .iter()
+        .any(|r| run_result(r) != Some(RunResult::Passed))
+    {
+        "FAILURE"
+    } else {
+        "SUCCESS"
+    }
+}
+
+/// A stable id of one build: 32 hex digits, like CodeArts' record ids.
+fn record_id(job_id: &str, build: i64) -> String {
+    crate::labels::digest(&["codearts-build", job_id, &build.to_string()])[..32].to_string()
+}
+
+/// The builds of `runs`, newest first, those started within the interval,
+/// one page of them.
+pub fn history_page(
+    job_id: &str,
+    runs: &[Arc<StageRun>],
+    query: &HistoryQuery,
+    now: Timestamp,
+) -> HistoryPage {
+    let mut builds: BTreeMap<i64, Vec<Arc<StageRun>>> = BTreeMap::new();
+    for r in runs {
+        builds
+            .entry(r.spec.pipeline_counter)
+            .or_default()
+            .push(r.clone());
+    }
+    let since = now - SignedDuration::from_hours(24 * query.interval);
+    let records: Vec<HistoryRecord> = builds
+        .into_iter()
+        .rev()
+        .filter_map(|(number, runs)| {
+            let start = runs.iter().filter_map(|r| started(r)).min()?;
+            if start < since {
+                return None;
+            }
+            let end = if runs.iter().any(|r| is_active(r)) {
+                String::new()
+            } else {
+                runs.iter()
+                    .filter_map(|r| completed(r))
+                    .max()
+                    .map(codearts_time)
+                    .unwrap_or_default()
+            };
+            Some(HistoryRecord {
+                record_id: record_id(job_id, number),
+                job_id: job_id.to_string(),
+                build_number: number,
+                start_time: codearts_time(start),
+                end_time: end,
+                result: build_result(&runs).to_string(),
+            })
+        })
+        .collect();
+    let total = records.len();
+    let history_records = records
+        .into_iter()
+        .skip(query.offset.saturating_mul(query.limit))
+        .take(query.limit)
+        .collect();
+    HistoryPage {
+        history_records,
+        total,
+    }
+}
+
+/// `GET /v3/jobs/{job_id}/history`.
+async fn history(state: &State, call: &Call<'_>, job_id: &str) -> Response {
+    let (_, runs) = match readable_runs(state, call, job_id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match history_query(call) {
+        Ok(q) => json(
+            StatusCode::OK,
+            &history_page(job_id, &runs, &q, Timestamp::now()),
+        ),
+        Err(msg) => error(StatusCode::BAD_REQUEST, codes::INVALID_QUERY, &msg),
+    }
+}
+
+/// One step of a build (the SDK's `BuildStep`): a job of a StageRun.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct BuildStep {
+    pub name: String,
+    /// `running`, `success`, `error`, or empty when it has not run.
+    pub status: String,
+    /// Milliseconds it ran (so far).
+    pub build_time: i64,
+}
+
+/// `ShowHistoryDetailsResponse`.
+#[derive(Serialize, Debug)]
+pub struct HistoryDetails {
+    pub job_name: String,
+    pub build_number: i64,
+    /// The namespace of the build's StageRuns.
+    pub project_id: String,
+    pub project_name: String,
+    pub parameters: BTreeMap<String, String>,
+    pub build_steps: Vec<BuildStep>,
+}
+
+/// The steps of one build: every job of its StageRuns, by stage then job.
+pub fn history_details_of(
+    job_id: &str,
+    build: i64,
+    runs: &[Arc<StageRun>],
+    now: Timestamp,
+) -> HistoryDetails {
+    let mut runs: Vec<&Arc<StageRun>> = runs.iter().collect();
+    runs.sort_by(|a, b| {
+        (&a.spec.stage, a.spec.stage_counter).cmp(&(&b.spec.stage, b.spec.stage_counter))
+    });
+    let mut steps = Vec::new();
+    for run in &runs {
+        let jobs = run.status.as_ref().map(|s| &s.jobs[..]).unwrap_or(&[]);
+        for spec in &run.spec.jobs {
+            let name = format!("{}/{}", run.spec.stage, spec.name);
+            let Some(job) = jobs.iter().find(|j| j.name == spec.name) else {
+                steps.push(BuildStep {
+                    name,
+                    status: String::new(),
+                    build_time: 0,
+                });
+                continue;
+            };
+            let status = match (job.result, job.state) {
+                (RunResult::Passed, _) => "success",
+                (RunResult::Failed | RunResult::Cancelled, _) => "error",
+                (_, JobState::Scheduled) => "",
+                _ => "running",
+            };
+            let begin = job.scheduled_at.as_ref().map(|t| t.0);
+            let end = job
+                .completion_time
+                .as_ref()
+                .map(|t| t.0)
+                .or((status == "running").then_some(now));
+            let build_time = match (begin, end) {
+                (Some(b), Some(e)) if e > b => e.duration_since(b).as_millis() as i64,
+                _ => 0,
+            };
+            steps.push(BuildStep {
+                name,
+                status: status.to_string(),
+                build_time,
+            });
+        }
+    }
+    let namespace = runs
+        .first()
+        .and_then(|r| r.metadata.namespace.clone())
+        .unwrap_or_default();
+    HistoryDetails {
+        job_name: job_id.to_string(),
+        build_number: build,
+        project_id: namespace.clone(),
+        project_name: namespace,
+        parameters: BTreeMap::new(),
+        build_steps: steps,
+    }
+}
+
+/// `GET /v3/jobs/{job_id}/{build_number}/history-details`.
+async fn history_details(
+    state: &State,
+    call: &Call<'_>,
+    job_id: &str,
+    build_number: &str,
+) -> Response {
+    let (_, runs) = match readable_runs(state, call, job_id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let build = match validate(
+        Some(&Value::String(job_id.to_string())),
+        Some(&Value::String(build_number.to_string())),
+    ) {
+        Ok(r) => r.build_no,
+        Err((code, msg)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                code,
+                &msg.replace("build_no", "build_number"),
+            );
+        }
+    };
+    let runs: Vec<Arc<StageRun>> = runs
+        .into_iter()
+        .filter(|r| r.spec.pipeline_counter == build)
+        .collect();
+    if runs.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            codes::BUILD_NOT_FOUND,
+            &format!("build {build} of build task {job_id} does not exist"),
+        );
+    }
+    json(
+        StatusCode::OK,
+        &history_details_of(job_id, build, &runs, Timestamp::now()),
+    )
 }
 
 /// `POST /v3/jobs/stop` (body) and `POST /v3/jobs/{job_id}/{build_no}/stop` (path).
@@ -285,5 +657,126 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    fn run(counter: i64, stage: &str, status: serde_json::Value) -> Arc<StageRun> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+                "metadata": {"name": format!("demo-{counter}-{stage}"), "namespace": "ci",
+                             "uid": format!("u-{counter}-{stage}"),
+                             "creationTimestamp": "2026-01-01T10:00:00Z"},
+                "spec": {"pipeline": "demo", "pipelineCounter": counter, "stage": stage,
+                         "jobs": [{"name": "build", "template": {"spec": {"containers": []}}},
+                                  {"name": "lint", "template": {"spec": {"containers": []}}}]},
+                "status": status
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn runs() -> Vec<Arc<StageRun>> {
+        vec![
+            run(
+                1,
+                "test",
+                serde_json::json!({"phase": "Succeeded", "result": "Passed",
+                    "startTime": "2026-01-01T10:00:01Z", "completionTime": "2026-01-01T10:05:00Z"}),
+            ),
+            run(
+                2,
+                "test",
+                serde_json::json!({"phase": "Failed", "result": "Cancelled",
+                    "startTime": "2026-01-02T10:00:00Z", "completionTime": "2026-01-02T10:01:00Z"}),
+            ),
+            run(
+                3,
+                "test",
+                serde_json::json!({"phase": "Running", "result": "Unknown",
+                "startTime": "2026-01-03T10:00:00Z",
+                "jobs": [
+                    {"name": "build", "id": 1, "state": "Building", "result": "Unknown",
+                     "scheduledAt": "2026-01-03T10:00:00Z"},
+                    {"name": "lint", "id": 2, "state": "Completed", "result": "Failed",
+                     "scheduledAt": "2026-01-03T10:00:00Z", "completionTime": "2026-01-03T10:00:02.5Z"}
+                ]}),
+            ),
+            run(
+                3,
+                "deploy",
+                serde_json::json!({"phase": "Pending", "result": "Unknown"}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn history_lists_builds_newest_first_in_pages() {
+        let now = at("2026-01-03T12:00:00Z");
+        let q = |offset, limit, interval| HistoryQuery {
+            offset,
+            limit,
+            interval,
+        };
+        let page = history_page("demo", &runs(), &q(0, 10, 30), now);
+        assert_eq!(page.total, 3);
+        let v = serde_json::to_value(&page.history_records[0]).unwrap();
+        assert_eq!(v["job_id"], "demo");
+        assert_eq!(v["build_number"], 3);
+        assert_eq!(v["result"], "RUNNING");
+        assert_eq!(v["end_time"], "");
+        assert_eq!(v["start_time"], "2026-01-01 10:00:00");
+        assert_eq!(v["record_id"].as_str().unwrap().len(), 32);
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            [
+                "build_number",
+                "end_time",
+                "job_id",
+                "record_id",
+                "result",
+                "start_time"
+            ]
+        );
+        let b2 = &page.history_records[1];
+        assert_eq!(
+            (b2.build_number, b2.result.as_str(), b2.end_time.as_str()),
+            (2, "ABORTED", "2026-01-02 10:01:00")
+        );
+        assert_eq!(page.history_records[2].result, "SUCCESS");
+        // Pages.
+        let p1 = history_page("demo", &runs(), &q(1, 2, 30), now);
+        assert_eq!(p1.total, 3);
+        assert_eq!(p1.history_records.len(), 1);
+        assert_eq!(p1.history_records[0].build_number, 1);
+        // Only builds started within the interval (build 3 counts from its
+        // deploy stage's creation, on Jan 1).
+        let recent = history_page("demo", &runs()[1..3], &q(0, 10, 1), now);
+        assert_eq!(recent.total, 1);
+        assert_eq!(recent.history_records[0].build_number, 3);
+    }
+
+    #[test]
+    fn history_details_list_each_job_as_a_step() {
+        let now = at("2026-01-03T10:00:10Z");
+        let all = runs();
+        let d = history_details_of("demo", 3, &all[2..], now);
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "job_name": "demo", "build_number": 3, "project_id": "ci", "project_name": "ci",
+                "parameters": {},
+                "build_steps": [
+                    {"name": "deploy/build", "status": "", "build_time": 0},
+                    {"name": "deploy/lint", "status": "", "build_time": 0},
+                    {"name": "test/build", "status": "running", "build_time": 10000},
+                    {"name": "test/lint", "status": "error", "build_time": 2500}
+                ]
+            })
+        );
     }
 }

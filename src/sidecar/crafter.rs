@@ -65,7 +65,9 @@ impl ApiErrors for Errors {
 fn refused(f: &Failure) -> Response {
     match f {
         Failure::Unavailable(why) => Errors.unavailable(why),
-        Failure::Unauthenticated | Failure::Forbidden | Failure::Hidden => unauthorized(),
+        Failure::Unauthenticated | Failure::Rejected(_) | Failure::Forbidden | Failure::Hidden => {
+            unauthorized()
+        }
     }
 }
 

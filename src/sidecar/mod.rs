@@ -2,6 +2,7 @@
 //! CrafterCMS and Cloud Foundry over StageRuns. Reads come from a watch
 //! cache; the only writes are CancelRequests.
 
+pub mod aksk;
 pub mod auth;
 pub mod cache;
 pub mod cloudfoundry;
@@ -335,6 +336,10 @@ pub struct Config {
     pub users_file: Option<std::path::PathBuf>,
     pub external_url: Option<String>,
     pub auth_cache_ttl: Duration,
+    /// How often the users file is checked for a new content.
+    pub users_file_poll: Duration,
+    /// Huawei AK/SK signature checks.
+    pub signing: auth::SigningConfig,
 }
 
 /// Builds the state and starts the watch cache.
@@ -345,8 +350,21 @@ pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<State>> {
     };
     let cache = Arc::new(StageRunCache::new(config.namespaces.clone()));
     tokio::spawn(cache.clone().run(client.clone()));
+    let auth = Authenticator::new(
+        config.auth,
+        client.clone(),
+        users,
+        config.auth_cache_ttl,
+        config.signing,
+    );
+    if let Some(path) = &config.users_file {
+        tokio::spawn(
+            auth.clone()
+                .watch_users_file(path.clone(), config.users_file_poll),
+        );
+    }
     Ok(Arc::new(State {
-        auth: Authenticator::new(config.auth, client.clone(), users, config.auth_cache_ttl),
+        auth,
         client,
         cache,
         metrics: Metrics::new(),

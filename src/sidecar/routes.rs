@@ -83,6 +83,15 @@ pub enum CodeArtsRoute {
     Stop,
     /// `POST /v3/jobs/{job_id}/{build_no}/stop`.
     StopPath { job_id: String, build_no: String },
+    /// `GET /v3/jobs/{job_id}/status`: is a build of the task running?
+    Status { job_id: String },
+    /// `GET /v3/jobs/{job_id}/history?offset&limit&interval`.
+    History { job_id: String },
+    /// `GET /v3/jobs/{job_id}/{build_number}/history-details`.
+    HistoryDetails {
+        job_id: String,
+        build_number: String,
+    },
 }
 
 /// CrafterCMS Studio.
@@ -130,6 +139,9 @@ impl Route {
             Route::CodeArts(r) => match r {
                 CodeArtsRoute::Stop => "codearts_stop",
                 CodeArtsRoute::StopPath { .. } => "codearts_stop_path",
+                CodeArtsRoute::Status { .. } => "codearts_status",
+                CodeArtsRoute::History { .. } => "codearts_history",
+                CodeArtsRoute::HistoryDetails { .. } => "codearts_history_details",
             },
             Route::Crafter(r) => match r {
                 CrafterRoute::CancelV1 => "crafter_cancel",
@@ -283,6 +295,21 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             }),
             POST,
         ),
+        ["v3", "jobs", job, "status"] => (
+            Route::CodeArts(CodeArtsRoute::Status { job_id: own(job) }),
+            GET,
+        ),
+        ["v3", "jobs", job, "history"] => (
+            Route::CodeArts(CodeArtsRoute::History { job_id: own(job) }),
+            GET,
+        ),
+        ["v3", "jobs", job, build, "history-details"] => (
+            Route::CodeArts(CodeArtsRoute::HistoryDetails {
+                job_id: own(job),
+                build_number: own(build),
+            }),
+            GET,
+        ),
         [
             "api",
             "1",
@@ -374,6 +401,36 @@ mod tests {
                     job_id: "abc".into(),
                     build_no: "20".into(),
                 })),
+            ),
+            (
+                Method::GET,
+                "/v3/jobs/abc/status",
+                Ok(Route::CodeArts(CodeArtsRoute::Status {
+                    job_id: "abc".into(),
+                })),
+            ),
+            (
+                Method::GET,
+                "/v3/jobs/abc/history",
+                Ok(Route::CodeArts(CodeArtsRoute::History {
+                    job_id: "abc".into(),
+                })),
+            ),
+            (
+                Method::GET,
+                "/v3/jobs/abc/20/history-details",
+                Ok(Route::CodeArts(CodeArtsRoute::HistoryDetails {
+                    job_id: "abc".into(),
+                    build_number: "20".into(),
+                })),
+            ),
+            (
+                Method::POST,
+                "/v3/jobs/abc/status",
+                Err(NoRoute::MethodNotAllowed {
+                    family: Family::CodeArts,
+                    allow: "GET, HEAD",
+                }),
             ),
             (
                 Method::POST,

@@ -78,8 +78,14 @@ pub async fn grant_readers_and_cancellers(ns: &TestNamespace) {
     .await;
 }
 
+/// Huawei AK/SK access key of [`UsersFile`], authorised as Kubernetes user jez.
+pub const ACCESS_KEY: &str = "CANCELTESTAKJEZ";
+/// Secret key of [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "cancel-operator-test-secret-key-0001";
+
 /// A users file with the API documents' users: admin (as Kubernetes user gocd-admin)
-/// and jez, both with password [`PASSWORD`]. Removed when dropped.
+/// and jez, both with password [`PASSWORD`], and the access key [`ACCESS_KEY`]
+/// (as jez). Removed when dropped.
 pub struct UsersFile {
     dir: PathBuf,
     pub path: PathBuf,
@@ -94,7 +100,7 @@ impl UsersFile {
         std::fs::write(
             &path,
             format!(
-                "users:\n- name: admin\n  passwordHash: \"{hash}\"\n  username: gocd-admin\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\n"
+                "users:\n- name: admin\n  passwordHash: \"{hash}\"\n  username: gocd-admin\n- name: jez\n  passwordHash: \"{hash}\"\n  username: jez\naccessKeys:\n- accessKey: {ACCESS_KEY}\n  secretKey: {SECRET_KEY}\n  username: jez\n"
             ),
         )
         .expect("write users file");
@@ -125,6 +131,8 @@ pub async fn spawn_sidecar(
             users_file: users_file.map(Path::to_path_buf),
             external_url: None,
             auth_cache_ttl,
+            users_file_poll: Duration::from_millis(200),
+            signing: sidecar::auth::SigningConfig::default(),
         },
     )
     .expect("start the sidecar");

@@ -163,7 +163,7 @@ impl Flavour {
 
     fn refused(self, headers: &HeaderMap, f: &Failure, forbidden: &str) -> Response {
         match f {
-            Failure::Unauthenticated => self.unauthenticated(headers),
+            Failure::Unauthenticated | Failure::Rejected(_) => self.unauthenticated(headers),
             Failure::Unavailable(why) => self.unavailable(headers, why),
             Failure::Forbidden | Failure::Hidden => self.forbidden(headers, forbidden),
         }
