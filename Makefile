@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench run lint fmt
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests run lint fmt
 
 all: build
 
@@ -33,6 +33,10 @@ test:
 ## Benchmarks, as ratios to a baseline measured in the same run.
 bench:
 	scripts/bench.sh
+
+## The API requests of a bulk cancel, per component, from the audit log.
+bench-requests:
+	scripts/bench-requests.sh
 
 ## Unit tests only (no control plane).
 unit-test:
