@@ -243,13 +243,9 @@ impl ListQuery {
     /// absolute URL of the list (without query).
     pub fn page(&self, tasks: Vec<Task>, base_path: &str) -> TaskList {
         let mut tasks: Vec<Task> = tasks.into_iter().filter(|t| self.selects(t)).collect();
-        // RFC 3339 UTC strings of one format sort as the times do.
+        let column = self.order.column;
         tasks.sort_by(|a, b| {
-            let key = |t: &Task| match self.order.column {
-                OrderColumn::CreatedAt => t.created_at.clone(),
-                OrderColumn::UpdatedAt => t.updated_at.clone(),
-            };
-            let by_time = key(a).cmp(&key(b));
+            let by_time = sort_key(a, column).cmp(sort_key(b, column));
             let by_time = if self.order.descending {
                 by_time.reverse()
             } else {
@@ -280,6 +276,14 @@ impl ListQuery {
             pagination,
             resources,
         }
+    }
+}
+
+/// RFC 3339 UTC times in one format sort as the times do.
+fn sort_key(task: &Task, column: OrderColumn) -> &str {
+    match column {
+        OrderColumn::CreatedAt => &task.created_at,
+        OrderColumn::UpdatedAt => &task.updated_at,
     }
 }
 
