@@ -444,6 +444,11 @@ async fn the_openapi_document_matches_the_server() {
             (JOB, 19, "build"),
             json!({"sim.cancel.dev/run-for": "1s"}),
         ),
+        (
+            "foo-3-uattest",
+            ("foo", 3, "UATTest"),
+            json!({"sim.cancel.dev/run-for": "1h"}),
+        ),
     ] {
         runs.create(&PostParams::default(), &stagerun(name, key, annotations))
             .await
@@ -454,6 +459,7 @@ async fn the_openapi_document_matches_the_server() {
         ("foo-1-dev", StagePhase::Succeeded, "SUCCEEDED"),
         ("foo-2-uattest", StagePhase::Running, "RUNNING"),
         ("build-19", StagePhase::Succeeded, "SUCCEEDED"),
+        ("foo-3-uattest", StagePhase::Running, "RUNNING"),
     ] {
         let sr = wait_for(&runs, name, &format!("{name} {want:?}"), T, |sr| {
             sr.status.as_ref().and_then(|s| s.phase) == Some(want)
@@ -1071,7 +1077,16 @@ async fn the_openapi_document_matches_the_server() {
         ]);
     }
     calls.push((Down, "GET", "/readyz".into(), Anonymous, &[], &none, 503));
-    // Last, as it cancels: 202 from an active task.
+    // Last, as they cancel: 202 from an active task, through either route.
+    calls.push((
+        Main,
+        "PUT",
+        format!("/v3/tasks/{}/cancel", uid["foo-3-uattest"]),
+        Operator,
+        &[],
+        &none,
+        202,
+    ));
     calls.push((
         Main,
         "POST",
