@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 use cancel_operator::crd::{StagePhase, StageRun};
 use cancel_operator::sidecar::routes::{
-    self, CfRoute, CodeArtsRoute, CrafterRoute, GoCdRoute, Route,
+    self, CfRoute, CodeArtsRoute, CrafterRoute, GoCdRoute, Route, UaaRoute,
 };
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
@@ -79,8 +79,16 @@ fn documented_as(route: &Route) -> (&'static str, &'static str) {
             ),
         },
         Route::CloudFoundry(r) => match r {
+            CfRoute::Root => ("get", "/"),
+            CfRoute::V3Root => ("get", "/v3"),
             CfRoute::Cancel { .. } => ("post", "/v3/tasks/{guid}/actions/cancel"),
+            CfRoute::CancelPut { .. } => ("put", "/v3/tasks/{guid}/cancel"),
             CfRoute::Get { .. } => ("get", "/v3/tasks/{guid}"),
+            CfRoute::List => ("get", "/v3/tasks"),
+            CfRoute::AppTasks { .. } => ("get", "/v3/apps/{app_guid}/tasks"),
+        },
+        Route::Uaa(r) => match r {
+            UaaRoute::Token => ("post", "/oauth/token"),
         },
         Route::Healthz => ("get", "/healthz"),
         Route::Readyz => ("get", "/readyz"),
@@ -352,7 +360,8 @@ fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
 }
 
 /// The documented path template a concrete path belongs to: `{x}` matches
-/// one segment; the template with the most literal segments wins.
+/// one segment; the template with the most literal segments wins. A query
+/// string is not part of the path.
 fn template_of<'d>(doc: &'d Value, path: &str) -> Option<&'d str> {
     let path = path.split('?').next().unwrap_or(path);
     let segs: Vec<&str> = path.split('/').collect();
@@ -443,6 +452,11 @@ async fn the_openapi_document_matches_the_server() {
             (JOB, 19, "build"),
             json!({"sim.cancel.dev/run-for": "1s"}),
         ),
+        (
+            "foo-3-uattest",
+            ("foo", 3, "UATTest"),
+            json!({"sim.cancel.dev/run-for": "1h"}),
+        ),
     ] {
         runs.create(&PostParams::default(), &stagerun(name, key, annotations))
             .await
@@ -453,6 +467,7 @@ async fn the_openapi_document_matches_the_server() {
         ("foo-1-dev", StagePhase::Succeeded, "SUCCEEDED"),
         ("foo-2-uattest", StagePhase::Running, "RUNNING"),
         ("build-19", StagePhase::Succeeded, "SUCCEEDED"),
+        ("foo-3-uattest", StagePhase::Running, "RUNNING"),
     ] {
         let sr = wait_for(&runs, name, &format!("{name} {want:?}"), T, |sr| {
             sr.status.as_ref().and_then(|s| s.phase) == Some(want)
@@ -488,6 +503,7 @@ async fn the_openapi_document_matches_the_server() {
         ("build_no", "19".to_string()),
         ("build_number", "19".to_string()),
         ("guid", uid["foo-1-dev"].clone()),
+        ("app_guid", "foo".to_string()),
     ]);
 
     // 1. Every route the server answers is documented, with its method.
@@ -510,6 +526,15 @@ async fn the_openapi_document_matches_the_server() {
             format!("/v3/tasks/{}/actions/cancel", uid["foo-1-dev"]),
         ),
         (Method::GET, format!("/v3/tasks/{}", uid["foo-1-dev"])),
+        (
+            Method::PUT,
+            format!("/v3/tasks/{}/cancel", uid["foo-1-dev"]),
+        ),
+        (Method::GET, "/v3/tasks".into()),
+        (Method::GET, "/v3/apps/foo/tasks".into()),
+        (Method::GET, "/".into()),
+        (Method::GET, "/v3".into()),
+        (Method::POST, "/oauth/token".into()),
         (Method::GET, "/healthz".into()),
         (Method::GET, "/readyz".into()),
         (Method::GET, "/metrics".into()),
@@ -975,6 +1000,123 @@ async fn the_openapi_document_matches_the_server() {
         (Main, "GET", cf_get.clone(), Operator, &[], &big, 413),
         (Down, "GET", cf_get.clone(), Operator, &[], &none, 503),
     ]);
+    let cf_put = format!("/v3/tasks/{done}/cancel");
+    let tasks = "/v3/tasks".to_string();
+    let app_tasks = "/v3/apps/foo/tasks".to_string();
+    calls.extend([
+        (Main, "PUT", cf_put.clone(), Operator, &[][..], &broken, 400),
+        (Main, "PUT", cf_put.clone(), Anonymous, &[], &none, 401),
+        (Main, "PUT", cf_put.clone(), Viewer, &[], &none, 403),
+        (
+            Main,
+            "PUT",
+            format!("{unknown_task}/cancel"),
+            Operator,
+            &[],
+            &none,
+            404,
+        ),
+        (Main, "POST", cf_put.clone(), Operator, &[], &none, 405),
+        (Main, "PUT", cf_put.clone(), Operator, &[], &big, 413),
+        (Main, "PUT", cf_put.clone(), Operator, &[], &none, 422),
+        (Down, "PUT", cf_put.clone(), Operator, &[], &none, 503),
+    ]);
+    for list in [&tasks, &app_tasks] {
+        calls.extend([
+            (Main, "GET", list.clone(), Viewer, &[][..], &none, 200),
+            (
+                Main,
+                "GET",
+                format!("{list}?states=RUNNING,FAILED&label_selector=a%20in%20(b)&order_by=-updated_at&per_page=1&page=2"),
+                Viewer,
+                &[],
+                &none,
+                200,
+            ),
+            (
+                Main,
+                "GET",
+                format!("{list}?per_page=5001"),
+                Viewer,
+                &[],
+                &none,
+                400,
+            ),
+            (Main, "GET", format!("{list}?x=1"), Viewer, &[], &none, 400),
+            (Main, "GET", list.clone(), Viewer, &[], &broken, 400),
+            (Main, "GET", list.clone(), Anonymous, &[], &none, 401),
+            (Main, "POST", list.clone(), Viewer, &[], &none, 405),
+            (Main, "GET", list.clone(), Viewer, &[], &big, 413),
+            (Down, "GET", list.clone(), Viewer, &[], &none, 503),
+        ]);
+    }
+    calls.push((
+        Main,
+        "GET",
+        "/v3/apps/nope/tasks".into(),
+        Viewer,
+        &[],
+        &none,
+        404,
+    ));
+    for root in ["/", "/v3"] {
+        calls.extend([
+            (
+                Main,
+                "GET",
+                root.to_string(),
+                Anonymous,
+                &[][..],
+                &none,
+                200,
+            ),
+            (Down, "GET", root.to_string(), Anonymous, &[], &none, 200),
+            (Main, "GET", root.to_string(), Anonymous, &[], &broken, 400),
+            (Main, "POST", root.to_string(), Anonymous, &[], &none, 405),
+            (Main, "GET", root.to_string(), Anonymous, &[], &big, 413),
+        ]);
+    }
+    let form: &[(&str, &str)] = &[("Content-Type", "application/x-www-form-urlencoded")];
+    let refresh = |token: &str| {
+        Body::Bytes(format!("grant_type=refresh_token&scope=&refresh_token={token}").into_bytes())
+    };
+    let good_refresh = refresh(&support::token(User::Viewer));
+    let bad_refresh = refresh("not-a-token-anyone-issued");
+    let password = Body::Bytes(b"grant_type=password&username=admin&password=badger".to_vec());
+    let oauth = "/oauth/token".to_string();
+    calls.extend([
+        (
+            Main,
+            "POST",
+            oauth.clone(),
+            Anonymous,
+            form,
+            &good_refresh,
+            200,
+        ),
+        (Main, "POST", oauth.clone(), Anonymous, form, &password, 400),
+        (Main, "POST", oauth.clone(), Anonymous, form, &broken, 400),
+        (
+            Main,
+            "POST",
+            oauth.clone(),
+            Anonymous,
+            form,
+            &bad_refresh,
+            401,
+        ),
+        (Main, "GET", oauth.clone(), Anonymous, &[], &none, 405),
+        (Main, "POST", oauth.clone(), Anonymous, form, &big, 413),
+        (
+            Down,
+            "POST",
+            oauth.clone(),
+            Anonymous,
+            form,
+            &good_refresh,
+            503,
+        ),
+    ]);
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         calls.extend([
             (
@@ -992,7 +1134,16 @@ async fn the_openapi_document_matches_the_server() {
         ]);
     }
     calls.push((Down, "GET", "/readyz".into(), Anonymous, &[], &none, 503));
-    // Last, as it cancels: 202 from an active task.
+    // Last, as they cancel: 202 from an active task, through either route.
+    calls.push((
+        Main,
+        "PUT",
+        format!("/v3/tasks/{}/cancel", uid["foo-3-uattest"]),
+        Operator,
+        &[],
+        &none,
+        202,
+    ));
     calls.push((
         Main,
         "POST",

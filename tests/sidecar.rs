@@ -1407,6 +1407,449 @@ async fn cloud_foundry_cancels_tasks() {
     assert_eq!(s.cancel_requests().await.len(), 1);
 }
 
+/// The guids of a task list's resources.
+fn task_guids(page: &Value) -> Vec<String> {
+    page["resources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no resources: {page}"))
+        .iter()
+        .map(|t| t["guid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Task guids as a set, for lists whose order a test does not fix.
+fn guid_set<I: IntoIterator<Item = String>>(guids: I) -> BTreeSet<String> {
+    guids.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_foundry_root_lists_put_cancel_and_tokens() {
+    let s = setup("sc-cflist").await;
+
+    // The root documents, unauthenticated, each with a request id.
+    let r = s.get("/", Caller::Anonymous).await;
+    r.expect(200);
+    assert!(r.header("x-vcap-request-id").is_some_and(|v| !v.is_empty()));
+    let links = r.json()["links"].clone();
+    assert_eq!(links["self"]["href"], s.base);
+    assert_eq!(links["cloud_controller_v3"]["href"], s.url("/v3"));
+    assert!(
+        links["cloud_controller_v3"]["meta"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
+    assert_eq!(links["login"]["href"], s.base);
+    assert_eq!(links["uaa"]["href"], s.base);
+    for absent in [
+        "cloud_controller_v2",
+        "logging",
+        "log_stream",
+        "log_cache",
+        "app_ssh",
+    ] {
+        assert!(links[absent].is_null(), "{absent}: {links}");
+    }
+    let r = s
+        .send(
+            "GET",
+            "/v3",
+            Caller::Anonymous,
+            &[("X-VCAP-Request-ID", "req-42")],
+            None,
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.header("x-vcap-request-id"), Some("req-42"));
+    assert_eq!(
+        r.json(),
+        json!({"links": {"self": {"href": s.url("/v3")}, "tasks": {"href": s.url("/v3/tasks")}}})
+    );
+
+    // The token endpoint the root leads to: a Kubernetes token in, the same out.
+    let viewer_token = support::token(User::Viewer);
+    let form = |body: String| {
+        s.send(
+            "POST",
+            "/oauth/token",
+            Caller::Anonymous,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(body.into_bytes()),
+        )
+    };
+    let r = form(format!(
+        "grant_type=refresh_token&scope=&refresh_token={viewer_token}"
+    ))
+    .await;
+    r.expect(200);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let t = r.json();
+    assert_eq!(t["access_token"], viewer_token.as_str());
+    assert_eq!(t["token_type"], "bearer");
+    let r = form("grant_type=refresh_token&refresh_token=not-a-token-anyone-issued".into()).await;
+    r.expect(401);
+    assert_eq!(r.json()["error"], "invalid_token");
+    let r = form("grant_type=password&username=admin&password=badger".into()).await;
+    r.expect(400);
+    assert_eq!(r.json()["error"], "unsupported_grant_type");
+
+    // Tasks: three of app "shop", one of app "other".
+    let labelled = |mut sr: StageRun, labels: &[(&str, &str)]| {
+        sr.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        sr
+    };
+    s.create(labelled(
+        stagerun(
+            "shop-1",
+            ("shop", 1, "tasks"),
+            "t",
+            stubborn(),
+            json!({"cancelGracePeriodSeconds": 2}),
+        ),
+        &[("env", "prod"), ("team", "a")],
+    ))
+    .await;
+    s.create(labelled(
+        stagerun("shop-2", ("shop", 2, "tasks"), "t", passing(), json!({})),
+        &[("env", "dev")],
+    ))
+    .await;
+    s.create(labelled(
+        stagerun("shop-3", ("shop", 3, "tasks"), "t", running(), json!({})),
+        &[("env", "prod")],
+    ))
+    .await;
+    s.create(stagerun(
+        "other-1",
+        ("other", 1, "tasks"),
+        "t",
+        running(),
+        json!({}),
+    ))
+    .await;
+    let mut uids = BTreeMap::new();
+    for (name, want, state) in [
+        ("shop-1", StagePhase::Running, "RUNNING"),
+        ("shop-2", StagePhase::Succeeded, "SUCCEEDED"),
+        ("shop-3", StagePhase::Running, "RUNNING"),
+        ("other-1", StagePhase::Running, "RUNNING"),
+    ] {
+        let sr = s.wait_phase(name, want).await;
+        s.wait_cached(&sr, state).await;
+        uids.insert(name, uid(&sr));
+    }
+    let set = |names: &[&str]| guid_set(names.iter().map(|n| uids[n].clone()));
+    let viewer = Caller::Bearer(User::Viewer);
+
+    // Everything a viewer may read, oldest first, in one default page.
+    let r = s.get("/v3/tasks", viewer).await;
+    r.expect(200);
+    assert!(r.header("x-vcap-request-id").is_some());
+    let page = r.json();
+    assert_eq!(
+        guid_set(task_guids(&page)),
+        set(&["shop-1", "shop-2", "shop-3", "other-1"])
+    );
+    assert_eq!(page["pagination"]["total_results"], 4);
+    assert_eq!(page["pagination"]["total_pages"], 1);
+    assert_eq!(
+        page["pagination"]["first"]["href"],
+        s.url("/v3/tasks?page=1&per_page=50")
+    );
+    assert!(page["pagination"]["next"].is_null() && page["pagination"]["previous"].is_null());
+    let created: Vec<String> = page["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["created_at"].as_str().unwrap().to_string())
+        .collect();
+    assert!(created.is_sorted(), "{created:?}");
+    let r = s.get("/v3/tasks?order_by=-created_at", viewer).await;
+    let newest: Vec<String> = r.json()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["created_at"].as_str().unwrap().to_string())
+        .collect();
+    assert!(newest.iter().rev().is_sorted(), "{newest:?}");
+
+    // Each filter.
+    let guids_q = format!("/v3/tasks?guids={},{}", uids["shop-2"], uids["other-1"]);
+    for (path, want) in [
+        (
+            "/v3/tasks?states=RUNNING",
+            set(&["shop-1", "shop-3", "other-1"]),
+        ),
+        ("/v3/tasks?states=SUCCEEDED,FAILED", set(&["shop-2"])),
+        (guids_q.as_str(), set(&["shop-2", "other-1"])),
+        ("/v3/tasks?names=shop-3", set(&["shop-3"])),
+        ("/v3/tasks?sequence_ids=2,3", set(&["shop-2", "shop-3"])),
+        (
+            "/v3/tasks?label_selector=env%3Dprod",
+            set(&["shop-1", "shop-3"]),
+        ),
+        (
+            "/v3/tasks?label_selector=env%20in%20(prod,dev),team",
+            set(&["shop-1"]),
+        ),
+        ("/v3/tasks?label_selector=!env", set(&["other-1"])),
+        (
+            "/v3/tasks?label_selector=env!%3Dprod&states=SUCCEEDED",
+            set(&["shop-2"]),
+        ),
+        ("/v3/apps/shop/tasks", set(&["shop-1", "shop-2", "shop-3"])),
+        ("/v3/apps/shop/tasks?sequence_ids=3", set(&["shop-3"])),
+        ("/v3/apps/other/tasks?states=SUCCEEDED", set(&[])),
+    ] {
+        let r = s.get(path, viewer).await;
+        r.expect(200);
+        assert_eq!(guid_set(task_guids(&r.json())), want, "{path}");
+    }
+
+    // Pages, followed through their absolute links, keep the filters.
+    let mut seen = Vec::new();
+    let mut next = Some(s.url("/v3/tasks?states=RUNNING&order_by=-created_at&per_page=1"));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        let path = url
+            .strip_prefix(&s.base)
+            .expect("an absolute link to the sidecar");
+        let r = s.get(path, viewer).await;
+        r.expect(200);
+        let page = r.json();
+        let p = &page["pagination"];
+        pages += 1;
+        assert_eq!(p["total_results"], 3, "{page}");
+        assert_eq!(p["total_pages"], 3, "{page}");
+        for link in ["first", "last"] {
+            let href = p[link]["href"].as_str().unwrap();
+            assert!(
+                href.starts_with(&s.url("/v3/tasks?"))
+                    && href.contains("states=RUNNING")
+                    && href.contains("order_by=-created_at")
+                    && href.contains("per_page=1"),
+                "{link}: {href}"
+            );
+        }
+        assert_eq!(p["previous"].is_null(), pages == 1, "{page}");
+        seen.extend(task_guids(&page));
+        next = p["next"]["href"].as_str().map(String::from);
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 3, "no task twice: {seen:?}");
+    assert_eq!(guid_set(seen), set(&["shop-1", "shop-3", "other-1"]));
+
+    // Bad queries, in the Cloud Controller's words.
+    for (query, detail) in [
+        ("per_page=0", "Per page must be a positive integer"),
+        ("per_page=5001", "Per page must be between 1 and 5000"),
+        ("page=0", "Page must be a positive integer"),
+        (
+            "order_by=name",
+            "Order by can only be: 'created_at', 'updated_at'",
+        ),
+        (
+            "sequence_ids=1,x",
+            "Sequence ids must be integers (not 'x')",
+        ),
+        (
+            "label_selector=env%20in%20(prod",
+            "Invalid label_selector value: unbalanced parentheses",
+        ),
+    ] {
+        for list in ["/v3/tasks", "/v3/apps/shop/tasks"] {
+            s.get(&format!("{list}?{query}"), viewer).await.cf_error(
+                400,
+                10005,
+                "CF-BadQueryParameter",
+                Some(&format!("The query parameter is invalid: {detail}")),
+            );
+        }
+    }
+    let r = s.get("/v3/tasks?states=DONE", viewer).await;
+    r.cf_error(400, 10005, "CF-BadQueryParameter", None);
+    assert!(
+        r.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("'DONE'")
+    );
+    let r = s.get("/v3/tasks?fruits=apple&per_page=1", viewer).await;
+    r.cf_error(400, 10005, "CF-BadQueryParameter", None);
+    assert!(
+        r.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("The query parameter is invalid: Unknown query parameter(s): 'fruits'."),
+        "{}",
+        r.body
+    );
+
+    // Who may see what.
+    for caller in [Caller::Anonymous, Caller::BadToken, Caller::BadPassword] {
+        for path in ["/v3/tasks", "/v3/apps/shop/tasks", "/v3/tasks?per_page=0"] {
+            s.get(path, caller).await.cf_error(
+                401,
+                10002,
+                "CF-NotAuthenticated",
+                Some("Authentication error"),
+            );
+        }
+    }
+    let nobody = Caller::Bearer(User::Nobody);
+    let r = s.get("/v3/tasks", nobody).await;
+    r.expect(200);
+    assert_eq!(r.json()["pagination"]["total_results"], 0);
+    for path in ["/v3/apps/shop/tasks", "/v3/apps/nope/tasks"] {
+        s.get(path, nobody).await.cf_error(
+            404,
+            10010,
+            "CF-ResourceNotFound",
+            Some("App not found"),
+        );
+    }
+    s.get("/v3/apps/nope/tasks", viewer).await.cf_error(
+        404,
+        10010,
+        "CF-ResourceNotFound",
+        Some("App not found"),
+    );
+
+    // The cf CLI's cancel: refusals first, nothing written.
+    let put = |name: &str| format!("/v3/tasks/{}/cancel", uids[name]);
+    let op = Caller::Bearer(User::Operator);
+    let sidecar = &s;
+    let send_put = |path: String, caller: Caller| async move {
+        sidecar.send("PUT", &path, caller, &[], None).await
+    };
+    send_put(put("shop-1"), Caller::Anonymous).await.cf_error(
+        401,
+        10002,
+        "CF-NotAuthenticated",
+        Some("Authentication error"),
+    );
+    send_put(put("shop-1"), nobody).await.cf_error(
+        404,
+        10010,
+        "CF-ResourceNotFound",
+        Some("Task not found"),
+    );
+    send_put(
+        "/v3/tasks/00000000-0000-0000-0000-000000000000/cancel".into(),
+        op,
+    )
+    .await
+    .cf_error(404, 10010, "CF-ResourceNotFound", Some("Task not found"));
+    send_put(put("shop-1"), viewer)
+        .await
+        .cf_error(403, 10003, "CF-NotAuthorized", None);
+    send_put(put("shop-2"), op).await.cf_error(
+        422,
+        10008,
+        "CF-UnprocessableEntity",
+        Some("Task state is SUCCEEDED and therefore cannot be canceled"),
+    );
+    s.post(&put("shop-1"), op)
+        .await
+        .cf_error(405, 10000, "CF-NotFound", None);
+    s.assert_no_cancel_request("after refused PUT cancels")
+        .await;
+
+    // Then for real: 202 CANCELING, and the StageRun ends Failed/Cancelled.
+    let r = send_put(put("shop-1"), op).await;
+    r.expect(202);
+    let t = r.json();
+    assert_eq!(t["guid"], uids["shop-1"].as_str());
+    assert_eq!(t["state"], "CANCELING");
+    assert!(r.header("x-vcap-request-id").is_some());
+    let failed = s.wait_phase("shop-1", StagePhase::Failed).await;
+    assert_eq!(result(&failed), Some(RunResult::Cancelled));
+    s.wait_cached(&failed, "FAILED").await;
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].spec.target.uids,
+        Some(vec![uids["shop-1"].clone()])
+    );
+    assert_eq!(requests[0].spec.requested_by, "operator");
+    let r = s.get("/v3/tasks?states=FAILED", viewer).await;
+    let page = r.json();
+    assert_eq!(task_guids(&page), vec![uids["shop-1"].clone()]);
+    assert_eq!(
+        page["resources"][0]["result"]["failure_reason"],
+        "task was cancelled"
+    );
+    send_put(put("shop-1"), op).await.cf_error(
+        422,
+        10008,
+        "CF-UnprocessableEntity",
+        Some("Task state is FAILED and therefore cannot be canceled"),
+    );
+    assert_eq!(s.cancel_requests().await.len(), 1);
+
+    // A sidecar serving a second namespace, where only the operator may read:
+    // each caller lists only the namespaces it may list StageRuns in.
+    let second = TestNamespace::new("sc-cflist-b").await;
+    world::grant(
+        &second,
+        "stagerun-reader",
+        json!({"apiGroups": ["cancel.dev"], "resources": ["stageruns"], "verbs": ["list"]}),
+        &["operator"],
+    )
+    .await;
+    let elsewhere = second
+        .api::<StageRun>()
+        .create(
+            &PostParams::default(),
+            &stagerun("shop-9", ("shop", 9, "tasks"), "t", running(), json!({})),
+        )
+        .await
+        .unwrap();
+    let (addr, server) = world::spawn_sidecar_serving(
+        support::client(User::Admin).await,
+        &[s.ns.name.as_str(), second.name.as_str()],
+        None,
+        Duration::from_secs(1),
+    )
+    .await;
+    let _server = world::AbortOnDrop(vec![server.abort_handle()]);
+    world::wait_ready(&s.http, addr).await;
+    let list_as = |user: User| {
+        let http = s.http.clone();
+        async move {
+            let r = http
+                .get(format!("http://{addr}/v3/tasks?per_page=5000"))
+                .bearer_auth(support::token(user))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            guid_set(task_guids(&r.json::<Value>().await.unwrap()))
+        }
+    };
+    let everything: BTreeSet<String> = uids.values().cloned().chain([uid(&elsewhere)]).collect();
+    eventually("the second namespace cached", T, || {
+        let everything = everything.clone();
+        let listed = list_as(User::Admin);
+        async move {
+            let got = listed.await;
+            (got == everything).then_some(()).ok_or(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert_eq!(list_as(User::Operator).await, everything);
+    assert_eq!(
+        list_as(User::Viewer).await,
+        guid_set(uids.values().cloned()),
+        "the viewer may not list the second namespace"
+    );
+    assert!(list_as(User::Nobody).await.is_empty());
+}
+
 // ---------------------------------------------------------------------------
 // The API documents' examples, run with curl as written.
 
@@ -1894,7 +2337,7 @@ async fn bad_input_is_refused_in_each_api_format_and_writes_nothing() {
     s.post(&format!("/v3/tasks/{guid}/actions/delete"), admin)
         .await
         .cf_error(404, 10000, "CF-NotFound", None);
-    for path in ["/nothing", "/", "/healthz/now"] {
+    for path in ["/nothing", "/v2/info", "/healthz/now"] {
         s.get(path, admin).await.expect(404);
     }
 

@@ -138,6 +138,11 @@ impl StageRunCache {
         self.read().by_uid.get(uid).cloned()
     }
 
+    /// Every run served.
+    pub fn all(&self) -> Vec<Arc<StageRun>> {
+        self.read().by_uid.values().cloned().collect()
+    }
+
     /// Every run of a pipeline's stage.
     pub fn by_stage(&self, pipeline: &str, stage: &str) -> Vec<Arc<StageRun>> {
         let idx = self.read();
@@ -273,6 +278,7 @@ mod tests {
         );
         assert_eq!(cache.by_build("foo", 2).len(), 2);
         assert_eq!(cache.by_pipeline("foo").len(), 3);
+        assert_eq!(cache.all().len(), 3);
         cache.apply(
             watcher::Event::Delete(run("foo-2-dev", "b", "foo", 2, "DEV")),
             &mut pending,

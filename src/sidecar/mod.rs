@@ -13,6 +13,7 @@ pub mod http;
 pub mod render;
 pub mod routes;
 pub mod service;
+pub mod uaa;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -210,6 +211,7 @@ async fn dispatch(state: &State, route: &Route, call: &Call<'_>) -> Response {
         Route::CodeArts(r) => codearts::handle(state, r, call).await,
         Route::Crafter(r) => crafter::handle(state, r, call).await,
         Route::CloudFoundry(r) => cloudfoundry::handle(state, r, call).await,
+        Route::Uaa(r) => uaa::handle(state, r, call).await,
         Route::Healthz => text(StatusCode::OK, "ok"),
         Route::Readyz => {
             if state.cache.is_synced() {
@@ -286,7 +288,10 @@ where
         }
     };
     let mut response = response;
-    if routes::family_of(path) == routes::Family::CloudFoundry {
+    if matches!(
+        routes::family_of(path),
+        routes::Family::CloudFoundry | routes::Family::Uaa
+    ) {
         cloudfoundry::stamp_request_id(&headers, &mut response);
     }
     state

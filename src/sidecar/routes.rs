@@ -12,6 +12,9 @@ pub enum Family {
     CodeArts,
     Crafter,
     CloudFoundry,
+    /// The OAuth token endpoint Cloud Foundry clients find through the root
+    /// document's `login` and `uaa` links.
+    Uaa,
     Operations,
 }
 
@@ -22,6 +25,7 @@ pub enum Route {
     CodeArts(CodeArtsRoute),
     Crafter(CrafterRoute),
     CloudFoundry(CfRoute),
+    Uaa(UaaRoute),
     Healthz,
     Readyz,
     Metrics,
@@ -101,13 +105,30 @@ pub enum CrafterRoute {
     CancelV1,
 }
 
-/// Cloud Foundry v3 tasks.
+/// Cloud Foundry: the root documents and v3 tasks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CfRoute {
+    /// `GET /`: the links a client discovers everything else from.
+    Root,
+    /// `GET /v3`.
+    V3Root,
     /// `POST /v3/tasks/{guid}/actions/cancel` (seed).
     Cancel { guid: String },
+    /// `PUT /v3/tasks/{guid}/cancel`, what the cf CLI calls.
+    CancelPut { guid: String },
     /// `GET /v3/tasks/{guid}`.
     Get { guid: String },
+    /// `GET /v3/tasks`.
+    List,
+    /// `GET /v3/apps/{app_guid}/tasks`; an app is a pipeline.
+    AppTasks { app_guid: String },
+}
+
+/// The OAuth token endpoint (UAA's shape).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UaaRoute {
+    /// `POST /oauth/token`.
+    Token,
 }
 
 impl Route {
@@ -117,6 +138,7 @@ impl Route {
             Route::CodeArts(_) => Family::CodeArts,
             Route::Crafter(_) => Family::Crafter,
             Route::CloudFoundry(_) => Family::CloudFoundry,
+            Route::Uaa(_) => Family::Uaa,
             Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi => Family::Operations,
         }
     }
@@ -147,8 +169,16 @@ impl Route {
                 CrafterRoute::CancelV1 => "crafter_cancel",
             },
             Route::CloudFoundry(r) => match r {
+                CfRoute::Root => "cf_root",
+                CfRoute::V3Root => "cf_v3_root",
                 CfRoute::Cancel { .. } => "cf_cancel",
+                CfRoute::CancelPut { .. } => "cf_cancel_put",
                 CfRoute::Get { .. } => "cf_get",
+                CfRoute::List => "cf_list",
+                CfRoute::AppTasks { .. } => "cf_app_tasks",
+            },
+            Route::Uaa(r) => match r {
+                UaaRoute::Token => "uaa_token",
             },
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
@@ -173,6 +203,8 @@ pub fn family_of(path: &str) -> Family {
         Family::CodeArts
     } else if path == "/" || path == "/v3" || path.starts_with("/v3/") {
         Family::CloudFoundry
+    } else if path == "/oauth" || path.starts_with("/oauth/") {
+        Family::Uaa
     } else if path.starts_with("/api/") || path.starts_with("/studio/") {
         Family::Crafter
     } else {
@@ -187,6 +219,7 @@ fn decode(segment: &str) -> Option<String> {
 
 const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
+const PUT: &str = "PUT";
 
 /// Matches a request. HEAD is answered like GET.
 pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
@@ -323,7 +356,19 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             Route::CloudFoundry(CfRoute::Cancel { guid: own(guid) }),
             POST,
         ),
+        ["v3", "tasks", guid, "cancel"] => (
+            Route::CloudFoundry(CfRoute::CancelPut { guid: own(guid) }),
+            PUT,
+        ),
         ["v3", "tasks", guid] => (Route::CloudFoundry(CfRoute::Get { guid: own(guid) }), GET),
+        ["v3", "tasks"] => (Route::CloudFoundry(CfRoute::List), GET),
+        ["v3", "apps", app, "tasks"] => (
+            Route::CloudFoundry(CfRoute::AppTasks { app_guid: own(app) }),
+            GET,
+        ),
+        [] => (Route::CloudFoundry(CfRoute::Root), GET),
+        ["v3"] => (Route::CloudFoundry(CfRoute::V3Root), GET),
+        ["oauth", "token"] => (Route::Uaa(UaaRoute::Token), POST),
         ["healthz"] => (Route::Healthz, GET),
         ["readyz"] => (Route::Readyz, GET),
         ["metrics"] => (Route::Metrics, GET),
@@ -446,6 +491,62 @@ mod tests {
                 Method::GET,
                 "/v3/tasks/u-1",
                 Ok(Route::CloudFoundry(CfRoute::Get { guid: "u-1".into() })),
+            ),
+            (
+                Method::PUT,
+                "/v3/tasks/u-1/cancel",
+                Ok(Route::CloudFoundry(CfRoute::CancelPut {
+                    guid: "u-1".into(),
+                })),
+            ),
+            (
+                Method::POST,
+                "/v3/tasks/u-1/cancel",
+                Err(NoRoute::MethodNotAllowed {
+                    family: Family::CloudFoundry,
+                    allow: "PUT",
+                }),
+            ),
+            (
+                Method::GET,
+                "/v3/tasks",
+                Ok(Route::CloudFoundry(CfRoute::List)),
+            ),
+            (
+                Method::GET,
+                "/v3/apps/foo/tasks",
+                Ok(Route::CloudFoundry(CfRoute::AppTasks {
+                    app_guid: "foo".into(),
+                })),
+            ),
+            (Method::GET, "/", Ok(Route::CloudFoundry(CfRoute::Root))),
+            (
+                Method::HEAD,
+                "/v3",
+                Ok(Route::CloudFoundry(CfRoute::V3Root)),
+            ),
+            (
+                Method::GET,
+                "/v3/",
+                Err(NoRoute::NotFound(Family::CloudFoundry)),
+            ),
+            (
+                Method::POST,
+                "/oauth/token",
+                Ok(Route::Uaa(UaaRoute::Token)),
+            ),
+            (
+                Method::GET,
+                "/oauth/token",
+                Err(NoRoute::MethodNotAllowed {
+                    family: Family::Uaa,
+                    allow: "POST",
+                }),
+            ),
+            (
+                Method::GET,
+                "/oauth/authorize",
+                Err(NoRoute::NotFound(Family::Uaa)),
             ),
             (Method::HEAD, "/healthz", Ok(Route::Healthz)),
             (

@@ -163,6 +163,35 @@ impl State {
         Ok((visible, rights))
     }
 
+    /// Only the runs the caller may read (one SubjectAccessReview per
+    /// namespace, for `list stageruns`).
+    pub async fn visible(
+        &self,
+        who: &Identity,
+        runs: Vec<Arc<StageRun>>,
+    ) -> Result<Vec<Arc<StageRun>>, Failure> {
+        let mut readable = BTreeSet::new();
+        for ns in namespaces(&runs) {
+            if self
+                .auth
+                .can_read(who, &ns)
+                .await
+                .map_err(Failure::Unavailable)?
+            {
+                readable.insert(ns);
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .filter(|r| {
+                r.metadata
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| readable.contains(ns))
+            })
+            .collect())
+    }
+
     /// Authorises, keeps the active runs and writes one CancelRequest per
     /// namespace. Permission is checked for every namespace before anything
     /// is written.

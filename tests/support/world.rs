@@ -122,11 +122,21 @@ pub async fn spawn_sidecar(
     users_file: Option<&Path>,
     auth_cache_ttl: Duration,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    spawn_sidecar_serving(client, &[ns], users_file, auth_cache_ttl).await
+}
+
+/// As [`spawn_sidecar`], serving several namespaces.
+pub async fn spawn_sidecar_serving(
+    client: Client,
+    namespaces: &[&str],
+    users_file: Option<&Path>,
+    auth_cache_ttl: Duration,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let state = sidecar::start(
         client,
         &sidecar::Config {
             listen: "127.0.0.1:0".parse().expect("address"),
-            namespaces: vec![ns.to_string()],
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             auth: AuthMode::Kubernetes,
             users_file: users_file.map(Path::to_path_buf),
             external_url: None,

@@ -1,11 +1,16 @@
-//! Cloud Foundry v3 tasks: cancel a task and read it. A task is a
-//! StageRun; its guid is the StageRun's uid.
+//! Cloud Foundry: the root documents, and v3 tasks to list, read and
+//! cancel. A task is a StageRun; its guid is the StageRun's uid, its
+//! sequence id the pipeline counter, and its app the pipeline.
+
+pub mod list;
+pub mod selector;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
+use serde_json::Value;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 
@@ -57,6 +62,24 @@ pub fn task_not_found() -> Response {
         10010,
         "CF-ResourceNotFound",
         "Task not found",
+    )
+}
+
+fn app_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        10010,
+        "CF-ResourceNotFound",
+        "App not found",
+    )
+}
+
+fn bad_query(detail: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        10005,
+        "CF-BadQueryParameter",
+        detail,
     )
 }
 
@@ -330,10 +353,55 @@ pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
     }
 }
 
+/// The Cloud Controller release whose v3 task API the sidecar follows,
+/// announced in the root document.
+pub const API_VERSION: &str = "3.180.0";
+
+/// `GET /`: what a Cloud Controller links to. The sidecar serves v3 tasks
+/// and, at its own base URL, the token endpoint (`/oauth/token`) that the
+/// `login` and `uaa` links lead clients to; everything else is null.
+pub fn root(base_url: &str) -> Value {
+    serde_json::json!({
+        "links": {
+            "self": {"href": base_url},
+            "bits_service": null,
+            "cloud_controller_v2": null,
+            "cloud_controller_v3": {
+                "href": format!("{base_url}/v3"),
+                "meta": {"version": API_VERSION}
+            },
+            "network_policy_v0": null,
+            "network_policy_v1": null,
+            "login": {"href": base_url},
+            "uaa": {"href": base_url},
+            "credhub": null,
+            "routing": null,
+            "logging": null,
+            "log_cache": null,
+            "log_stream": null,
+            "app_ssh": null
+        }
+    })
+}
+
+/// `GET /v3`: links to the v3 resources served.
+pub fn v3_root(base_url: &str) -> Value {
+    serde_json::json!({
+        "links": {
+            "self": {"href": format!("{base_url}/v3")},
+            "tasks": {"href": format!("{base_url}/v3/tasks")}
+        }
+    })
+}
+
 pub async fn handle(state: &State, route: &CfRoute, call: &Call<'_>) -> Response {
     match route {
+        CfRoute::Root => json(StatusCode::OK, &root(&base_url(state, call))),
+        CfRoute::V3Root => json(StatusCode::OK, &v3_root(&base_url(state, call))),
         CfRoute::Get { guid } => get(state, call, guid).await,
-        CfRoute::Cancel { guid } => cancel(state, call, guid).await,
+        CfRoute::Cancel { guid } | CfRoute::CancelPut { guid } => cancel(state, call, guid).await,
+        CfRoute::List => list_tasks(state, call, None).await,
+        CfRoute::AppTasks { app_guid } => list_tasks(state, call, Some(app_guid)).await,
     }
 }
 
@@ -367,7 +435,38 @@ async fn get(state: &State, call: &Call<'_>, guid: &str) -> Response {
     }
 }
 
-/// `POST /v3/tasks/{guid}/actions/cancel`.
+/// `GET /v3/tasks` and `GET /v3/apps/{app_guid}/tasks`: the tasks the
+/// caller may read (per namespace), filtered and paged as the query says.
+/// An app is a pipeline; one the caller cannot see is not found.
+async fn list_tasks(state: &State, call: &Call<'_>, app: Option<&str>) -> Response {
+    let who = match state.identify(call).await {
+        Ok(who) => who,
+        Err(f) => return refused(&f),
+    };
+    let query = match list::ListQuery::parse(&call.query_pairs()) {
+        Ok(q) => q,
+        Err(detail) => return bad_query(&detail),
+    };
+    let runs = match app {
+        Some(pipeline) => state.cache.by_pipeline(pipeline),
+        None => state.cache.all(),
+    };
+    let runs = match state.visible(&who, runs).await {
+        Ok(runs) => runs,
+        Err(f) => return refused(&f),
+    };
+    if app.is_some() && runs.is_empty() {
+        return app_not_found();
+    }
+    let base = base_url(state, call);
+    let tasks = runs.iter().map(|r| task(r, &base, false)).collect();
+    json(
+        StatusCode::OK,
+        &query.page(tasks, &format!("{base}{}", call.path)),
+    )
+}
+
+/// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
 async fn cancel(state: &State, call: &Call<'_>, guid: &str) -> Response {
     let (who, run) = match visible_task(state, call, guid).await {
         Ok(v) => v,
@@ -404,6 +503,38 @@ async fn cancel(state: &State, call: &Call<'_>, guid: &str) -> Response {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_root_links_what_the_clients_read() {
+        let r = root("https://api.example.local");
+        let links = &r["links"];
+        assert_eq!(links["self"]["href"], "https://api.example.local");
+        assert_eq!(
+            links["cloud_controller_v3"],
+            json!({"href": "https://api.example.local/v3", "meta": {"version": API_VERSION}})
+        );
+        // The python client fetches tokens from `login`, else `uaa`, else `self`.
+        assert_eq!(links["login"]["href"], "https://api.example.local");
+        assert_eq!(links["uaa"]["href"], "https://api.example.local");
+        // Null links are absent services; clients skip them.
+        for absent in [
+            "cloud_controller_v2",
+            "network_policy_v0",
+            "network_policy_v1",
+            "credhub",
+            "routing",
+            "logging",
+            "log_cache",
+            "log_stream",
+            "app_ssh",
+        ] {
+            assert!(links[absent].is_null(), "{absent}");
+        }
+        assert_eq!(
+            v3_root("http://h:1"),
+            json!({"links": {"self": {"href": "http://h:1/v3"}, "tasks": {"href": "http://h:1/v3/tasks"}}})
+        );
+    }
 
     #[test]
     fn quantities_convert_to_megabytes() {

@@ -1,0 +1,561 @@
+//! Task lists: the query a Cloud Controller accepts on `GET /v3/tasks` and
+//! `GET /v3/apps/{guid}/tasks`, the filters it applies, and its pagination
+//! object. Pure: the handler feeds it tasks and gets a page back.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::Task;
+use super::selector::{self, LabelSelector};
+
+/// Task states a filter may name.
+pub const STATES: [&str; 5] = ["PENDING", "RUNNING", "CANCELING", "SUCCEEDED", "FAILED"];
+
+pub const DEFAULT_PER_PAGE: u32 = 50;
+pub const MAX_PER_PAGE: u32 = 5000;
+
+/// Parameters every task list accepts, in the order hrefs carry them.
+const FILTERS: [&str; 5] = ["guids", "names", "states", "sequence_ids", "label_selector"];
+const PAGING: [&str; 3] = ["page", "per_page", "order_by"];
+
+/// The sort column; descending when the parameter starts with `-`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderColumn {
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub column: OrderColumn,
+    pub descending: bool,
+}
+
+impl Default for Order {
+    fn default() -> Self {
+        Order {
+            column: OrderColumn::CreatedAt,
+            descending: false,
+        }
+    }
+}
+
+/// A validated list query.
+#[derive(Debug)]
+pub struct ListQuery {
+    guids: Option<BTreeSet<String>>,
+    names: Option<BTreeSet<String>>,
+    states: Option<BTreeSet<&'static str>>,
+    sequence_ids: Option<BTreeSet<i64>>,
+    label_selector: Option<LabelSelector>,
+    pub page: u32,
+    pub per_page: u32,
+    pub order: Order,
+    /// The filters as given (decoded), in href order, for the page links.
+    given: Vec<(&'static str, String)>,
+    order_given: Option<String>,
+}
+
+/// Comma-separated values; empty items are dropped.
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn positive(value: &str) -> Option<u32> {
+    value.parse::<u32>().ok().filter(|n| *n > 0)
+}
+
+impl ListQuery {
+    /// Validates decoded query pairs (a repeated parameter: the last one
+    /// counts). The error is the detail of a `CF-BadQueryParameter`, in
+    /// the Cloud Controller's words.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, String> {
+        let mut unknown: Vec<&str> = Vec::new();
+        let value_of = |name: &str| -> Option<&str> {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        for (k, _) in pairs {
+            if !FILTERS.contains(&k.as_str())
+                && !PAGING.contains(&k.as_str())
+                && !unknown.contains(&k.as_str())
+            {
+                unknown.push(k);
+            }
+        }
+        if !unknown.is_empty() {
+            let valid: Vec<&str> = FILTERS.iter().chain(PAGING.iter()).copied().collect();
+            return Err(format!(
+                "The query parameter is invalid: Unknown query parameter(s): '{}'. Valid parameters are: '{}'",
+                unknown.join("', '"),
+                valid.join("', '")
+            ));
+        }
+        let mut errors: Vec<String> = Vec::new();
+        let mut given = Vec::new();
+        for name in FILTERS {
+            if let Some(v) = value_of(name) {
+                given.push((name, v.to_string()));
+            }
+        }
+        let guids = value_of("guids").map(|v| list(v).map(String::from).collect());
+        let names = value_of("names").map(|v| list(v).map(String::from).collect());
+        let states = value_of("states").map(|v| {
+            list(v)
+                .filter_map(|s| match STATES.iter().find(|known| **known == s) {
+                    Some(known) => Some(*known),
+                    None => {
+                        errors.push(format!(
+                            "States can only be: '{}' (not '{s}')",
+                            STATES.join("', '")
+                        ));
+                        None
+                    }
+                })
+                .collect()
+        });
+        let sequence_ids = value_of("sequence_ids").map(|v| {
+            list(v)
+                .filter_map(|s| match s.parse::<i64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        errors.push(format!("Sequence ids must be integers (not '{s}')"));
+                        None
+                    }
+                })
+                .collect()
+        });
+        let label_selector = match value_of("label_selector") {
+            None => None,
+            Some(v) => match selector::parse(v) {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    errors.push(format!("Invalid label_selector value: {why}"));
+                    None
+                }
+            },
+        };
+        let page = match value_of("page") {
+            None => 1,
+            Some(v) => positive(v).unwrap_or_else(|| {
+                errors.push("Page must be a positive integer".into());
+                1
+            }),
+        };
+        let per_page = match value_of("per_page") {
+            None => DEFAULT_PER_PAGE,
+            Some(v) => match positive(v) {
+                Some(n) if n <= MAX_PER_PAGE => n,
+                Some(_) => {
+                    errors.push(format!("Per page must be between 1 and {MAX_PER_PAGE}"));
+                    DEFAULT_PER_PAGE
+                }
+                None if v.parse::<u64>().is_ok_and(|n| n > 0) => {
+                    errors.push(format!("Per page must be between 1 and {MAX_PER_PAGE}"));
+                    DEFAULT_PER_PAGE
+                }
+                None => {
+                    errors.push("Per page must be a positive integer".into());
+                    DEFAULT_PER_PAGE
+                }
+            },
+        };
+        let order_given = value_of("order_by").map(String::from);
+        let order = match order_given.as_deref() {
+            None => Order::default(),
+            Some(v) => {
+                let (descending, column) = match v.strip_prefix('-') {
+                    Some(c) => (true, c),
+                    None => (false, v),
+                };
+                match column {
+                    "created_at" => Order {
+                        column: OrderColumn::CreatedAt,
+                        descending,
+                    },
+                    "updated_at" => Order {
+                        column: OrderColumn::UpdatedAt,
+                        descending,
+                    },
+                    _ => {
+                        errors.push("Order by can only be: 'created_at', 'updated_at'".into());
+                        Order::default()
+                    }
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return Err(format!(
+                "The query parameter is invalid: {}",
+                errors.join(", ")
+            ));
+        }
+        Ok(ListQuery {
+            guids,
+            names,
+            states,
+            sequence_ids,
+            label_selector,
+            page,
+            per_page,
+            order,
+            given,
+            order_given,
+        })
+    }
+
+    /// True when the task passes every filter.
+    pub fn selects(&self, task: &Task) -> bool {
+        self.guids.as_ref().is_none_or(|g| g.contains(&task.guid))
+            && self.names.as_ref().is_none_or(|n| n.contains(&task.name))
+            && self.states.as_ref().is_none_or(|s| s.contains(task.state))
+            && self
+                .sequence_ids
+                .as_ref()
+                .is_none_or(|s| s.contains(&task.sequence_id))
+            && self
+                .label_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(&task.metadata.labels))
+    }
+
+    /// The href of page `page` of this query at `base_path` (absolute).
+    fn href(&self, base_path: &str, page: u32) -> Link {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.given {
+            q.append_pair(k, v);
+        }
+        if let Some(o) = &self.order_given {
+            q.append_pair("order_by", o);
+        }
+        q.append_pair("page", &page.to_string());
+        q.append_pair("per_page", &self.per_page.to_string());
+        Link {
+            href: format!("{base_path}?{}", q.finish()),
+        }
+    }
+
+    /// Filters, sorts and cuts one page out of `tasks`. `base_path` is the
+    /// absolute URL of the list (without query).
+    pub fn page(&self, tasks: Vec<Task>, base_path: &str) -> TaskList {
+        let mut tasks: Vec<Task> = tasks.into_iter().filter(|t| self.selects(t)).collect();
+        let column = self.order.column;
+        tasks.sort_by(|a, b| {
+            let by_time = sort_key(a, column).cmp(sort_key(b, column));
+            let by_time = if self.order.descending {
+                by_time.reverse()
+            } else {
+                by_time
+            };
+            by_time
+                .then_with(|| a.sequence_id.cmp(&b.sequence_id))
+                .then_with(|| a.guid.cmp(&b.guid))
+        });
+        let total = tasks.len() as u64;
+        let per_page = u64::from(self.per_page);
+        let total_pages = total.div_ceil(per_page);
+        let page = u64::from(self.page);
+        let resources: Vec<Task> = tasks
+            .into_iter()
+            .skip(((page - 1) * per_page) as usize)
+            .take(per_page as usize)
+            .collect();
+        let pagination = Pagination {
+            total_results: total,
+            total_pages,
+            first: self.href(base_path, 1),
+            last: self.href(base_path, total_pages.max(1) as u32),
+            next: (page < total_pages).then(|| self.href(base_path, self.page + 1)),
+            previous: (page > 1).then(|| self.href(base_path, self.page - 1)),
+        };
+        TaskList {
+            pagination,
+            resources,
+        }
+    }
+}
+
+/// RFC 3339 UTC times in one format sort as the times do.
+fn sort_key(task: &Task, column: OrderColumn) -> &str {
+    match column {
+        OrderColumn::CreatedAt => &task.created_at,
+        OrderColumn::UpdatedAt => &task.updated_at,
+    }
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Link {
+    pub href: String,
+}
+
+/// The Cloud Controller's pagination object.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Pagination {
+    pub total_results: u64,
+    pub total_pages: u64,
+    pub first: Link,
+    pub last: Link,
+    pub next: Option<Link>,
+    pub previous: Option<Link>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct TaskList {
+    pub pagination: Pagination,
+    pub resources: Vec<Task>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Links, Metadata, TaskResult};
+    use super::*;
+
+    fn pairs(q: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    fn query(q: &str) -> ListQuery {
+        ListQuery::parse(&pairs(q)).unwrap_or_else(|e| panic!("{q}: {e}"))
+    }
+
+    fn refused(q: &str) -> String {
+        match ListQuery::parse(&pairs(q)) {
+            Ok(_) => panic!("{q} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    fn task(
+        guid: &str,
+        seq: i64,
+        state: &'static str,
+        created: &str,
+        labels: &[(&str, &str)],
+    ) -> Task {
+        let link = |h: &str| super::super::Link {
+            href: h.to_string(),
+            method: None,
+        };
+        Task {
+            guid: guid.into(),
+            sequence_id: seq,
+            name: format!("run-{seq}"),
+            command: String::new(),
+            state,
+            memory_in_mb: 0,
+            disk_in_mb: 0,
+            droplet_guid: String::new(),
+            result: TaskResult {
+                failure_reason: None,
+            },
+            metadata: Metadata {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                annotations: Default::default(),
+            },
+            created_at: created.into(),
+            updated_at: format!("2026-02-0{}T00:00:00Z", 10 - seq),
+            links: Links {
+                self_: link("s"),
+                cancel: link("c"),
+            },
+        }
+    }
+
+    fn tasks() -> Vec<Task> {
+        vec![
+            task(
+                "c",
+                3,
+                "RUNNING",
+                "2026-01-03T00:00:00Z",
+                &[("env", "prod")],
+            ),
+            task(
+                "a",
+                1,
+                "SUCCEEDED",
+                "2026-01-01T00:00:00Z",
+                &[("env", "dev")],
+            ),
+            task("b", 2, "FAILED", "2026-01-02T00:00:00Z", &[]),
+            task(
+                "d",
+                4,
+                "RUNNING",
+                "2026-01-04T00:00:00Z",
+                &[("env", "prod"), ("team", "x")],
+            ),
+        ]
+    }
+
+    fn guids(list: &TaskList) -> Vec<&str> {
+        list.resources.iter().map(|t| t.guid.as_str()).collect()
+    }
+
+    const BASE: &str = "http://h/v3/tasks";
+
+    #[test]
+    fn defaults_list_everything_oldest_first() {
+        let q = query("");
+        assert_eq!((q.page, q.per_page, q.order), (1, 50, Order::default()));
+        let l = q.page(tasks(), BASE);
+        assert_eq!(guids(&l), ["a", "b", "c", "d"]);
+        assert_eq!(
+            l.pagination,
+            Pagination {
+                total_results: 4,
+                total_pages: 1,
+                first: Link {
+                    href: format!("{BASE}?page=1&per_page=50")
+                },
+                last: Link {
+                    href: format!("{BASE}?page=1&per_page=50")
+                },
+                next: None,
+                previous: None,
+            }
+        );
+    }
+
+    #[test]
+    fn each_filter_selects() {
+        for (q, want) in [
+            ("guids=b,d", vec!["b", "d"]),
+            ("guids=", vec![]),
+            ("names=run-1", vec!["a"]),
+            ("states=RUNNING", vec!["c", "d"]),
+            ("states=FAILED,SUCCEEDED", vec!["a", "b"]),
+            ("sequence_ids=2,4", vec!["b", "d"]),
+            ("label_selector=env%3Dprod", vec!["c", "d"]),
+            ("label_selector=env%3Dprod,team", vec!["d"]),
+            ("label_selector=!env", vec!["b"]),
+            ("label_selector=env+notin+(prod)", vec!["a", "b"]),
+            ("states=RUNNING&sequence_ids=3", vec!["c"]),
+            ("order_by=-created_at", vec!["d", "c", "b", "a"]),
+            ("order_by=updated_at", vec!["d", "c", "b", "a"]),
+            ("order_by=-updated_at", vec!["a", "b", "c", "d"]),
+            ("order_by=created_at", vec!["a", "b", "c", "d"]),
+        ] {
+            assert_eq!(guids(&query(q).page(tasks(), BASE)), want, "{q}");
+        }
+    }
+
+    #[test]
+    fn pages_link_to_each_other_with_the_same_filters() {
+        let q = query(
+            "states=RUNNING,SUCCEEDED,FAILED&label_selector=env+in+(prod,dev)&per_page=1&page=2&order_by=-created_at",
+        );
+        let l = q.page(tasks(), BASE);
+        assert_eq!(guids(&l), ["c"]);
+        let filters = "states=RUNNING%2CSUCCEEDED%2CFAILED&label_selector=env+in+%28prod%2Cdev%29&order_by=-created_at";
+        let href = |p: u32| Link {
+            href: format!("{BASE}?{filters}&page={p}&per_page=1"),
+        };
+        assert_eq!(
+            l.pagination,
+            Pagination {
+                total_results: 3,
+                total_pages: 3,
+                first: href(1),
+                last: href(3),
+                next: Some(href(3)),
+                previous: Some(href(1)),
+            }
+        );
+        // The links parse back into the same query.
+        let next = &l.pagination.next.as_ref().unwrap().href;
+        let again = query(next.split_once('?').unwrap().1);
+        assert_eq!(guids(&again.page(tasks(), BASE)), ["a"]);
+        assert!(again.page(tasks(), BASE).pagination.next.is_none());
+    }
+
+    #[test]
+    fn an_empty_or_overrun_list_still_has_a_first_and_last_page() {
+        let l = query("states=PENDING").page(tasks(), BASE);
+        assert_eq!(l.pagination.total_results, 0);
+        assert_eq!(l.pagination.total_pages, 0);
+        assert_eq!(
+            l.pagination.last.href,
+            format!("{BASE}?states=PENDING&page=1&per_page=50")
+        );
+        assert!(l.pagination.next.is_none() && l.pagination.previous.is_none());
+        let l = query("page=9&per_page=2").page(tasks(), BASE);
+        assert!(l.resources.is_empty());
+        assert_eq!(l.pagination.total_pages, 2);
+        assert!(l.pagination.next.is_none());
+        assert_eq!(
+            l.pagination.previous.unwrap().href,
+            format!("{BASE}?page=8&per_page=2")
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_in_the_cloud_controllers_words() {
+        for (q, detail) in [
+            ("per_page=0", "Per page must be a positive integer"),
+            ("per_page=-1", "Per page must be a positive integer"),
+            ("per_page=x", "Per page must be a positive integer"),
+            ("per_page=5001", "Per page must be between 1 and 5000"),
+            (
+                "per_page=99999999999",
+                "Per page must be between 1 and 5000",
+            ),
+            ("page=0", "Page must be a positive integer"),
+            ("page=1.5", "Page must be a positive integer"),
+            (
+                "order_by=name",
+                "Order by can only be: 'created_at', 'updated_at'",
+            ),
+            (
+                "order_by=+created_at",
+                "Order by can only be: 'created_at', 'updated_at'",
+            ),
+            (
+                "sequence_ids=1,x",
+                "Sequence ids must be integers (not 'x')",
+            ),
+            (
+                "states=RUNNING,running",
+                "States can only be: 'PENDING', 'RUNNING', 'CANCELING', 'SUCCEEDED', 'FAILED' (not 'running')",
+            ),
+            (
+                "label_selector=a+in+(b",
+                "Invalid label_selector value: unbalanced parentheses",
+            ),
+        ] {
+            assert_eq!(
+                refused(q),
+                format!("The query parameter is invalid: {detail}"),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            refused("page=0&per_page=0"),
+            "The query parameter is invalid: Page must be a positive integer, Per page must be a positive integer"
+        );
+        assert_eq!(
+            refused("x=1&states=nope&y=2&x=3"),
+            "The query parameter is invalid: Unknown query parameter(s): 'x', 'y'. Valid parameters are: 'guids', 'names', 'states', 'sequence_ids', 'label_selector', 'page', 'per_page', 'order_by'"
+        );
+    }
+
+    #[test]
+    fn a_repeated_parameter_counts_once_the_last() {
+        let q = query("per_page=5&per_page=7&states=FAILED&states=RUNNING");
+        assert_eq!(q.per_page, 7);
+        assert_eq!(guids(&q.page(tasks(), BASE)), ["c", "d"]);
+        assert_eq!(
+            q.page(tasks(), BASE).pagination.first.href,
+            format!("{BASE}?states=RUNNING&page=1&per_page=7")
+        );
+    }
+}

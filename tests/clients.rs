@@ -1,0 +1,194 @@
+//! Published API clients, unmodified, against the sidecar on the real
+//! control plane. Each client runs in the Python virtualenv that
+//! tests/clients/venv.sh builds from tests/clients/requirements.txt, driven
+//! by a pytest file under tests/clients; this side sets up the namespace,
+//! the controller and the sidecar, and checks what the client did to the
+//! StageRuns.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cancel_operator::crd::{RunResult, StagePhase, StageRun};
+use kube::ResourceExt;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use support::world;
+use support::{TestNamespace, User, eventually, wait_for};
+
+const T: Duration = Duration::from_secs(120);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The clients' virtualenv, built on first use.
+async fn venv() -> PathBuf {
+    let script = repo().join("tests/clients/venv.sh");
+    let out = tokio::task::spawn_blocking(move || Command::new(script).output())
+        .await
+        .expect("venv.sh ran")
+        .expect("start venv.sh");
+    assert!(
+        out.status.success(),
+        "venv.sh failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
+}
+
+/// Runs one pytest file of tests/clients in the venv with `env`.
+async fn pytest(venv: &Path, file: &str, env: Vec<(&'static str, String)>) {
+    let python = venv.join("bin/python");
+    let file = repo().join("tests/clients").join(file);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .arg(&file)
+            .envs(env)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+    })
+    .await
+    .expect("pytest ran")
+    .expect("start pytest");
+    assert!(
+        out.status.success(),
+        "pytest failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn task(name: &str, counter: i64, sim: Value, labels: Value) -> StageRun {
+    serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "pipeline": "py-app", "pipelineCounter": counter, "stage": "tasks",
+            "cancelGracePeriodSeconds": 5,
+            "jobs": [{"name": "run", "template": {
+                "metadata": {"annotations": sim},
+                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
+            }}]
+        }
+    }))
+    .expect("stagerun")
+}
+
+fn phase(sr: &StageRun) -> Option<StagePhase> {
+    sr.status.as_ref().and_then(|s| s.phase)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
+    let venv = venv().await;
+    let ns = TestNamespace::new("clients-cf").await;
+    support::install_crds(&ns.client).await;
+    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
+    world::grant_readers_and_cancellers(&ns).await;
+    let (addr, server) = world::spawn_sidecar(
+        support::client(User::Admin).await,
+        &ns.name,
+        None,
+        Duration::from_secs(1),
+    )
+    .await;
+    let _tasks = world::AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    world::wait_ready(&http, addr).await;
+
+    let running = json!({"sim.cancel.dev/run-for": "1h"});
+    let runs = ns.api::<StageRun>();
+    for sr in [
+        task("py-1", 1, running.clone(), json!({"client": "python"})),
+        task("py-2", 2, running.clone(), json!({"client": "python"})),
+        task("py-3", 3, running.clone(), json!({"client": "other"})),
+    ] {
+        runs.create(&PostParams::default(), &sr).await.unwrap();
+    }
+    let mut uid = std::collections::BTreeMap::new();
+    for name in ["py-1", "py-2", "py-3"] {
+        let sr = wait_for(&runs, name, &format!("{name} running"), T, |sr| {
+            phase(sr) == Some(StagePhase::Running)
+        })
+        .await;
+        uid.insert(name, sr.uid().unwrap());
+    }
+    // The sidecar answers from its cache: wait until it shows them running.
+    let admin = support::token(User::Admin);
+    eventually("the sidecar to list the tasks running", T, || {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let v: Value = http
+                .get(format!(
+                    "http://{addr}/v3/tasks?states=RUNNING&label_selector=client"
+                ))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            (v["pagination"]["total_results"] == 3)
+                .then_some(())
+                .ok_or(v.to_string())
+        }
+    })
+    .await;
+
+    pytest(
+        &venv,
+        "test_cloudfoundry.py",
+        vec![
+            ("CF_API_URL", format!("http://{addr}")),
+            ("CF_TOKEN", support::token(User::Operator)),
+            ("CF_TASK_GUID", uid["py-2"].clone()),
+            ("CF_TASK_SEQUENCE_ID", "2".into()),
+            ("CF_LABEL_SELECTOR", "client=python".into()),
+        ],
+    )
+    .await;
+
+    // The client's cancel went through a CancelRequest to the StageRun, and
+    // only to it.
+    let cancelled = wait_for(&runs, "py-2", "py-2 cancelled", T, |sr| {
+        phase(sr) == Some(StagePhase::Failed)
+    })
+    .await;
+    let status = cancelled.status.unwrap();
+    assert_eq!(status.result, Some(RunResult::Cancelled));
+    assert_eq!(status.failure_reason.as_deref(), Some("task was cancelled"));
+    assert_eq!(
+        status.cancel.map(|c| c.requested_by).as_deref(),
+        Some("operator")
+    );
+    for name in ["py-1", "py-3"] {
+        let sr = runs.get(name).await.unwrap();
+        assert_eq!(phase(&sr), Some(StagePhase::Running), "{name}");
+    }
+
+    // What the client called, as the sidecar counted it.
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"http_requests_total{route="cf_root",code="200"}"#,
+        r#"http_requests_total{route="uaa_token",code="200"}"#,
+        r#"http_requests_total{route="cf_list",code="200"}"#,
+        r#"http_requests_total{route="cf_cancel",code="202"} 1"#,
+        r#"http_requests_total{route="cf_cancel",code="422"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
+    }
+}
