@@ -11,6 +11,8 @@ pub enum Family {
     GoCd,
     CodeArts,
     Crafter,
+    /// CrafterCMS Studio's current API, under `/studio/api/2/`.
+    StudioV2,
     CloudFoundry,
     Operations,
 }
@@ -99,6 +101,10 @@ pub enum CodeArtsRoute {
 pub enum CrafterRoute {
     /// `POST /api/1/services/api/1/publish/cancel-publish-requests.json` (seed).
     CancelV1,
+    /// `POST /studio/api/2/publish/cancel` (Studio 4.x).
+    CancelV2,
+    /// `GET /studio/api/2/publish/packages` (Studio 4.x's publishing queue).
+    Packages,
 }
 
 /// Cloud Foundry v3 tasks.
@@ -115,7 +121,8 @@ impl Route {
         match self {
             Route::GoCd(_) => Family::GoCd,
             Route::CodeArts(_) => Family::CodeArts,
-            Route::Crafter(_) => Family::Crafter,
+            Route::Crafter(CrafterRoute::CancelV1) => Family::Crafter,
+            Route::Crafter(_) => Family::StudioV2,
             Route::CloudFoundry(_) => Family::CloudFoundry,
             Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi => Family::Operations,
         }
@@ -145,6 +152,8 @@ impl Route {
             },
             Route::Crafter(r) => match r {
                 CrafterRoute::CancelV1 => "crafter_cancel",
+                CrafterRoute::CancelV2 => "studio_cancel",
+                CrafterRoute::Packages => "studio_packages",
             },
             Route::CloudFoundry(r) => match r {
                 CfRoute::Cancel { .. } => "cf_cancel",
@@ -173,6 +182,8 @@ pub fn family_of(path: &str) -> Family {
         Family::CodeArts
     } else if path == "/" || path == "/v3" || path.starts_with("/v3/") {
         Family::CloudFoundry
+    } else if path.starts_with("/studio/api/2/") {
+        Family::StudioV2
     } else if path.starts_with("/api/") || path.starts_with("/studio/") {
         Family::Crafter
     } else {
@@ -319,6 +330,12 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             "publish",
             "cancel-publish-requests.json",
         ] => (Route::Crafter(CrafterRoute::CancelV1), POST),
+        ["studio", "api", "2", "publish", "cancel"] => {
+            (Route::Crafter(CrafterRoute::CancelV2), POST)
+        }
+        ["studio", "api", "2", "publish", "packages"] => {
+            (Route::Crafter(CrafterRoute::Packages), GET)
+        }
         ["v3", "tasks", guid, "actions", "cancel"] => (
             Route::CloudFoundry(CfRoute::Cancel { guid: own(guid) }),
             POST,
@@ -535,6 +552,34 @@ mod tests {
             (
                 Method::GET,
                 "/api/2/x",
+                Err(NoRoute::NotFound(Family::Crafter)),
+            ),
+            (
+                Method::POST,
+                "/studio/api/2/publish/cancel",
+                Ok(Route::Crafter(CrafterRoute::CancelV2)),
+            ),
+            (
+                Method::HEAD,
+                "/studio/api/2/publish/packages",
+                Ok(Route::Crafter(CrafterRoute::Packages)),
+            ),
+            (
+                Method::POST,
+                "/studio/api/2/publish/packages",
+                Err(NoRoute::MethodNotAllowed {
+                    family: Family::StudioV2,
+                    allow: "GET, HEAD",
+                }),
+            ),
+            (
+                Method::GET,
+                "/studio/api/2/publish/nothing",
+                Err(NoRoute::NotFound(Family::StudioV2)),
+            ),
+            (
+                Method::GET,
+                "/studio/api/1/x",
                 Err(NoRoute::NotFound(Family::Crafter)),
             ),
             (
