@@ -62,7 +62,11 @@ impl ApiResponse {
         )
     }
     pub fn site_not_found() -> Self {
-        Self::new(5000, "Site not found", "Check if you sent in the right Site Id")
+        Self::new(
+            5000,
+            "Site not found",
+            "Check if you sent in the right Site Id",
+        )
     }
     pub fn content_not_found() -> Self {
         Self::new(
@@ -74,7 +78,11 @@ impl ApiResponse {
 }
 
 /// `{"response": r, ...payload}`.
-pub fn envelope(status: StatusCode, response: ApiResponse, payload: Map<String, Value>) -> Response {
+pub fn envelope(
+    status: StatusCode,
+    response: ApiResponse,
+    payload: Map<String, Value>,
+) -> Response {
     let mut body = payload;
     body.insert(
         "response".into(),
@@ -325,9 +333,7 @@ fn count(pairs: &[(String, String)], name: &str, default: usize) -> Result<usize
             .ok()
             .filter(|n| *n >= 0)
             .map(|n| n as usize)
-            .ok_or_else(|| {
-                field_error(name, "must be an integer from 0 to 2147483647")
-            }),
+            .ok_or_else(|| field_error(name, "must be an integer from 0 to 2147483647")),
     }
 }
 
@@ -603,7 +609,11 @@ mod tests {
             (json!({"phase": "Failed", "result": "Failed"}), BLOCKED),
             (json!({"phase": "Failed", "result": "Cancelled"}), CANCELLED),
         ] {
-            assert_eq!(package_state(&run("r", 1, "live", t, status.clone())), want, "{status}");
+            assert_eq!(
+                package_state(&run("r", 1, "live", t, status.clone())),
+                want,
+                "{status}"
+            );
         }
     }
 
@@ -628,10 +638,34 @@ mod tests {
     #[test]
     fn the_queue_is_filtered_newest_first_and_paged() {
         let runs = vec![
-            run("a", 1, "live", "2026-01-01T10:00:00Z", json!({"phase": "Running"})),
-            run("b", 2, "live", "2026-01-01T11:00:00Z", json!({"phase": "Succeeded"})),
-            run("c", 3, "staging", "2026-01-01T12:00:00Z", json!({"phase": "Pending"})),
-            run("d", 4, "live", "2026-01-01T12:00:00Z", json!({"phase": "Running"})),
+            run(
+                "a",
+                1,
+                "live",
+                "2026-01-01T10:00:00Z",
+                json!({"phase": "Running"}),
+            ),
+            run(
+                "b",
+                2,
+                "live",
+                "2026-01-01T11:00:00Z",
+                json!({"phase": "Succeeded"}),
+            ),
+            run(
+                "c",
+                3,
+                "staging",
+                "2026-01-01T12:00:00Z",
+                json!({"phase": "Pending"}),
+            ),
+            run(
+                "d",
+                4,
+                "live",
+                "2026-01-01T12:00:00Z",
+                json!({"phase": "Running"}),
+            ),
         ];
         let query = |s: &str| parse_packages_query(&pairs(&format!("siteId=site&{s}"))).unwrap();
         let ids = |(total, page): (usize, Vec<Package>)| {
@@ -639,7 +673,15 @@ mod tests {
         };
         assert_eq!(
             ids(packages_page(&runs, &query(""))),
-            (4, vec!["uid-d".into(), "uid-c".into(), "uid-b".into(), "uid-a".into()])
+            (
+                4,
+                vec![
+                    "uid-d".into(),
+                    "uid-c".into(),
+                    "uid-b".into(),
+                    "uid-a".into()
+                ]
+            )
         );
         assert_eq!(
             ids(packages_page(&runs, &query("offset=1&limit=2"))),
@@ -647,7 +689,10 @@ mod tests {
         );
         assert_eq!(ids(packages_page(&runs, &query("offset=9"))), (4, vec![]));
         assert_eq!(
-            ids(packages_page(&runs, &query("states=READY_FOR_LIVE&environment=LIVE"))),
+            ids(packages_page(
+                &runs,
+                &query("states=READY_FOR_LIVE&environment=LIVE")
+            )),
             (2, vec!["uid-d".into(), "uid-a".into()])
         );
         assert_eq!(
