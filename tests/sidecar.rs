@@ -2377,6 +2377,7 @@ async fn authorisation_matrix() {
         (Caller::Basic("admin"), 5),
     ];
     let crafter = json!({"site_id": "mx", "package_ids": [done]}).to_string();
+    let studio = json!({"siteId": "mx", "packageIds": [done]}).to_string();
     let codearts = json!({"job_id": "mx", "build_no": "1"}).to_string();
     let endpoints: Vec<MatrixRow> = vec![
         (
@@ -2420,6 +2421,20 @@ async fn authorisation_matrix() {
             "/api/1/services/api/1/publish/cancel-publish-requests.json".into(),
             Some(crafter),
             [401, 401, 401, 401, 200, 200],
+        ),
+        (
+            "Studio cancel",
+            "POST",
+            "/studio/api/2/publish/cancel".into(),
+            Some(studio),
+            [401, 401, 403, 403, 200, 200],
+        ),
+        (
+            "Studio packages",
+            "GET",
+            "/studio/api/2/publish/packages?siteId=mx".into(),
+            None,
+            [401, 401, 403, 200, 200, 200],
         ),
         (
             "CF cancel",
