@@ -181,6 +181,19 @@ impl Reply {
         );
     }
 
+    /// Asserts a CrafterCMS Studio v2 answer: the `response` envelope with
+    /// `code`; returns the whole body.
+    fn studio(&self, status: u16, code: u64) -> Value {
+        self.expect(status);
+        let v = self.json();
+        let r = &v["response"];
+        assert_eq!(r["code"], code, "{}: {v}", self.what);
+        for field in ["message", "remedialAction", "documentationUrl"] {
+            assert!(r[field].is_string(), "{}: {field} in {v}", self.what);
+        }
+        v
+    }
+
     /// Asserts a Cloud Foundry error.
     fn cf_error(&self, status: u16, code: u64, title: &str, detail: Option<&str>) {
         self.expect(status);
@@ -1270,6 +1283,319 @@ async fn crafter_cancels_publish_requests_all_or_nothing() {
     .await
     .json_eq(200, message("OK"));
     assert_eq!(s.cancel_requests().await.len(), 1);
+}
+
+/// The documented bodies of Studio's API 2 answers.
+fn studio_response(code: u64) -> Value {
+    let (message, remedial) = match code {
+        0 => ("OK", ""),
+        1001 => (
+            "Invalid parameter(s)",
+            "Check API and make sure you're sending the correct parameters",
+        ),
+        2000 => ("Unauthenticated", "Please login first"),
+        2001 => (
+            "Unauthorized",
+            "You don't have permission to perform this task, please contact your administrator",
+        ),
+        5000 => ("Site not found", "Check if you sent in the right Site Id"),
+        _ => panic!("no documented body for {code}"),
+    };
+    json!({"response": {"code": code, "message": message, "remedialAction": remedial, "documentationUrl": ""}})
+}
+
+fn package_ids(v: &Value) -> Vec<String> {
+    v["packages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no packages in {v}"))
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn studio_cancels_packages_and_lists_the_publishing_queue() {
+    let s = setup("sc-studio").await;
+    for (name, counter, annotations) in [
+        ("mysite-1", 1, running()),
+        ("mysite-2", 2, running()),
+        ("mysite-3", 3, running()),
+        ("mysite-4", 4, passing()),
+    ] {
+        s.create(stagerun(
+            name,
+            ("mysite", counter, "publish"),
+            "deploy",
+            annotations,
+            json!({}),
+        ))
+        .await;
+    }
+    s.create(stagerun(
+        "othersite-1",
+        ("othersite", 1, "publish"),
+        "deploy",
+        running(),
+        json!({}),
+    ))
+    .await;
+    let mut runs = BTreeMap::new();
+    for (name, want, state) in [
+        ("mysite-1", StagePhase::Running, "RUNNING"),
+        ("mysite-2", StagePhase::Running, "RUNNING"),
+        ("mysite-3", StagePhase::Running, "RUNNING"),
+        ("mysite-4", StagePhase::Succeeded, "SUCCEEDED"),
+        ("othersite-1", StagePhase::Running, "RUNNING"),
+    ] {
+        let sr = s.wait_phase(name, want).await;
+        s.wait_cached(&sr, state).await;
+        runs.insert(name, uid(&sr));
+    }
+    let cancel = "/studio/api/2/publish/cancel";
+    let queue = "/studio/api/2/publish/packages?siteId=mysite";
+    let op = Caller::Bearer(User::Operator);
+    let viewer = Caller::Bearer(User::Viewer);
+    // The UI's own body; ids are UUIDs, in any case.
+    let both = json!({"siteId": "mysite", "packageIds": [runs["mysite-1"], runs["mysite-2"].to_uppercase()]});
+
+    // Refusals in Studio's envelope; nothing is written.
+    for caller in [Caller::Anonymous, Caller::BadToken, Caller::BadPassword] {
+        s.post_json(cancel, caller, &both)
+            .await
+            .json_eq(401, studio_response(2000));
+        s.get(queue, caller)
+            .await
+            .json_eq(401, studio_response(2000));
+    }
+    for caller in [viewer, Caller::Bearer(User::Nobody)] {
+        s.post_json(cancel, caller, &both)
+            .await
+            .json_eq(403, studio_response(2001));
+    }
+    s.get(queue, Caller::Bearer(User::Nobody))
+        .await
+        .json_eq(403, studio_response(2001));
+    for (body, field) in [
+        (&b"{"[..], None),
+        (b"[]", None),
+        (br#"{"packageIds": []}"#, Some("siteId")),
+        (br#"{"siteId": "", "packageIds": []}"#, Some("siteId")),
+        (br#"{"siteId": 3, "packageIds": []}"#, Some("siteId")),
+        (
+            br#"{"siteId": "mysite", "packageIds": "x"}"#,
+            Some("packageIds"),
+        ),
+        (
+            br#"{"siteId": "mysite", "packageIds": [""]}"#,
+            Some("packageIds"),
+        ),
+        (
+            br#"{"siteId": "mysite", "packageIds": ["  "]}"#,
+            Some("packageIds"),
+        ),
+        (
+            br#"{"siteId": "mysite", "packageIds": [1]}"#,
+            Some("packageIds"),
+        ),
+        (
+            br#"{"siteId": "mysite", "packageIds": ["mysite-1"]}"#,
+            Some("packageIds"),
+        ),
+    ] {
+        let v = s.post_raw(cancel, op, body).await.studio(400, 1001);
+        assert_eq!(
+            v["validationErrors"][0]["field"].as_str(),
+            field,
+            "{}: {v}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    s.post_json(
+        cancel,
+        op,
+        &json!({"siteId": "nosuchsite", "packageIds": [runs["mysite-1"]]}),
+    )
+    .await
+    .json_eq(404, studio_response(5000));
+    // All or nothing: one unknown id, or an id of another site, cancels none.
+    for ids in [
+        json!([runs["mysite-1"], "00000000-0000-0000-0000-000000000000"]),
+        json!([runs["mysite-1"], runs["othersite-1"]]),
+    ] {
+        let v = s
+            .post_json(cancel, op, &json!({"siteId": "mysite", "packageIds": ids}))
+            .await
+            .studio(404, 7000);
+        assert_eq!(v["response"]["message"], "Content not found");
+    }
+    s.assert_no_cancel_request("after refused cancels").await;
+    assert_eq!(
+        phase(&s.runs().get("mysite-1").await.unwrap()),
+        Some(StagePhase::Running)
+    );
+
+    // The queue: newest first, paged, filtered, in Studio's package shape.
+    let v = s.get(queue, viewer).await.studio(200, 0);
+    assert_eq!(v["response"], studio_response(0)["response"]);
+    assert_eq!(
+        (&v["total"], &v["offset"], &v["limit"]),
+        (&json!(4), &json!(0), &json!(4))
+    );
+    let newest_first: Vec<String> = ["mysite-4", "mysite-3", "mysite-2", "mysite-1"]
+        .iter()
+        .map(|n| runs[n].clone())
+        .collect();
+    assert_eq!(package_ids(&v), newest_first);
+    let done = &v["packages"][0];
+    assert_eq!(done["siteId"], "mysite");
+    assert_eq!(done["environment"], "publish");
+    assert_eq!(done["state"], "COMPLETED");
+    assert_eq!(done["approver"], "changes");
+    assert!(
+        done["schedule"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{done}"
+    );
+    assert_eq!(v["packages"][1]["state"], "READY_FOR_LIVE");
+    let v = s
+        .get(&format!("{queue}&offset=1&limit=2"), viewer)
+        .await
+        .studio(200, 0);
+    assert_eq!(
+        (&v["total"], &v["offset"], &v["limit"]),
+        (&json!(4), &json!(1), &json!(2))
+    );
+    assert_eq!(package_ids(&v), newest_first[1..3]);
+    let v = s
+        .get(&format!("{queue}&offset=4"), viewer)
+        .await
+        .studio(200, 0);
+    assert_eq!((&v["total"], &v["limit"]), (&json!(4), &json!(0)));
+    assert_eq!(package_ids(&v), Vec::<String>::new());
+    let v = s
+        .get(
+            &format!("{queue}&states=READY_FOR_LIVE&environment=publish"),
+            viewer,
+        )
+        .await
+        .studio(200, 0);
+    assert_eq!(package_ids(&v), newest_first[1..]);
+    let v = s
+        .get(&format!("{queue}&states=COMPLETED&states=BLOCKED"), viewer)
+        .await
+        .studio(200, 0);
+    assert_eq!(package_ids(&v), newest_first[..1]);
+    for (bad, field) in [
+        ("offset=-1", "offset"),
+        ("offset=x", "offset"),
+        ("limit=-5", "limit"),
+        ("limit=99999999999", "limit"),
+        ("path=%2Fsite%2F.*", "path"),
+    ] {
+        let v = s
+            .get(&format!("{queue}&{bad}"), viewer)
+            .await
+            .studio(400, 1001);
+        assert_eq!(v["validationErrors"][0]["field"], field, "{bad}: {v}");
+    }
+    s.get("/studio/api/2/publish/packages", viewer)
+        .await
+        .studio(400, 1001);
+    s.get("/studio/api/2/publish/packages?siteId=nosuchsite", viewer)
+        .await
+        .json_eq(404, studio_response(5000));
+
+    // The listed packages are cancelled, and only they.
+    s.post_json(cancel, op, &both)
+        .await
+        .json_eq(200, studio_response(0));
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    let mut want = vec![runs["mysite-1"].clone(), runs["mysite-2"].clone()];
+    want.sort();
+    assert_eq!(requests[0].spec.target.uids, Some(want.clone()));
+    assert_eq!(requests[0].spec.requested_by, "operator");
+    for name in ["mysite-1", "mysite-2"] {
+        let sr = s.wait_phase(name, StagePhase::Failed).await;
+        assert_eq!(result(&sr), Some(RunResult::Cancelled));
+    }
+    for name in ["mysite-3", "othersite-1"] {
+        assert_eq!(
+            phase(&s.runs().get(name).await.unwrap()),
+            Some(StagePhase::Running),
+            "{name}"
+        );
+    }
+    // The queue shows them cancelled.
+    let (http, url, token) = (
+        s.http.clone(),
+        s.url(&format!("{queue}&states=CANCELLED")),
+        support::token(User::Viewer),
+    );
+    eventually("the queue to show two cancelled packages", T, || {
+        let (http, url, token, want) = (http.clone(), url.clone(), token.clone(), want.clone());
+        async move {
+            let v: Value = http
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ids = package_ids(&v);
+            ids.sort();
+            (ids == want).then_some(()).ok_or(v.to_string())
+        }
+    })
+    .await;
+    // Again, and with a finished package: OK, nothing more is written.
+    s.post_json(cancel, Caller::Basic("admin"), &both)
+        .await
+        .json_eq(200, studio_response(0));
+    s.post_json(
+        cancel,
+        op,
+        &json!({"siteId": "mysite", "packageIds": [runs["mysite-4"]]}),
+    )
+    .await
+    .json_eq(200, studio_response(0));
+    // No ids: nothing to do, as in Studio.
+    s.post_json(cancel, op, &json!({"siteId": "mysite", "packageIds": []}))
+        .await
+        .json_eq(200, studio_response(0));
+    assert_eq!(s.cancel_requests().await.len(), 1);
+
+    // Paths and methods under /studio/api/2/ answer in the v2 envelope...
+    s.get(cancel, op).await.studio(405, 1001);
+    s.get("/studio/api/2/publish/nothing", op)
+        .await
+        .studio(404, 7000);
+    // ...while the v1 route keeps its own bodies.
+    let v1 = "/api/1/services/api/1/publish/cancel-publish-requests.json";
+    let message = |m: &str| json!({ "message": m });
+    s.post_json(
+        v1,
+        Caller::Anonymous,
+        &json!({"site_id": "mysite", "package_ids": [runs["mysite-3"]]}),
+    )
+    .await
+    .json_eq(401, message("Unauthorized"));
+    s.post_json(v1, op, &json!({"site_id": "mysite", "package_ids": []}))
+        .await
+        .json_eq(400, message("Invalid parameter(s)"));
+    s.get(v1, op)
+        .await
+        .json_eq(405, message("Method Not Allowed"));
+    s.post_json(
+        v1,
+        op,
+        &json!({"site_id": "mysite", "package_ids": [runs["mysite-3"]]}),
+    )
+    .await
+    .json_eq(200, message("OK"));
+    let sr = s.wait_phase("mysite-3", StagePhase::Failed).await;
+    assert_eq!(result(&sr), Some(RunResult::Cancelled));
 }
 
 // ---------------------------------------------------------------------------
@@ -2494,6 +2820,7 @@ async fn authorisation_matrix() {
         (Caller::Basic("admin"), 5),
     ];
     let crafter = json!({"site_id": "mx", "package_ids": [done]}).to_string();
+    let studio = json!({"siteId": "mx", "packageIds": [done]}).to_string();
     let codearts = json!({"job_id": "mx", "build_no": "1"}).to_string();
     let endpoints: Vec<MatrixRow> = vec![
         (
@@ -2537,6 +2864,20 @@ async fn authorisation_matrix() {
             "/api/1/services/api/1/publish/cancel-publish-requests.json".into(),
             Some(crafter),
             [401, 401, 401, 401, 200, 200],
+        ),
+        (
+            "Studio cancel",
+            "POST",
+            "/studio/api/2/publish/cancel".into(),
+            Some(studio),
+            [401, 401, 403, 403, 200, 200],
+        ),
+        (
+            "Studio packages",
+            "GET",
+            "/studio/api/2/publish/packages?siteId=mx".into(),
+            None,
+            [401, 401, 403, 200, 200, 200],
         ),
         (
             "CF cancel",

@@ -1,4 +1,5 @@
-//! CrafterCMS Studio: cancel publish requests. A site is a
+//! CrafterCMS Studio: cancel publish requests (the v1 route; Studio's
+//! current API is in `studio`). A site is a
 //! pipeline; a package id is a StageRun uid. All or nothing: every id is
 //! checked before anything is cancelled.
 
@@ -74,6 +75,8 @@ fn refused(f: &Failure) -> Response {
 pub async fn handle(state: &State, route: &CrafterRoute, call: &Call<'_>) -> Response {
     match route {
         CrafterRoute::CancelV1 => cancel(state, call).await,
+        CrafterRoute::CancelV2 => super::studio::cancel(state, call).await,
+        CrafterRoute::Packages => super::studio::packages(state, call).await,
     }
 }
 

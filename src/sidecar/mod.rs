@@ -13,6 +13,7 @@ pub mod http;
 pub mod render;
 pub mod routes;
 pub mod service;
+pub mod studio;
 pub mod uaa;
 
 use std::convert::Infallible;

@@ -6,7 +6,7 @@ use warp::reply::Response;
 
 use super::http::text;
 use super::routes::Family;
-use super::{cloudfoundry, codearts, crafter, gocd, uaa};
+use super::{cloudfoundry, codearts, crafter, gocd, studio, uaa};
 
 /// The errors of one API family.
 pub trait ApiErrors {
@@ -30,6 +30,7 @@ pub fn errors_for(family: Family, headers: &HeaderMap) -> Box<dyn ApiErrors + '_
         Family::GoCd => Box::new(gocd::Errors { headers }),
         Family::CodeArts => Box::new(codearts::Errors),
         Family::Crafter => Box::new(crafter::Errors),
+        Family::StudioV2 => Box::new(studio::Errors),
         Family::CloudFoundry => Box::new(cloudfoundry::Errors),
         Family::Uaa => Box::new(uaa::Errors),
         Family::Operations => Box::new(Operations),

@@ -11,6 +11,8 @@ pub enum Family {
     GoCd,
     CodeArts,
     Crafter,
+    /// CrafterCMS Studio's current API, under `/studio/api/2/`.
+    StudioV2,
     CloudFoundry,
     /// The OAuth token endpoint Cloud Foundry clients find through the root
     /// document's `login` and `uaa` links.
@@ -103,6 +105,10 @@ pub enum CodeArtsRoute {
 pub enum CrafterRoute {
     /// `POST /api/1/services/api/1/publish/cancel-publish-requests.json` (seed).
     CancelV1,
+    /// `POST /studio/api/2/publish/cancel` (Studio 4.x).
+    CancelV2,
+    /// `GET /studio/api/2/publish/packages` (Studio 4.x's publishing queue).
+    Packages,
 }
 
 /// Cloud Foundry: the root documents and v3 tasks.
@@ -136,7 +142,8 @@ impl Route {
         match self {
             Route::GoCd(_) => Family::GoCd,
             Route::CodeArts(_) => Family::CodeArts,
-            Route::Crafter(_) => Family::Crafter,
+            Route::Crafter(CrafterRoute::CancelV1) => Family::Crafter,
+            Route::Crafter(_) => Family::StudioV2,
             Route::CloudFoundry(_) => Family::CloudFoundry,
             Route::Uaa(_) => Family::Uaa,
             Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi => Family::Operations,
@@ -167,6 +174,8 @@ impl Route {
             },
             Route::Crafter(r) => match r {
                 CrafterRoute::CancelV1 => "crafter_cancel",
+                CrafterRoute::CancelV2 => "studio_cancel",
+                CrafterRoute::Packages => "studio_packages",
             },
             Route::CloudFoundry(r) => match r {
                 CfRoute::Root => "cf_root",
@@ -205,6 +214,8 @@ pub fn family_of(path: &str) -> Family {
         Family::CloudFoundry
     } else if path == "/oauth" || path.starts_with("/oauth/") {
         Family::Uaa
+    } else if path.starts_with("/studio/api/2/") {
+        Family::StudioV2
     } else if path.starts_with("/api/") || path.starts_with("/studio/") {
         Family::Crafter
     } else {
@@ -352,6 +363,12 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             "publish",
             "cancel-publish-requests.json",
         ] => (Route::Crafter(CrafterRoute::CancelV1), POST),
+        ["studio", "api", "2", "publish", "cancel"] => {
+            (Route::Crafter(CrafterRoute::CancelV2), POST)
+        }
+        ["studio", "api", "2", "publish", "packages"] => {
+            (Route::Crafter(CrafterRoute::Packages), GET)
+        }
         ["v3", "tasks", guid, "actions", "cancel"] => (
             Route::CloudFoundry(CfRoute::Cancel { guid: own(guid) }),
             POST,
@@ -636,6 +653,34 @@ mod tests {
             (
                 Method::GET,
                 "/api/2/x",
+                Err(NoRoute::NotFound(Family::Crafter)),
+            ),
+            (
+                Method::POST,
+                "/studio/api/2/publish/cancel",
+                Ok(Route::Crafter(CrafterRoute::CancelV2)),
+            ),
+            (
+                Method::HEAD,
+                "/studio/api/2/publish/packages",
+                Ok(Route::Crafter(CrafterRoute::Packages)),
+            ),
+            (
+                Method::POST,
+                "/studio/api/2/publish/packages",
+                Err(NoRoute::MethodNotAllowed {
+                    family: Family::StudioV2,
+                    allow: "GET, HEAD",
+                }),
+            ),
+            (
+                Method::GET,
+                "/studio/api/2/publish/nothing",
+                Err(NoRoute::NotFound(Family::StudioV2)),
+            ),
+            (
+                Method::GET,
+                "/studio/api/1/x",
                 Err(NoRoute::NotFound(Family::Crafter)),
             ),
             (
