@@ -48,8 +48,8 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
   if [[ -n $(git status --porcelain --untracked-files=no) ]]; then revision+=-dirty; fi
   : "${SOURCE_DATE_EPOCH:=$(git log -1 --format=%ct)}"
 fi
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
-created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+epoch=${SOURCE_DATE_EPOCH:-0}
+created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 
 case $(uname -m) in
   x86_64) arch=amd64 ;;
@@ -86,7 +86,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/canc
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 say "cargo build --release --locked --target $target (in $CARGO_TARGET_DIR)"
 # The same flags as the Dockerfile: static, symbols stripped, no build paths.
-env "CC_${target//-/_}=musl-gcc" \
+# Not SOURCE_DATE_EPOCH: C build scripts (ring's) rerun when it changes, and
+# with them most of the build, at every commit.
+env -u SOURCE_DATE_EPOCH "CC_${target//-/_}=musl-gcc" \
   CARGO_PROFILE_RELEASE_STRIP=symbols \
   RUSTFLAGS="--remap-path-prefix=$root=/src --remap-path-prefix=$cargo_home=/usr/local/cargo" \
   cargo build --release --locked --target "$target" --bin cancel-operator
@@ -131,7 +133,7 @@ rootfs=$work/bundle/rootfs
 install -m 0755 "$bin" "$rootfs/cancel-operator"
 [[ $(id -u) != 0 ]] || chown 0:0 "$rootfs/cancel-operator"
 chmod 0755 "$rootfs"
-touch -d "@$SOURCE_DATE_EPOCH" "$rootfs/cancel-operator" "$rootfs"
+touch -d "@$epoch" "$rootfs/cancel-operator" "$rootfs"
 # `umoci repack` of a bundle: `umoci insert` 0.4.7 writes a truncated layer tar.
 umoci repack "${rootless[@]}" --image "$ref" \
   --history.created "$created" --history.created_by "COPY cancel-operator /cancel-operator" \
@@ -151,7 +153,7 @@ jq --arg name "$image" -c \
 mv "$work/index.json" "$layout/index.json"
 chmod -R u=rwX,go=rX "$layout"
 (cd "$layout" && tar --sort=name --format=ustar --numeric-owner --owner=0 --group=0 \
-  --mtime="@$SOURCE_DATE_EPOCH" -cf "$work/image.tar" oci-layout index.json blobs)
+  --mtime="@$epoch" -cf "$work/image.tar" oci-layout index.json blobs)
 
 # --- checks -------------------------------------------------------------------
 say "checking the archive"
