@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests run lint fmt
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests run lint fmt image
 
 all: build
 
@@ -37,6 +37,10 @@ bench:
 ## The API requests of a bulk cancel, per component, from the audit log.
 bench-requests:
 	scripts/bench-requests.sh
+
+## The container image, without a daemon: target/image/cancel-operator-<appVersion>.oci.tar.
+image:
+	scripts/image.sh
 
 ## Unit tests only (no control plane).
 unit-test:

@@ -52,6 +52,67 @@ fn the_chart_lints() {
     run(cmd);
 }
 
+/// The chart's default image is the one `make image` (scripts/image.sh) tags
+/// and the Dockerfile builds: ghcr.io/cancel-dev/cancel-operator:<appVersion>,
+/// run as the image's user under the restricted Pod Security settings.
+#[test]
+fn the_default_image_is_the_one_the_project_builds() {
+    let chart_yaml = std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml");
+    let app_version = chart_yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion:"))
+        .expect("appVersion")
+        .trim()
+        .trim_matches('"');
+    let image = format!("ghcr.io/cancel-dev/cancel-operator:{app_version}");
+
+    let mut template = tool("helm");
+    template
+        .args(["template", "rel", "--kube-version", "1.35.8"])
+        .arg(chart());
+    let rendered = run(template);
+    let mut containers = 0;
+    for doc in yaml_serde::Deserializer::from_str(&rendered) {
+        let object: serde_json::Value = serde::Deserialize::deserialize(doc).expect("yaml");
+        if object["kind"] != "Deployment" {
+            continue;
+        }
+        let pod = &object["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{pod}");
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{pod}");
+        for c in pod["containers"].as_array().expect("containers") {
+            containers += 1;
+            assert_eq!(c["image"], image.as_str(), "{c}");
+            assert_eq!(c["imagePullPolicy"], "IfNotPresent", "{c}");
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{c}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{c}");
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{c}");
+            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{c}");
+        }
+    }
+    assert_eq!(containers, 2, "controller and sidecar");
+
+    // The Dockerfile's defaults follow the chart and Cargo.toml.
+    let dockerfile = std::fs::read_to_string(chart().join("../../Dockerfile")).expect("Dockerfile");
+    for line in [
+        format!("ARG VERSION={app_version}"),
+        format!(
+            "org.opencontainers.image.licenses=\"{}\"",
+            env!("CARGO_PKG_LICENSE")
+        ),
+        format!(
+            "org.opencontainers.image.description=\"{}\"",
+            env!("CARGO_PKG_DESCRIPTION")
+        ),
+        "USER 65532:65532".to_string(),
+        "ENTRYPOINT [\"/cancel-operator\"]".to_string(),
+        format!("docker build -t {image} "),
+    ] {
+        assert!(dockerfile.contains(&line), "Dockerfile lacks {line:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_api_server_accepts_every_rendered_object() {
     let ns = TestNamespace::new("chart-render").await;
