@@ -342,3 +342,54 @@ async fn huawei_codearts_sdk_stops_a_build_with_aksk() {
         assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_gocd_clients_cancel_running_stages() {
+    let venv = venv().await;
+    let users = world::UsersFile::new(&format!("clients-gocd-{}", std::process::id()));
+    let w = world_with_users("clients-gocd", &users.path).await;
+    start_running(
+        &w,
+        &[
+            ("pygocd-1", "pygocd-app", "build"),
+            ("yagocd-1", "yagocd-app", "deploy"),
+            ("bystander-1", "other-app", "build"),
+        ],
+    )
+    .await;
+
+    pytest(
+        &venv,
+        "test_gocd.py",
+        vec![
+            ("GOCD_URL", format!("http://{}", w.addr)),
+            ("GOCD_USER", "jez".into()),
+            ("GOCD_PASSWORD", world::PASSWORD.into()),
+            ("PYGOCD_PIPELINE", "pygocd-app".into()),
+            ("PYGOCD_STAGE", "build".into()),
+            ("PYGOCD_COUNTER", "1".into()),
+            ("YAGOCD_PIPELINE", "yagocd-app".into()),
+            ("YAGOCD_STAGE", "deploy".into()),
+            ("YAGOCD_COUNTER", "1".into()),
+        ],
+    )
+    .await;
+
+    for name in ["pygocd-1", "yagocd-1"] {
+        assert_eq!(wait_cancelled(&w, name).await, "jez");
+    }
+    let bystander = w.ns.api::<StageRun>().get("bystander-1").await.unwrap();
+    assert_eq!(phase(&bystander), Some(StagePhase::Running));
+
+    let metrics = metrics(&w).await;
+    for want in [
+        r#"http_requests_total{route="gocd_about",code="200"}"#,
+        r#"http_requests_total{route="gocd_cancel",code="200"} 4"#,
+        r#"http_requests_total{route="gocd_history",code="200"}"#,
+        r#"http_requests_total{route="gocd_history",code="401"}"#,
+        r#"http_requests_total{route="gocd_pipeline_history",code="200"}"#,
+        r#"http_requests_total{route="gocd_stage_instance_legacy",code="200"}"#,
+    ] {
+        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
+    }
+}
