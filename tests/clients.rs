@@ -65,11 +65,24 @@ async fn pytest(venv: &Path, file: &str, env: Vec<(&'static str, String)>) {
 }
 
 fn task(name: &str, counter: i64, sim: Value, labels: Value) -> StageRun {
+    stage_run(name, "py-app", counter, "tasks", sim, labels)
+}
+
+/// A StageRun of `pipeline` run `counter`, stage `stage`, with one job whose
+/// pod template carries the simulation annotations `sim`.
+fn stage_run(
+    name: &str,
+    pipeline: &str,
+    counter: i64,
+    stage: &str,
+    sim: Value,
+    labels: Value,
+) -> StageRun {
     serde_json::from_value(json!({
         "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
         "metadata": {"name": name, "labels": labels},
         "spec": {
-            "pipeline": "py-app", "pipelineCounter": counter, "stage": "tasks",
+            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
             "cancelGracePeriodSeconds": 5,
             "jobs": [{"name": "run", "template": {
                 "metadata": {"annotations": sim},
@@ -82,6 +95,110 @@ fn task(name: &str, counter: i64, sim: Value, labels: Value) -> StageRun {
 
 fn phase(sr: &StageRun) -> Option<StagePhase> {
     sr.status.as_ref().and_then(|s| s.phase)
+}
+
+/// A namespace with the controller, the grants of
+/// [`world::grant_readers_and_cancellers`] and a sidecar reading the users
+/// file `users`, ready.
+struct World {
+    ns: TestNamespace,
+    addr: std::net::SocketAddr,
+    http: reqwest::Client,
+    _tasks: world::AbortOnDrop,
+}
+
+async fn world_with_users(prefix: &str, users: &Path) -> World {
+    let ns = TestNamespace::new(prefix).await;
+    support::install_crds(&ns.client).await;
+    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
+    world::grant_readers_and_cancellers(&ns).await;
+    let (addr, server) = world::spawn_sidecar(
+        support::client(User::Admin).await,
+        &ns.name,
+        Some(users),
+        Duration::from_secs(1),
+    )
+    .await;
+    let tasks = world::AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    world::wait_ready(&http, addr).await;
+    World {
+        ns,
+        addr,
+        http,
+        _tasks: tasks,
+    }
+}
+
+/// Creates a running StageRun of each (name, pipeline, stage), all with
+/// pipeline counter 1, and waits until the sidecar's cache shows every job
+/// building (read through GoCD's stage history as the users file's admin).
+async fn start_running(w: &World, stages: &[(&str, &str, &str)]) {
+    let runs = w.ns.api::<StageRun>();
+    let running = json!({"sim.cancel.dev/run-for": "1h"});
+    for (name, pipeline, stage) in stages {
+        let sr = stage_run(name, pipeline, 1, stage, running.clone(), json!({}));
+        runs.create(&PostParams::default(), &sr).await.unwrap();
+    }
+    for (name, pipeline, stage) in stages {
+        wait_for(&runs, name, &format!("{name} running"), T, |sr| {
+            phase(sr) == Some(StagePhase::Running)
+        })
+        .await;
+        let url = format!(
+            "http://{}/go/api/stages/{pipeline}/{stage}/history/0",
+            w.addr
+        );
+        eventually(&format!("the sidecar to show {name} building"), T, || {
+            let (http, url) = (w.http.clone(), url.clone());
+            async move {
+                let v: Value = http
+                    .get(url)
+                    .basic_auth("admin", Some(world::PASSWORD))
+                    .header("Accept", "application/json")
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let building = v["stages"].as_array().is_some_and(|s| {
+                    s.len() == 1
+                        && s[0]["jobs"].as_array().is_some_and(|jobs| {
+                            !jobs.is_empty() && jobs.iter().all(|j| j["state"] == "Building")
+                        })
+                });
+                building.then_some(()).ok_or(v.to_string())
+            }
+        })
+        .await;
+    }
+}
+
+/// Waits until StageRun `name` has ended cancelled, and returns who asked.
+async fn wait_cancelled(w: &World, name: &str) -> String {
+    let runs = w.ns.api::<StageRun>();
+    let sr = wait_for(&runs, name, &format!("{name} cancelled"), T, |sr| {
+        phase(sr) == Some(StagePhase::Failed)
+    })
+    .await;
+    let status = sr.status.unwrap();
+    assert_eq!(status.result, Some(RunResult::Cancelled), "{name}");
+    status
+        .cancel
+        .map(|c| c.requested_by)
+        .unwrap_or_else(|| panic!("{name} has no cancel status"))
+}
+
+async fn metrics(w: &World) -> String {
+    w.http
+        .get(format!("http://{}/metrics", w.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,6 +305,90 @@ async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
         r#"http_requests_total{route="cf_list",code="200"}"#,
         r#"http_requests_total{route="cf_cancel",code="202"} 1"#,
         r#"http_requests_total{route="cf_cancel",code="422"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huawei_codearts_sdk_stops_a_build_with_aksk() {
+    let venv = venv().await;
+    let users = world::UsersFile::new(&format!("clients-codearts-{}", std::process::id()));
+    let w = world_with_users("clients-codearts", &users.path).await;
+    start_running(&w, &[("ca-1", "ca-app", "build")]).await;
+
+    pytest(
+        &venv,
+        "test_codearts.py",
+        vec![
+            ("CODEARTS_ENDPOINT", format!("http://{}", w.addr)),
+            ("CODEARTS_AK", world::ACCESS_KEY.into()),
+            ("CODEARTS_SK", world::SECRET_KEY.into()),
+            ("CODEARTS_JOB_ID", "ca-app".into()),
+            ("CODEARTS_BUILD_NO", "1".into()),
+        ],
+    )
+    .await;
+
+    assert_eq!(wait_cancelled(&w, "ca-1").await, "jez");
+    let metrics = metrics(&w).await;
+    for want in [
+        r#"http_requests_total{route="codearts_status",code="200"}"#,
+        r#"http_requests_total{route="codearts_status",code="401"} 1"#,
+        r#"http_requests_total{route="codearts_history",code="200"}"#,
+        r#"http_requests_total{route="codearts_history_details",code="200"}"#,
+        r#"http_requests_total{route="codearts_stop",code="200"} 2"#,
+    ] {
+        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_gocd_clients_cancel_running_stages() {
+    let venv = venv().await;
+    let users = world::UsersFile::new(&format!("clients-gocd-{}", std::process::id()));
+    let w = world_with_users("clients-gocd", &users.path).await;
+    start_running(
+        &w,
+        &[
+            ("pygocd-1", "pygocd-app", "build"),
+            ("yagocd-1", "yagocd-app", "deploy"),
+            ("bystander-1", "other-app", "build"),
+        ],
+    )
+    .await;
+
+    pytest(
+        &venv,
+        "test_gocd.py",
+        vec![
+            ("GOCD_URL", format!("http://{}", w.addr)),
+            ("GOCD_USER", "jez".into()),
+            ("GOCD_PASSWORD", world::PASSWORD.into()),
+            ("PYGOCD_PIPELINE", "pygocd-app".into()),
+            ("PYGOCD_STAGE", "build".into()),
+            ("PYGOCD_COUNTER", "1".into()),
+            ("YAGOCD_PIPELINE", "yagocd-app".into()),
+            ("YAGOCD_STAGE", "deploy".into()),
+            ("YAGOCD_COUNTER", "1".into()),
+        ],
+    )
+    .await;
+
+    for name in ["pygocd-1", "yagocd-1"] {
+        assert_eq!(wait_cancelled(&w, name).await, "jez");
+    }
+    let bystander = w.ns.api::<StageRun>().get("bystander-1").await.unwrap();
+    assert_eq!(phase(&bystander), Some(StagePhase::Running));
+
+    let metrics = metrics(&w).await;
+    for want in [
+        r#"http_requests_total{route="gocd_about",code="200"}"#,
+        r#"http_requests_total{route="gocd_cancel",code="200"} 4"#,
+        r#"http_requests_total{route="gocd_history",code="200"}"#,
+        r#"http_requests_total{route="gocd_history",code="401"}"#,
+        r#"http_requests_total{route="gocd_pipeline_history",code="200"}"#,
+        r#"http_requests_total{route="gocd_stage_instance_legacy",code="200"}"#,
     ] {
         assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
     }
