@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -232,8 +233,9 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     // The Lease manager looks again only when the holder's term would end;
     // watching the Lease wakes a standby as soon as the holder releases it.
     let released = Arc::new(tokio::sync::Notify::new());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.state_namespace);
     let release_watch = tokio::spawn(watch_releases(
-        Api::namespaced(client.clone(), &config.state_namespace),
+        leases.clone(),
         election.lease_name.clone(),
         released.clone(),
     ));
@@ -242,7 +244,11 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         tokio::select! {
             leading = manager.changed() => if leading? { break },
             _ = released.notified() => {}
-            _ = &mut signal => return Ok(()),
+            _ = &mut signal => {
+                // The manager may have just taken the Lease.
+                release_if_held(&leases, &election.lease_name, &election.identity).await;
+                return Ok(());
+            }
         }
     }
     drop(_release_watch);
@@ -272,10 +278,44 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "lease task failed"),
         Err(_) => tracing::warn!("timed out releasing the leader Lease"),
     }
+    // Whatever the manager managed, a Lease still naming this instance is
+    // released here, so that a standby takes over now, not when the term ends.
+    release_if_held(&leases, &election.lease_name, &election.identity).await;
     if lost_leadership.load(std::sync::atomic::Ordering::SeqCst) {
         anyhow::bail!("lost the leader Lease {}", election.lease_name);
     }
     Ok(())
+}
+
+/// Clears the Lease's holder if it is `identity` (a resourceVersion
+/// precondition keeps a newer holder's Lease untouched).
+async fn release_if_held(api: &Api<Lease>, name: &str, identity: &str) {
+    let lease = match api.get_opt(name).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the leader Lease to release it");
+            return;
+        }
+    };
+    let holder = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref());
+    if holder != Some(identity) {
+        return;
+    }
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": lease.resource_version()},
+        "spec": {"holderIdentity": null, "acquireTime": null, "renewTime": null},
+    });
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => tracing::info!("released the leader Lease"),
+        Err(e) => tracing::warn!(error = %e, "could not release the leader Lease"),
+    }
 }
 
 /// Aborts a task when dropped.

@@ -154,7 +154,7 @@ pub struct Observation<'a> {
 pub enum Action {
     /// Create the Job for this spec job.
     CreateJob { job: String },
-    /// Delete this Job, its pods with it (Background propagation).
+    /// Delete this Job, its pods with it (Foreground propagation).
     DeleteJob { resource_name: String },
     /// Delete these pods with this grace period (shortening a longer one).
     DeletePods {

@@ -284,8 +284,14 @@ async fn create_job(
     }
 }
 
-/// Deletes Jobs, then pods: a pod is deleted only once its Job is gone, so
-/// that no Job replaces it.
+/// Deletes Jobs, then pods: a pod is deleted only once its Job is being
+/// deleted, so that no Job replaces it.
+///
+/// Jobs go with Foreground propagation: the job controller creates no pod
+/// for a Job marked deleted, but one whose cache has not seen the mark yet
+/// may still replace a pod just deleted. Such a pod belongs to the Job, and
+/// a Job deleted in the foreground stays until every pod it owns is gone, so
+/// "no Job and no pod left" (what ends a cancel) includes the late ones.
 async fn delete_children(ctx: &Context, ns: &str, actions: &[plan::Action]) -> Result<()> {
     let jobs = ctx.api::<Job>(ns);
     let job_deletes = actions.iter().filter_map(|a| match a {
@@ -293,7 +299,7 @@ async fn delete_children(ctx: &Context, ns: &str, actions: &[plan::Action]) -> R
         _ => None,
     });
     let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
+        propagation_policy: Some(PropagationPolicy::Foreground),
         ..DeleteParams::default()
     };
     for r in join_all(job_deletes.map(|name| jobs.delete(name, &dp))).await {
