@@ -196,15 +196,20 @@ async fn wait_cancelled(w: &World, name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} has no cancel status"))
 }
 
-async fn metrics(w: &World) -> String {
-    w.http
-        .get(format!("http://{}/metrics", w.addr))
+/// Asserts that the sidecar at `addr` counted each of `wants` (lines of its
+/// `http_requests_total`): what the client called.
+async fn assert_counted(http: &reqwest::Client, addr: std::net::SocketAddr, wants: &[&str]) {
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap()
+        .unwrap();
+    for want in wants {
+        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,23 +302,18 @@ async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
     }
 
     // What the client called, as the sidecar counted it.
-    let metrics = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for want in [
-        r#"http_requests_total{route="cf_root",code="200"}"#,
-        r#"http_requests_total{route="uaa_token",code="200"}"#,
-        r#"http_requests_total{route="cf_list",code="200"}"#,
-        r#"http_requests_total{route="cf_cancel",code="202"} 1"#,
-        r#"http_requests_total{route="cf_cancel",code="422"} 1"#,
-    ] {
-        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
-    }
+    assert_counted(
+        &http,
+        addr,
+        &[
+            r#"http_requests_total{route="cf_root",code="200"}"#,
+            r#"http_requests_total{route="uaa_token",code="200"}"#,
+            r#"http_requests_total{route="cf_list",code="200"}"#,
+            r#"http_requests_total{route="cf_cancel",code="202"} 1"#,
+            r#"http_requests_total{route="cf_cancel",code="422"} 1"#,
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,16 +337,18 @@ async fn huawei_codearts_sdk_stops_a_build_with_aksk() {
     .await;
 
     assert_eq!(wait_cancelled(&w, "ca-1").await, "jez");
-    let metrics = metrics(&w).await;
-    for want in [
-        r#"http_requests_total{route="codearts_status",code="200"}"#,
-        r#"http_requests_total{route="codearts_status",code="401"} 1"#,
-        r#"http_requests_total{route="codearts_history",code="200"}"#,
-        r#"http_requests_total{route="codearts_history_details",code="200"}"#,
-        r#"http_requests_total{route="codearts_stop",code="200"} 2"#,
-    ] {
-        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
-    }
+    assert_counted(
+        &w.http,
+        w.addr,
+        &[
+            r#"http_requests_total{route="codearts_status",code="200"}"#,
+            r#"http_requests_total{route="codearts_status",code="401"} 1"#,
+            r#"http_requests_total{route="codearts_history",code="200"}"#,
+            r#"http_requests_total{route="codearts_history_details",code="200"}"#,
+            r#"http_requests_total{route="codearts_stop",code="200"} 2"#,
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,15 +389,17 @@ async fn python_gocd_clients_cancel_running_stages() {
     let bystander = w.ns.api::<StageRun>().get("bystander-1").await.unwrap();
     assert_eq!(phase(&bystander), Some(StagePhase::Running));
 
-    let metrics = metrics(&w).await;
-    for want in [
-        r#"http_requests_total{route="gocd_about",code="200"}"#,
-        r#"http_requests_total{route="gocd_cancel",code="200"} 4"#,
-        r#"http_requests_total{route="gocd_history",code="200"}"#,
-        r#"http_requests_total{route="gocd_history",code="401"}"#,
-        r#"http_requests_total{route="gocd_pipeline_history",code="200"}"#,
-        r#"http_requests_total{route="gocd_stage_instance_legacy",code="200"}"#,
-    ] {
-        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
-    }
+    assert_counted(
+        &w.http,
+        w.addr,
+        &[
+            r#"http_requests_total{route="gocd_about",code="200"}"#,
+            r#"http_requests_total{route="gocd_cancel",code="200"} 4"#,
+            r#"http_requests_total{route="gocd_history",code="200"}"#,
+            r#"http_requests_total{route="gocd_history",code="401"}"#,
+            r#"http_requests_total{route="gocd_pipeline_history",code="200"}"#,
+            r#"http_requests_total{route="gocd_stage_instance_legacy",code="200"}"#,
+        ],
+    )
+    .await;
 }
