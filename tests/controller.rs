@@ -27,6 +27,11 @@ struct Setup {
 async fn setup(prefix: &str) -> Setup {
     let ns = TestNamespace::new(prefix).await;
     support::install_crds(&ns.client).await;
+    with_controller(ns)
+}
+
+/// A controller watching `ns` from now on.
+fn with_controller(ns: TestNamespace) -> Setup {
     let handle = world::spawn_controller(ns.client.clone(), &ns.name);
     Setup {
         ns,
@@ -1025,11 +1030,7 @@ async fn a_namespace_with_a_long_history_gives_the_same_decisions() {
             .await
             .unwrap();
     }
-    let handle = world::spawn_controller(ns.client.clone(), &ns.name);
-    let s = Setup {
-        ns,
-        _controller: world::AbortOnDrop(vec![handle.abort_handle()]),
-    };
+    let s = with_controller(ns);
     // The old requests meet only finished runs: each completes, changing nothing.
     for k in 0..30 {
         let r = wait_request_done(&requests, &format!("old-{k}")).await;
