@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests run lint fmt image
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test fuzz bench bench-requests run lint fmt image
 
 all: build
 
@@ -45,6 +45,10 @@ image:
 ## Unit tests only (no control plane).
 unit-test:
 	cargo test --lib --bins
+
+## The hostile-input property tests with many more cases than `make test` runs.
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-20000} cargo test --lib sidecar::hostile_tests
 
 lint:
 	cargo fmt --all -- --check

@@ -128,6 +128,46 @@ struct SidecarArgs {
     #[arg(long, default_value_t = 10)]
     auth_cache_seconds: u64,
 
+    /// Seconds a connection may take to send a request's headers (also the
+    /// idle time allowed between requests on a kept-alive connection);
+    /// then it is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_seconds: u64,
+
+    /// Seconds a request's body may take to arrive; then 408.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout_seconds: u64,
+
+    /// Largest request line and headers, in bytes; larger ones get 431.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024))]
+    max_header_bytes: u64,
+
+    /// Most header fields in a request; more get 431.
+    #[arg(long, env = "MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(8..=1000))]
+    max_headers: u64,
+
+    /// Largest request body, in bytes; larger ones get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = sidecar::BODY_LIMIT as u64, value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
+    max_body_bytes: u64,
+
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+
+    /// API requests handled at once; more get the API's "unavailable"
+    /// error with Retry-After.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_in_flight: u64,
+
+    /// Kubernetes API calls in flight at once on behalf of requests; more
+    /// fail at once with the API's "unavailable" error.
+    #[arg(long, env = "KUBE_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    kube_in_flight: u64,
+
+    /// Seconds a Kubernetes API call on behalf of a request may take.
+    #[arg(long, env = "KUBE_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    kube_timeout_seconds: u64,
+
     #[command(flatten)]
     logging: Logging,
 }
@@ -193,6 +233,17 @@ async fn main() -> anyhow::Result<()> {
                     signing: sidecar::auth::SigningConfig {
                         max_skew: Duration::from_secs(args.aksk_max_skew_seconds),
                         replay_capacity: args.aksk_replay_capacity as usize,
+                    },
+                    limits: sidecar::Limits {
+                        header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
+                        body_read_timeout: Duration::from_secs(args.body_read_timeout_seconds),
+                        max_header_bytes: args.max_header_bytes as usize,
+                        max_headers: args.max_headers as usize,
+                        body_limit: args.max_body_bytes as usize,
+                        max_connections: args.max_connections as usize,
+                        max_in_flight: args.max_in_flight as usize,
+                        kube_in_flight: args.kube_in_flight as usize,
+                        kube_timeout: Duration::from_secs(args.kube_timeout_seconds),
                     },
                 },
             )

@@ -309,6 +309,9 @@ pub struct Authenticator {
     logins: Cache<String, Option<Identity>>,
     /// (identity, verb, resource, namespace) → allowed.
     decisions: Cache<String, bool>,
+    /// One permit per core for bcrypt checks, so that a flood of Basic
+    /// logins waits its turn instead of occupying the blocking pool.
+    bcrypt: Arc<tokio::sync::Semaphore>,
 }
 
 const GROUP: &str = "cancel.dev";
@@ -338,6 +341,9 @@ impl Authenticator {
                 .max_capacity(50_000)
                 .time_to_live(ttl)
                 .build(),
+            bcrypt: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         }
     }
 
@@ -432,6 +438,11 @@ impl Authenticator {
                     .unwrap_or_else(|| users.decoy_hash.clone());
                 let password = password.clone();
                 // bcrypt is slow by design: keep it off the async workers.
+                let _turn = self
+                    .bcrypt
+                    .acquire()
+                    .await
+                    .map_err(|_| AuthError::Unavailable("shutting down".into()))?;
                 let ok = tokio::task::spawn_blocking(move || {
                     bcrypt::verify(password, &hash).unwrap_or(false)
                 })

@@ -139,6 +139,13 @@ impl ApiErrors for Errors {
             "request body larger than 64 KiB",
         )
     }
+    fn request_timeout(&self) -> Response {
+        error(
+            StatusCode::REQUEST_TIMEOUT,
+            codes::MALFORMED_BODY,
+            "the request body was not received in time",
+        )
+    }
     fn unreadable(&self) -> Response {
         error(
             StatusCode::BAD_REQUEST,

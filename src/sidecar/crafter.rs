@@ -47,6 +47,9 @@ impl ApiErrors for Errors {
     fn too_large(&self) -> Response {
         message(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
     }
+    fn request_timeout(&self) -> Response {
+        message(StatusCode::REQUEST_TIMEOUT, "Request timeout")
+    }
     fn unreadable(&self) -> Response {
         invalid()
     }

@@ -16,6 +16,9 @@ pub mod service;
 pub mod studio;
 pub mod uaa;
 
+#[cfg(test)]
+mod hostile_tests;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use kube::Client;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +37,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
@@ -42,8 +51,59 @@ use http::{Call, text};
 use render::{errors_for, with_allow};
 use routes::{NoRoute, Route};
 
-/// Request bodies larger than this are refused with 413.
+/// Request bodies larger than this are refused with 413 (the default of
+/// [`Limits::body_limit`]).
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Limits and timeouts of the HTTP server, each a flag of `sidecar`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A connection that has not sent a complete request head this long
+    /// after it opened (or after its previous response) is closed.
+    pub header_read_timeout: Duration,
+    /// A request body not received in full this long after its head is
+    /// answered 408.
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers); larger ones are
+    /// answered 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request; more are answered 431.
+    pub max_headers: usize,
+    /// Largest request body; larger ones are answered 413.
+    pub body_limit: usize,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// API requests handled at once (health, metrics and the OpenAPI
+    /// document do not count); further ones are answered at once with the
+    /// API's "unavailable" error and `Retry-After`.
+    pub max_in_flight: usize,
+    /// Calls to the Kubernetes API in flight at once on behalf of requests;
+    /// further calls fail at once, and their requests get the API's
+    /// "unavailable" error.
+    pub kube_in_flight: usize,
+    /// A call to the Kubernetes API on behalf of a request that has not
+    /// answered in this time fails.
+    pub kube_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            body_limit: BODY_LIMIT,
+            max_connections: 1024,
+            max_in_flight: 256,
+            kube_in_flight: 32,
+            kube_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Seconds a client is asked to wait when the sidecar sheds a request.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 /// The OpenAPI document of every route, served at /openapi.json.
 pub const OPENAPI: &str = include_str!("../../openapi/openapi.json");
@@ -143,11 +203,15 @@ pub struct State {
     pub metrics: Metrics,
     /// Base of absolute links (Cloud Foundry); from the Host header when unset.
     pub external_url: Option<String>,
+    pub limits: Limits,
+    /// One permit per API request being handled.
+    pub in_flight: Arc<Semaphore>,
 }
 
 enum BodyError {
     TooLarge,
     Broken,
+    TimedOut,
 }
 
 /// A refused body up to this size is read and discarded before the 413 is
@@ -172,8 +236,24 @@ where
     .await;
 }
 
-/// Reads at most BODY_LIMIT bytes; refuses more, reading a bounded rest.
-async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, BodyError>
+/// Reads at most `limit` bytes within `timeout`; refuses more, reading a
+/// bounded rest.
+async fn read_body<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    tokio::time::timeout(timeout, read_limited(headers, body, limit))
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+async fn read_limited<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Bytes, BodyError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -183,7 +263,7 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let mut body = body;
-    if let Some(n) = declared.filter(|n| *n > BODY_LIMIT as u64) {
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
         if n <= DRAIN_LIMIT as u64 {
             drain(&mut body, 0).await;
         }
@@ -192,7 +272,7 @@ where
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|_| BodyError::Broken)?;
-        if buf.len() + chunk.remaining() > BODY_LIMIT {
+        if buf.len() + chunk.remaining() > limit {
             drain(&mut body, buf.len() + chunk.remaining()).await;
             return Err(BodyError::TooLarge);
         }
@@ -247,7 +327,7 @@ async fn dispatch(state: &State, route: &Route, call: &Call<'_>) -> Response {
 async fn handle<S, B>(
     state: Arc<State>,
     method: Method,
-    path: FullPath,
+    path: String,
     query: String,
     headers: HeaderMap,
     body: S,
@@ -271,7 +351,9 @@ where
             ),
         ),
         Ok(route) => {
-            let response = match read_body(&headers, body).await {
+            let limits = &state.limits;
+            let read = read_body(&headers, body, limits.body_limit, limits.body_read_timeout).await;
+            let response = match read {
                 Ok(bytes) => {
                     let call = Call {
                         method: &method,
@@ -280,10 +362,24 @@ where
                         headers: &headers,
                         body: &bytes,
                     };
-                    dispatch(&state, &route, &call).await
+                    // Health and metrics stay answerable under load.
+                    match route.family() {
+                        routes::Family::Operations => dispatch(&state, &route, &call).await,
+                        family => match state.in_flight.try_acquire() {
+                            Ok(_permit) => dispatch(&state, &route, &call).await,
+                            Err(_) => overloaded(family, &headers),
+                        },
+                    }
                 }
                 Err(BodyError::TooLarge) => errors_for(route.family(), &headers).too_large(),
                 Err(BodyError::Broken) => errors_for(route.family(), &headers).unreadable(),
+                Err(BodyError::TimedOut) => {
+                    let mut r = errors_for(route.family(), &headers).request_timeout();
+                    // The rest of the body may still come: do not read it as a request.
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    r
+                }
             };
             (route.name(), response)
         }
@@ -314,6 +410,16 @@ where
     Ok(response)
 }
 
+/// The answer when `max_in_flight` requests are being handled already.
+fn overloaded(family: routes::Family, headers: &HeaderMap) -> Response {
+    let mut r = errors_for(family, headers).unavailable("too many requests in flight");
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
+    r
+}
+
 /// The warp filter answering every request.
 pub fn filter(
     state: Arc<State>,
@@ -321,7 +427,7 @@ pub fn filter(
     warp::any()
         .map(move || state.clone())
         .and(warp::method())
-        .and(warp::path::full())
+        .and(warp::path::full().map(|p: FullPath| p.as_str().to_string()))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
@@ -346,6 +452,31 @@ pub struct Config {
     pub users_file_poll: Duration,
     /// Huawei AK/SK signature checks.
     pub signing: auth::SigningConfig,
+    pub limits: Limits,
+}
+
+/// A client for the calls made on behalf of requests: at most
+/// `kube_in_flight` at once (further calls fail at once rather than queue,
+/// so that an unreachable API server cannot pile requests up) and each
+/// bounded by `kube_timeout`. The watch cache keeps the unbounded client.
+pub fn request_client(client: Client, limits: &Limits) -> Client {
+    let timeout = limits.kube_timeout;
+    let namespace = client.default_namespace().to_string();
+    let send = tower::service_fn(move |request: warp::http::Request<kube::client::Body>| {
+        let client = client.clone();
+        async move {
+            match tokio::time::timeout(timeout, client.send(request)).await {
+                Ok(answer) => answer.map_err(tower::BoxError::from),
+                Err(_) => Err(tower::BoxError::from(format!(
+                    "no answer from the Kubernetes API within {timeout:?}"
+                ))),
+            }
+        }
+    });
+    kube::client::ClientBuilder::new(send, namespace)
+        .with_layer(&ConcurrencyLimitLayer::new(limits.kube_in_flight.max(1)))
+        .with_layer(&LoadShedLayer::new())
+        .build()
 }
 
 /// Builds the state and starts the watch cache.
@@ -356,6 +487,7 @@ pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<State>> {
     };
     let cache = Arc::new(StageRunCache::new(config.namespaces.clone()));
     tokio::spawn(cache.clone().run(client.clone()));
+    let client = request_client(client, &config.limits);
     let auth = Authenticator::new(
         config.auth,
         client.clone(),
@@ -375,20 +507,64 @@ pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<State>> {
         cache,
         metrics: Metrics::new(),
         external_url: config.external_url.clone(),
+        limits: config.limits.clone(),
+        in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
     }))
 }
 
-/// Serves on `listener` until `shutdown` completes.
+/// Serves on `listener` until `shutdown` completes, then lets the
+/// requests in progress finish.
 pub async fn serve(
     state: Arc<State>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(filter(state))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    let limits = state.limits.clone();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes);
+    let service = warp::service(filter(state));
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // At the connection limit, wait for a slot before accepting more.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of file descriptors: let some close first.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Runs the sidecar until a termination signal.

@@ -16,6 +16,8 @@ pub trait ApiErrors {
     fn method_not_allowed(&self, allow: &str) -> Response;
     /// The body is over the limit.
     fn too_large(&self) -> Response;
+    /// The body did not arrive within the request timeout.
+    fn request_timeout(&self) -> Response;
     /// The body could not be read (e.g. broken chunked encoding).
     fn unreadable(&self) -> Response;
     /// No valid credentials.
@@ -58,6 +60,12 @@ impl ApiErrors for Operations {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body larger than 64 KiB",
+        )
+    }
+    fn request_timeout(&self) -> Response {
+        text(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
         )
     }
     fn unreadable(&self) -> Response {

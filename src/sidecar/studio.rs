@@ -141,6 +141,11 @@ impl ApiErrors for Errors {
         r.remedial_action = "Send a request body of at most 64 KiB".into();
         answer(StatusCode::PAYLOAD_TOO_LARGE, r)
     }
+    fn request_timeout(&self) -> Response {
+        let mut r = ApiResponse::invalid_params();
+        r.remedial_action = "Send the whole request body without pausing".into();
+        answer(StatusCode::REQUEST_TIMEOUT, r)
+    }
     fn unreadable(&self) -> Response {
         invalid(&[])
     }

@@ -57,6 +57,13 @@ impl ApiErrors for Errors {
             "Request body larger than 64 KiB",
         )
     }
+    fn request_timeout(&self) -> Response {
+        error(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            "The request body was not received in time",
+        )
+    }
     fn unreadable(&self) -> Response {
         error(
             StatusCode::BAD_REQUEST,

@@ -143,6 +143,7 @@ pub async fn spawn_sidecar_serving(
             auth_cache_ttl,
             users_file_poll: Duration::from_millis(200),
             signing: sidecar::auth::SigningConfig::default(),
+            limits: sidecar::Limits::default(),
         },
     )
     .expect("start the sidecar");

@@ -120,6 +120,14 @@ impl ApiErrors for Errors {
             "Request invalid due to parse error: request body larger than 64 KiB",
         )
     }
+    fn request_timeout(&self) -> Response {
+        error(
+            StatusCode::REQUEST_TIMEOUT,
+            1001,
+            "CF-MessageParseError",
+            "Request invalid due to parse error: the request body was not received in time",
+        )
+    }
     fn unreadable(&self) -> Response {
         error(
             StatusCode::BAD_REQUEST,

@@ -193,6 +193,13 @@ impl ApiErrors for Errors<'_> {
             "Request Entity Too Large: body larger than 64 KiB",
         )
     }
+    fn request_timeout(&self) -> Response {
+        message(
+            self.headers,
+            StatusCode::REQUEST_TIMEOUT,
+            "Request Timeout: the request body was not received in time",
+        )
+    }
     fn unreadable(&self) -> Response {
         message(
             self.headers,
