@@ -50,20 +50,24 @@ impl Sidecar {
             .env("KUBECONFIG", support::kubeconfig_path(User::Admin))
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("start the sidecar");
-        let stderr = child.stderr.take().expect("stderr");
+        let logs = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
+            for line in BufReader::new(logs).lines() {
                 let Ok(line) = line else { break };
+                // Until it listens, what it says helps to understand a failure.
+                if tx.is_some() {
+                    eprintln!("sidecar: {line}");
+                }
                 if let Some(addr) = serde_json::from_str::<Value>(&line)
                     .ok()
-                    .filter(|v| v["fields"]["message"] == "sidecar listening")
-                    .and_then(|v| v["fields"]["address"].as_str()?.parse().ok())
+                    .filter(|v| v["message"] == "sidecar listening")
+                    .and_then(|v| v["address"].as_str()?.parse().ok())
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(addr);
@@ -342,10 +346,10 @@ impl PausedApiServer {
         let pids = std::fs::read_to_string(support::cluster_dir().join("pids")).expect("pids");
         let pid: i32 = pids
             .lines()
+            .rev()
             .filter_map(|l| l.split_once(' '))
             .filter(|(_, name)| *name == "kube-apiserver")
-            .filter_map(|(pid, _)| pid.parse().ok())
-            .last()
+            .find_map(|(pid, _)| pid.parse().ok())
             .expect("the kube-apiserver's pid");
         signal("STOP", pid);
         PausedApiServer(pid)
