@@ -48,34 +48,40 @@ fn states() -> &'static [Arc<State>; 2] {
             let users = std::env::temp_dir()
                 .join(format!("cancel-hostile-users-{}.yaml", std::process::id()));
             std::fs::write(&users, USERS).expect("users file");
-            let make = |auth| {
-                // Port 1 on loopback: refused, so every Kubernetes call fails at once.
-                let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
-                let client = kube::Client::try_from(config).expect("client");
-                start(
-                    client,
-                    &Config {
-                        listen: "127.0.0.1:0".parse().expect("address"),
-                        namespaces: vec!["ns".into()],
-                        auth,
-                        users_file: Some(users.clone()),
-                        external_url: None,
-                        auth_cache_ttl: std::time::Duration::from_secs(1),
-                        users_file_poll: std::time::Duration::from_secs(60),
-                        signing: auth::SigningConfig::default(),
-                        limits: Limits {
-                            body_read_timeout: std::time::Duration::from_secs(5),
-                            ..Limits::default()
-                        },
-                    },
-                )
-                .expect("state")
+            let limits = Limits {
+                body_read_timeout: std::time::Duration::from_secs(5),
+                ..Limits::default()
             };
-            let states = [make(AuthMode::None), make(AuthMode::Kubernetes)];
+            let states = [
+                new_state(AuthMode::None, Some(&users), limits.clone()),
+                new_state(AuthMode::Kubernetes, Some(&users), limits),
+            ];
             let _ = std::fs::remove_file(&users);
             states
         })
     })
+}
+
+/// A sidecar state whose Kubernetes client points at port 1 on loopback:
+/// refused, so every Kubernetes call fails at once. Needs the runtime.
+fn new_state(auth: AuthMode, users: Option<&std::path::Path>, limits: Limits) -> Arc<State> {
+    let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    start(
+        client,
+        &Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            namespaces: vec!["ns".into()],
+            auth,
+            users_file: users.map(std::path::Path::to_path_buf),
+            external_url: None,
+            auth_cache_ttl: std::time::Duration::from_secs(1),
+            users_file_poll: std::time::Duration::from_secs(60),
+            signing: auth::SigningConfig::default(),
+            limits,
+        },
+    )
+    .expect("state")
 }
 
 /// One request as the server layer hands it over.
@@ -90,11 +96,16 @@ struct Request {
 
 struct Answer {
     status: StatusCode,
+    retry_after: Option<String>,
     content_type: String,
     body: Bytes,
 }
 
 fn send(auth: usize, req: &Request) -> Answer {
+    send_to(states()[auth].clone(), req)
+}
+
+fn send_to(state: Arc<State>, req: &Request) -> Answer {
     let mut headers = HeaderMap::new();
     for (name, value) in &req.headers {
         // hyper refuses what does not parse before any handler runs.
@@ -105,7 +116,6 @@ fn send(auth: usize, req: &Request) -> Answer {
             headers.append(n, v);
         }
     }
-    let state = states()[auth].clone();
     let body = futures::stream::iter(vec![Ok::<_, warp::Error>(Bytes::from(req.body.clone()))]);
     let response = runtime()
         .block_on(handle(
@@ -118,6 +128,11 @@ fn send(auth: usize, req: &Request) -> Answer {
         ))
         .unwrap_or_else(|e| match e {});
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -130,6 +145,7 @@ fn send(auth: usize, req: &Request) -> Answer {
         .unwrap_or_default();
     Answer {
         status,
+        retry_after,
         content_type,
         body,
     }
@@ -540,4 +556,64 @@ fn a_body_over_the_limit_gets_413_in_the_api_format() {
         assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
         check(&req, &answer);
     }
+}
+
+#[test]
+fn requests_over_the_in_flight_limit_get_the_apis_unavailable_error() {
+    let state = runtime().block_on(async {
+        new_state(
+            AuthMode::None,
+            None,
+            Limits {
+                max_in_flight: 2,
+                ..Limits::default()
+            },
+        )
+    });
+    let get = |path: &str| Request {
+        method: Method::GET,
+        path: path.into(),
+        query: String::new(),
+        headers: vec![],
+        body: vec![],
+    };
+    // Two requests being handled: every API sheds the next one.
+    let held = state
+        .in_flight
+        .clone()
+        .try_acquire_many_owned(2)
+        .expect("permits");
+    let shed = [
+        ("/v3/tasks", StatusCode::SERVICE_UNAVAILABLE),
+        (
+            "/go/api/stages/foo/DEV/history",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        ("/v3/jobs/x/status", StatusCode::INTERNAL_SERVER_ERROR),
+        (
+            "/studio/api/2/publish/packages",
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ];
+    for (path, status) in shed {
+        let req = get(path);
+        let answer = send_to(state.clone(), &req);
+        assert_eq!(answer.status, status, "{path}");
+        assert_eq!(answer.retry_after.as_deref(), Some("1"), "{path}");
+        check(&req, &answer);
+    }
+    // Health and metrics are not counted.
+    assert_eq!(
+        send_to(state.clone(), &get("/healthz")).status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_to(state.clone(), &get("/metrics")).status,
+        StatusCode::OK
+    );
+    // Once they finish, requests are handled again.
+    drop(held);
+    let answer = send_to(state, &get("/v3/tasks"));
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.retry_after, None);
 }
