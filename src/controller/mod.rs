@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -81,6 +82,9 @@ pub struct Context {
     /// Per object: the resourceVersion our last status write replaced; a
     /// cached copy still at that version predates the write.
     written: Mutex<HashMap<String, String>>,
+    /// Per StageRun: the deletions issued for its children, until its
+    /// caches show them (see `plan::Issued`).
+    issued: Mutex<HashMap<String, plan::Issued>>,
 }
 
 impl Context {
@@ -107,6 +111,7 @@ impl Context {
             caches,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            issued: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +141,25 @@ impl Context {
         let key = key(obj);
         lock(&self.failures).remove(&key);
         lock(&self.written).remove(&key);
+        lock(&self.issued).remove(&key);
+    }
+
+    /// The deletions recently issued for `obj`'s children.
+    fn issued<K: Resource<DynamicType = ()>>(&self, obj: &K, now: Timestamp) -> plan::Issued {
+        let mut all = lock(&self.issued);
+        let Some(issued) = all.get_mut(&key(obj)) else {
+            return plan::Issued::default();
+        };
+        issued.prune(now);
+        issued.clone()
+    }
+
+    /// Remembers deletions just issued for `obj`'s children.
+    fn record_issued<K: Resource<DynamicType = ()>>(&self, obj: &K, done: plan::Issued) {
+        let mut all = lock(&self.issued);
+        let issued = all.entry(key(obj)).or_default();
+        issued.jobs.extend(done.jobs);
+        issued.pods.extend(done.pods);
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>
