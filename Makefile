@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests run lint fmt image
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests chaos run lint fmt image
 
 all: build
 
@@ -29,6 +29,13 @@ cluster-down:
 ## The whole test suite, on a control plane of its own that it starts and stops.
 test:
 	tests/run-tests.sh
+
+## Faults in combination under load: 200 StageRuns cancelled every way while
+## the controller is killed 10 times and the API server restarted twice
+## (make test runs a short version).
+chaos:
+	CHAOS_RUNS=$${CHAOS_RUNS:-200} CHAOS_KILLS=$${CHAOS_KILLS:-10} CHAOS_APISERVER_RESTARTS=$${CHAOS_APISERVER_RESTARTS:-2} \
+		tests/run-tests.sh --test chaos -- --nocapture
 
 ## Benchmarks, as ratios to a baseline measured in the same run.
 bench:

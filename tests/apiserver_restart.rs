@@ -45,9 +45,12 @@ async fn a_cancel_survives_an_apiserver_restart() {
     let _controller = world::spawn_controller(ns.client.clone(), &ns.name);
     let runs: Api<StageRun> = ns.api();
     let stubborn = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"});
-    runs.create(&PostParams::default(), &stagerun("foo-1-dev", 1, stubborn))
-        .await
-        .unwrap();
+    runs.create(
+        &PostParams::default(),
+        &stagerun("foo-1-dev", 1, stubborn.clone()),
+    )
+    .await
+    .unwrap();
     support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     let requests: Api<CancelRequest> = ns.api();
     let request: CancelRequest = serde_json::from_value(json!({
