@@ -68,6 +68,16 @@ const WAYS: [Way; 7] = [
 ];
 
 impl Way {
+    /// The status of the API's documented answer when the Kubernetes API
+    /// cannot be reached: GoCD and Cloud Foundry answer 503, CodeArts and
+    /// Studio their own internal-error 500.
+    fn unavailable(self) -> u16 {
+        match self {
+            Way::CodeArts | Way::Studio => 500,
+            _ => 503,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Way::GoCd => "gocd",
@@ -115,6 +125,8 @@ struct Log {
     answers: Vec<(Way, u16, Instant)>,
     kills: usize,
     leader_kills: usize,
+    /// Replicas that exited on their own (restarted, as a Deployment would).
+    exits: Vec<String>,
     apiserver_restarts: usize,
     /// Seconds from each fault until a live replica renewed the Lease.
     recoveries: Vec<f64>,
@@ -179,6 +191,27 @@ fn restart_apiserver() {
     assert!(status.success(), "restarting the API server failed");
 }
 
+/// Restarts replicas that exit on their own, as a Deployment would.
+async fn supervise(ns: String, replicas: Arc<Mutex<Vec<Replica>>>, log: Arc<Mutex<Log>>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut all = replicas.lock().unwrap();
+        for r in all.iter_mut() {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                eprintln!(
+                    "chaos: {} exited on its own ({status}); restarting it",
+                    r.identity
+                );
+                log.lock()
+                    .unwrap()
+                    .exits
+                    .push(format!("{}: {status}", r.identity));
+                *r = Replica::start(&ns, r.identity);
+            }
+        }
+    }
+}
+
 /// Kills replicas (the Lease's holder every other time) and restarts the
 /// API server at random moments, following `rng`.
 async fn inject_faults(
@@ -234,12 +267,13 @@ async fn inject_faults(
     }
 }
 
-/// Cancels each of `runs` through the REST API of `way`, retrying the
-/// documented 503 (API server away); records every answer.
+/// Cancels each of `runs` through the REST API of `way`, retrying its
+/// documented answer for an API server that is away; records every answer.
 async fn cancel_by_rest(
     base: String,
     way: Way,
     runs: Vec<(String, String, String)>,
+    pace: Duration,
     mut rng: fastrand::Rng,
     log: Arc<Mutex<Log>>,
 ) {
@@ -249,7 +283,7 @@ async fn cancel_by_rest(
         .expect("http client");
     let token = support::token(User::Operator);
     for (_name, pipeline, uid) in runs {
-        tokio::time::sleep(Duration::from_millis(rng.u64(50..400))).await;
+        tokio::time::sleep(pace.mul_f64(rng.f64() * 2.0)).await;
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let req = match way {
@@ -280,7 +314,7 @@ async fn cancel_by_rest(
                 .push((way, status, Instant::now()));
             match status {
                 200..=299 => break,
-                503 if Instant::now() < deadline => {
+                s if s == way.unavailable() && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 s => panic!("{way:?} cancel of {pipeline} answered {s}"),
@@ -291,7 +325,7 @@ async fn cancel_by_rest(
 
 /// `kubectl cancel stagerun NAME` as operator, with the plugin on PATH,
 /// retried while the API server is away.
-async fn cancel_by_kubectl(ns: String, names: Vec<String>, mut rng: fastrand::Rng) {
+async fn cancel_by_kubectl(ns: String, names: Vec<String>, pace: Duration, mut rng: fastrand::Rng) {
     let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-cancel"))
         .parent()
         .expect("plugin directory")
@@ -302,7 +336,7 @@ async fn cancel_by_kubectl(ns: String, names: Vec<String>, mut rng: fastrand::Rn
         std::env::var("PATH").unwrap_or_default()
     );
     for name in names {
-        tokio::time::sleep(Duration::from_millis(rng.u64(50..400))).await;
+        tokio::time::sleep(pace.mul_f64(rng.f64() * 2.0)).await;
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let mut cmd = Command::new(support::cluster_dir().join("bin/kubectl"));
@@ -442,6 +476,8 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
 
     // Faults and cancels at once.
     let log = Arc::new(Mutex::new(Log::default()));
+    let supervisor = tokio::spawn(supervise(ns.name.clone(), replicas.clone(), log.clone()));
+    let _supervisor = world::AbortOnDrop(vec![supervisor.abort_handle()]);
     let leases: Api<Lease> = ns.api();
     let faults = tokio::spawn(inject_faults(
         ns.name.clone(),
@@ -452,22 +488,35 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         rng.fork(),
         log.clone(),
     ));
+    // Cancels are spread over about as long as the faults take, so that
+    // they meet them: a kill every 0.3-2.5 s, an API server restart ~8 s.
+    let window = Duration::from_millis(1400 * kills + 8000 * restarts);
+    let per_way = n.div_ceil(WAYS.len()).max(1) as u32;
+    let pace = window / per_way;
     let base = format!("http://{addr}");
     let mut cancels = Vec::new();
     for (way, targets) in &by_way {
         let task = match way {
-            Way::GoCd | Way::CodeArts | Way::Studio | Way::CloudFoundry => tokio::spawn(
-                cancel_by_rest(base.clone(), *way, targets.clone(), rng.fork(), log.clone()),
-            ),
+            Way::GoCd | Way::CodeArts | Way::Studio | Way::CloudFoundry => {
+                tokio::spawn(cancel_by_rest(
+                    base.clone(),
+                    *way,
+                    targets.clone(),
+                    pace,
+                    rng.fork(),
+                    log.clone(),
+                ))
+            }
             Way::Kubectl => tokio::spawn(cancel_by_kubectl(
                 ns.name.clone(),
                 targets.iter().map(|t| t.0.clone()).collect(),
+                pace,
                 rng.fork(),
             )),
             Way::Selector => tokio::spawn(cancel_by_selector(
                 ns.client.clone(),
                 ns.name.clone(),
-                Duration::from_millis(rng.u64(0..3000)),
+                window.mul_f64(rng.f64()),
             )),
             Way::Untouched => continue,
         };
@@ -594,7 +643,7 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
             .outages
             .iter()
             .any(|(from, to)| *at >= *from && *at <= *to + Duration::from_secs(10));
-        if *status == 503 && during {
+        if *status == way.unavailable() && during {
             unavailable += 1;
         } else {
             bad_answers.push(format!("{way:?}: {status}"));
@@ -614,7 +663,7 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         log.kills, log.leader_kills, log.apiserver_restarts
     );
     println!(
-        "  cancels: {issued} StageRuns by {} ways ({} REST answers, {} of them the documented 503), {} CancelRequests ({} rejected)",
+        "  cancels: {issued} StageRuns by {} ways ({} REST answers, {} of them the documented unavailable answer), {} CancelRequests ({} rejected)",
         WAYS.len() - 1,
         log.answers.len(),
         unavailable,
@@ -627,6 +676,18 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         duplicated.len(),
         left.len(),
         unrecorded
+    );
+    let mut reasons = BTreeMap::<String, usize>::new();
+    for e in &events {
+        *reasons
+            .entry(e.reason.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    println!("  Events by reason: {reasons:?}");
+    println!(
+        "  replicas that exited on their own: {} {:?}",
+        log.exits.len(),
+        log.exits
     );
     println!(
         "  recovery after a fault (a replica renewing the Lease): p50 {:.1} s, max {:.1} s",

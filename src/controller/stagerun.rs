@@ -171,11 +171,15 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
         ctx.wrote(run);
     }
 
-    delete_children(ctx, run, &ns, &plan.actions).await?;
-
-    for ev in &plan.events {
-        ctx.event(run, ev.warning, ev.reason, ev.note.clone()).await;
-    }
+    // The status is written: its Events go out whatever the deletions meet
+    // (an error there must not lose the record of the cancel).
+    let events = join_all(
+        plan.events
+            .iter()
+            .map(|ev| ctx.event(run, ev.warning, ev.reason, ev.note.clone())),
+    );
+    let (deleted, _) = tokio::join!(delete_children(ctx, run, &ns, &plan.actions), events);
+    deleted?;
     let finished = plan.status.phase.is_some_and(StagePhase::is_finished);
     if let Some(cancel) = plan.status.cancel.as_ref()
         && finished
