@@ -48,7 +48,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
       set -- "CC_${arch}_unknown_linux_musl=musl-gcc"; \
     else \
       set -- "CC_${arch}_unknown_linux_musl=clang-14" "AR_${arch}_unknown_linux_musl=llvm-ar-14" \
-        "CARGO_TARGET_$(echo "$arch" | tr a-z A-Z)_UNKNOWN_LINUX_MUSL_LINKER=rust-lld"; \
+        "CARGO_TARGET_$(echo "$arch" | tr '[:lower:]' '[:upper:]')_UNKNOWN_LINUX_MUSL_LINKER=rust-lld"; \
     fi \
  && env "$@" cargo build --release --locked --target "$target" --bin cancel-operator \
  && install -D -m 0755 "target/$target/release/cancel-operator" /out/cancel-operator
