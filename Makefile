@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests chaos run lint fmt image
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test bench bench-requests chaos run lint lint-workflows fmt image
 
 all: build
 
@@ -53,9 +53,14 @@ image:
 unit-test:
 	cargo test --lib --bins
 
-lint:
+## cargo fmt --check, clippy -D warnings, and the GitHub workflows.
+lint: lint-workflows
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+## The GitHub workflows: actionlint (built into the tool cache) with shellcheck.
+lint-workflows:
+	scripts/lint-workflows.sh
 
 fmt:
 	cargo fmt --all
