@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test fuzz bench bench-requests run lint fmt image
+.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test fuzz bench bench-requests chaos run lint lint-workflows fmt image
 
 all: build
 
@@ -30,6 +30,13 @@ cluster-down:
 test:
 	tests/run-tests.sh
 
+## Faults in combination under load: 200 StageRuns cancelled every way while
+## the controller is killed 10 times and the API server restarted twice
+## (make test runs a short version).
+chaos:
+	CHAOS_RUNS=$${CHAOS_RUNS:-200} CHAOS_KILLS=$${CHAOS_KILLS:-10} CHAOS_APISERVER_RESTARTS=$${CHAOS_APISERVER_RESTARTS:-2} \
+		tests/run-tests.sh --test chaos -- --nocapture
+
 ## Benchmarks, as ratios to a baseline measured in the same run.
 bench:
 	scripts/bench.sh
@@ -50,9 +57,14 @@ unit-test:
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-20000} cargo test --lib sidecar::hostile_tests
 
-lint:
+## cargo fmt --check, clippy -D warnings, and the GitHub workflows.
+lint: lint-workflows
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+## The GitHub workflows: actionlint (built into the tool cache) with shellcheck.
+lint-workflows:
+	scripts/lint-workflows.sh
 
 fmt:
 	cargo fmt --all

@@ -16,9 +16,10 @@ use serde_json::json;
 use support::{TestNamespace, wait_for, world};
 
 const T: Duration = Duration::from_secs(120);
-/// After a restart the watches come back with client-go-like backoff (up to
-/// 30 s between attempts), so waits that span it get more room.
+/// Waits for work that spans the restart (pods deleted past their grace).
 const AFTER_RESTART: Duration = Duration::from_secs(240);
+/// How soon after the API server is back new objects are acted on.
+const RECOVERY: Duration = Duration::from_secs(5);
 
 fn stagerun(name: &str, counter: i64, annotations: serde_json::Value) -> StageRun {
     serde_json::from_value(json!({
@@ -44,9 +45,12 @@ async fn a_cancel_survives_an_apiserver_restart() {
     let _controller = world::spawn_controller(ns.client.clone(), &ns.name);
     let runs: Api<StageRun> = ns.api();
     let stubborn = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"});
-    runs.create(&PostParams::default(), &stagerun("foo-1-dev", 1, stubborn))
-        .await
-        .unwrap();
+    runs.create(
+        &PostParams::default(),
+        &stagerun("foo-1-dev", 1, stubborn.clone()),
+    )
+    .await
+    .unwrap();
     support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     let requests: Api<CancelRequest> = ns.api();
     let request: CancelRequest = serde_json::from_value(json!({
@@ -90,6 +94,42 @@ async fn a_cancel_survives_an_apiserver_restart() {
     .await
     .unwrap();
     assert!(status.success(), "restarting the API server failed");
+
+    // The watches are back within seconds: a StageRun and a CancelRequest
+    // created as soon as the API server answers are acted on within 5 s.
+    runs.create(
+        &PostParams::default(),
+        &stagerun("foo-3-dev", 3, stubborn.clone()),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &runs,
+        "foo-3-dev",
+        "a new StageRun acted on",
+        RECOVERY,
+        |r| phase(r).is_some(),
+    )
+    .await;
+    support::wait_jobs_building(&runs, "foo-3-dev", T).await;
+    let third: CancelRequest = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": "stop-3"},
+        "spec": {"target": {"stageRun": "foo-3-dev"}, "reason": "restart test", "requestedBy": "alice",
+                 "gracePeriodSeconds": 0}
+    }))
+    .unwrap();
+    requests
+        .create(&PostParams::default(), &third)
+        .await
+        .unwrap();
+    wait_for(
+        &runs,
+        "foo-3-dev",
+        "a new CancelRequest acted on",
+        RECOVERY,
+        |r| phase(r) == Some(StagePhase::Canceling) || phase(r) == Some(StagePhase::Failed),
+    )
+    .await;
 
     let done = wait_for(
         &runs,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -81,6 +82,9 @@ pub struct Context {
     /// Per object: the resourceVersion our last status write replaced; a
     /// cached copy still at that version predates the write.
     written: Mutex<HashMap<String, String>>,
+    /// Per StageRun: the deletions issued for its children, until its
+    /// caches show them (see `plan::Issued`).
+    issued: Mutex<HashMap<String, plan::Issued>>,
 }
 
 impl Context {
@@ -107,6 +111,7 @@ impl Context {
             caches,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            issued: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +141,25 @@ impl Context {
         let key = key(obj);
         lock(&self.failures).remove(&key);
         lock(&self.written).remove(&key);
+        lock(&self.issued).remove(&key);
+    }
+
+    /// The deletions recently issued for `obj`'s children.
+    fn issued<K: Resource<DynamicType = ()>>(&self, obj: &K, now: Timestamp) -> plan::Issued {
+        let mut all = lock(&self.issued);
+        let Some(issued) = all.get_mut(&key(obj)) else {
+            return plan::Issued::default();
+        };
+        issued.prune(now);
+        issued.clone()
+    }
+
+    /// Remembers deletions just issued for `obj`'s children.
+    fn record_issued<K: Resource<DynamicType = ()>>(&self, obj: &K, done: plan::Issued) {
+        let mut all = lock(&self.issued);
+        let issued = all.entry(key(obj)).or_default();
+        issued.jobs.extend(done.jobs);
+        issued.pods.extend(done.pods);
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>
@@ -164,9 +188,28 @@ impl Context {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not record event");
-        }
+        let reference = obj.object_ref(&());
+        let Err(e) = self.recorder.publish(&ev, &reference).await else {
+            return;
+        };
+        // The API server may be away for a moment (a restart): the record is
+        // retried in the background for a while rather than lost.
+        tracing::warn!(error = %e, reason, "could not record event yet; retrying");
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + EVENT_RETRY_FOR;
+            for delay in crate::watch::retry_delays() {
+                tokio::time::sleep(delay).await;
+                match recorder.publish(&ev, &reference).await {
+                    Ok(()) => return,
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        tracing::warn!(error = %e, reason = %ev.reason, "could not record event");
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
     }
 
     fn succeeded(&self, key: &str) {
@@ -186,6 +229,9 @@ impl Context {
         Duration::from_millis(ms.min(300_000))
     }
 }
+
+/// How long an Event the API server refused is retried.
+const EVENT_RETRY_FOR: Duration = Duration::from_secs(120);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -221,15 +267,30 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         return Ok(());
     };
     let duration = election.lease_duration.as_secs().max(2);
-    let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
-        .with_namespace(&config.state_namespace)
-        .with_identity(&election.identity)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await?;
-    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
     let mut signal = Box::pin(crate::shutdown::signal());
+    // A standby rides out an API server that is away (restarting, say): it
+    // retries, as the watches do, instead of exiting into a restart loop.
+    let mut retry = crate::watch::retry_delays();
+    let manager = loop {
+        let built = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+            .with_namespace(&config.state_namespace)
+            .with_identity(&election.identity)
+            .with_duration(duration)
+            .with_grace((duration / 3).max(1))
+            .build()
+            .await;
+        match built {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the leader Lease yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry.next().unwrap_or_default()) => {}
+                    _ = &mut signal => return Ok(()),
+                }
+            }
+        }
+    };
+    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
     // The Lease manager looks again only when the holder's term would end;
     // watching the Lease wakes a standby as soon as the holder releases it.
     let released = Arc::new(tokio::sync::Notify::new());
@@ -242,7 +303,14 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     let _release_watch = AbortOnDrop(release_watch);
     loop {
         tokio::select! {
-            leading = manager.changed() => if leading? { break },
+            leading = manager.changed() => match leading {
+                Ok(true) => break,
+                Ok(false) => retry = crate::watch::retry_delays(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the leader Lease; retrying");
+                    tokio::time::sleep(retry.next().unwrap_or_default()).await;
+                }
+            },
             _ = released.notified() => {}
             _ = &mut signal => {
                 // The manager may have just taken the Lease.

@@ -147,6 +147,48 @@ pub struct Observation<'a> {
     pub pods: Vec<ObservedPod>,
     pub cancel: Option<CancelOrder>,
     pub force_margin: Duration,
+    /// Deletions this controller has issued that the caches may not show yet.
+    pub issued: Issued,
+}
+
+/// How long a deletion this controller issued stands for the object's own
+/// mark: a cache that has not shown the mark by then gets the deletion again.
+pub const REISSUE_AFTER: Duration = Duration::from_secs(10);
+
+/// Deletions issued by this controller, by object name: a watch event that
+/// predates one must not cause it again (each pod would otherwise be
+/// deleted once per pass until its cache catches up).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Issued {
+    /// Job name → when its deletion was issued.
+    pub jobs: std::collections::BTreeMap<String, Timestamp>,
+    /// Pod name → when its deletion was issued, with which grace period.
+    pub pods: std::collections::BTreeMap<String, (Timestamp, i64)>,
+}
+
+impl Issued {
+    fn recent(now: Timestamp, at: Timestamp) -> bool {
+        now.duration_since(at) < SignedDuration::try_from(REISSUE_AFTER).unwrap_or_default()
+    }
+
+    /// Drops what is no longer recent.
+    pub fn prune(&mut self, now: Timestamp) {
+        self.jobs.retain(|_, at| Self::recent(now, *at));
+        self.pods.retain(|_, (at, _)| Self::recent(now, *at));
+    }
+
+    /// True when this Job's deletion was issued recently.
+    pub fn job(&self, now: Timestamp, name: &str) -> bool {
+        self.jobs.get(name).is_some_and(|at| Self::recent(now, *at))
+    }
+
+    /// The recent deletion issued for this pod: when, with which grace.
+    pub fn pod(&self, now: Timestamp, name: &str) -> Option<(Timestamp, i64)> {
+        self.pods
+            .get(name)
+            .copied()
+            .filter(|(at, _)| Self::recent(now, *at))
+    }
 }
 
 /// Something to do against the API.
@@ -550,7 +592,7 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
 
     // Jobs first: their pods are deleted after them, in this order.
     for j in &obs.jobs {
-        if !j.deleting {
+        if !j.deleting && !obs.issued.job(now, &j.resource_name) {
             p.actions.push(Action::DeleteJob {
                 resource_name: j.resource_name.clone(),
             });
@@ -564,7 +606,19 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
     let to_delete: Vec<String> = obs
         .pods
         .iter()
-        .filter(|p| forced || p.deletion_deadline.is_none_or(|d| d > kill_by))
+        .filter(|p| {
+            // A deletion issued recently counts as the pod's own mark.
+            let issued = obs.issued.pod(now, &p.name);
+            if issued.is_some_and(|(_, g)| g == 0) {
+                return false;
+            }
+            let issued_deadline = issued.map(|(at, g)| at + SignedDuration::from_secs(g));
+            let deadline = match (p.deletion_deadline, issued_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            forced || deadline.is_none_or(|d| d > kill_by)
+        })
         .map(|p| p.name.clone())
         .collect();
     if !to_delete.is_empty() {

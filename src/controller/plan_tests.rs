@@ -210,6 +210,7 @@ struct World {
     cancel: Option<CancelOrder>,
     now: Timestamp,
     force_margin: Duration,
+    issued: Issued,
 }
 
 impl World {
@@ -222,6 +223,7 @@ impl World {
             cancel: None,
             now: t0(),
             force_margin: MARGIN,
+            issued: Issued::default(),
         }
     }
 
@@ -234,6 +236,7 @@ impl World {
             pods: self.pods.clone(),
             cancel: self.cancel.clone(),
             force_margin: self.force_margin,
+            issued: self.issued.clone(),
         })
     }
 
@@ -2320,4 +2323,106 @@ fn canceling_deletes_every_pod_with_the_grace_period_once() {
     }
     w.now = at(1);
     assert!(w.plan().actions.is_empty());
+}
+
+/// What applying `plan`'s deletions at `now` leaves in the controller's memory.
+fn issued_by(plan: &Plan, now: Timestamp) -> Issued {
+    let mut issued = Issued::default();
+    for a in &plan.actions {
+        match a {
+            Action::DeleteJob { resource_name } => {
+                issued.jobs.insert(resource_name.clone(), now);
+            }
+            Action::DeletePods {
+                names,
+                grace_seconds,
+            } => {
+                for n in names {
+                    issued.pods.insert(n.clone(), (now, *grace_seconds));
+                }
+            }
+            Action::CreateJob { .. } => {}
+        }
+    }
+    issued
+}
+
+fn deletions(plan: &Plan) -> Vec<Action> {
+    plan.actions
+        .iter()
+        .filter(|a| !matches!(a, Action::CreateJob { .. }))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_deletion_issued_is_not_issued_again_before_the_cache_shows_it() {
+    for grace in [30, 0] {
+        let label = format!("grace {grace}");
+        let mut first = baseline(Start::Running);
+        first.cancel = Some(order(Some(grace)));
+        let p1 = first.plan();
+        assert_eq!(
+            deletions(&p1),
+            vec![
+                delete_job(UNIT_JOB),
+                delete_job(LINT_JOB),
+                delete_pods(&["unit-pod", "lint-pod"], grace)
+            ],
+            "{label}"
+        );
+
+        // The next pass comes from a watch event that predates the
+        // deletions: the cache still shows nothing deleted.
+        let mut second = first.clone();
+        second.run.status = Some(p1.status.clone());
+        second.cancel = None;
+        second.issued = issued_by(&p1, first.now);
+        second.now = at(1);
+        let p2 = second.plan();
+        assert_eq!(deletions(&p2), vec![], "{label}");
+        assert_invariants(&label, &second, &p2);
+
+        // A cache that never shows them: issued again, after a while.
+        let mut late = second.clone();
+        late.now = first.now + SignedDuration::try_from(REISSUE_AFTER).unwrap();
+        let p3 = late.plan();
+        assert!(
+            p3.actions.contains(&delete_job(UNIT_JOB)),
+            "{label}: {:?}",
+            p3.actions
+        );
+        assert!(
+            p3.actions
+                .iter()
+                .any(|a| matches!(a, Action::DeletePods { names, .. } if names.len() == 2)),
+            "{label}: {:?}",
+            p3.actions
+        );
+    }
+}
+
+#[test]
+fn an_issued_deletion_does_not_hold_back_a_shorter_grace_or_the_force() {
+    // Deleted with 30 s at accept time (t0): a later forced pass (past
+    // grace + margin) still forces, once.
+    let mut w = World {
+        now: at(41),
+        ..baseline(Start::Canceling)
+    };
+    w.pods[0].deletion_deadline = None;
+    w.issued.pods.insert("unit-pod".into(), (t0(), 30));
+    w.issued.jobs.insert(UNIT_JOB.into(), at(39));
+    let p = w.plan();
+    assert_eq!(p.actions, vec![delete_pods(&["unit-pod"], 0)]);
+
+    // Before the force deadline, a pod deleted with 30 s now gets nothing
+    // more: the issued deadline counts as its own.
+    let mut w = World {
+        now: at(5),
+        ..baseline(Start::Canceling)
+    };
+    w.pods[0].deletion_deadline = None;
+    w.issued.pods.insert("unit-pod".into(), (at(4), 30));
+    assert_eq!(deletions(&w.plan()), vec![]);
 }

@@ -104,14 +104,17 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
         None => find_cancel(ctx, &ns, &uid),
         Some(_) => None,
     };
+    let now = Timestamp::now();
+    let issued = ctx.issued(run, now);
     let observation = |jobs, pods| Observation {
-        now: Timestamp::now(),
+        now,
         run,
         ids: ids.clone(),
         jobs,
         pods,
         cancel: cancel.clone(),
         force_margin: ctx.config.force_margin,
+        issued: issued.clone(),
     };
     let mut plan = plan::plan(&observation(jobs, pods));
     if is_cancelled_now(run, &plan) {
@@ -168,11 +171,15 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
         ctx.wrote(run);
     }
 
-    delete_children(ctx, &ns, &plan.actions).await?;
-
-    for ev in &plan.events {
-        ctx.event(run, ev.warning, ev.reason, ev.note.clone()).await;
-    }
+    // The status is written: its Events go out whatever the deletions meet
+    // (an error there must not lose the record of the cancel).
+    let events = join_all(
+        plan.events
+            .iter()
+            .map(|ev| ctx.event(run, ev.warning, ev.reason, ev.note.clone())),
+    );
+    let (deleted, _) = tokio::join!(delete_children(ctx, run, &ns, &plan.actions), events);
+    deleted?;
     let finished = plan.status.phase.is_some_and(StagePhase::is_finished);
     if let Some(cancel) = plan.status.cancel.as_ref()
         && finished
@@ -292,18 +299,32 @@ async fn create_job(
 /// may still replace a pod just deleted. Such a pod belongs to the Job, and
 /// a Job deleted in the foreground stays until every pod it owns is gone, so
 /// "no Job and no pod left" (what ends a cancel) includes the late ones.
-async fn delete_children(ctx: &Context, ns: &str, actions: &[plan::Action]) -> Result<()> {
+async fn delete_children(
+    ctx: &Context,
+    run: &StageRun,
+    ns: &str,
+    actions: &[plan::Action],
+) -> Result<()> {
+    let mut issued = plan::Issued::default();
     let jobs = ctx.api::<Job>(ns);
-    let job_deletes = actions.iter().filter_map(|a| match a {
-        plan::Action::DeleteJob { resource_name } => Some(resource_name),
-        _ => None,
-    });
+    let job_deletes: Vec<&String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            plan::Action::DeleteJob { resource_name } => Some(resource_name),
+            _ => None,
+        })
+        .collect();
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Foreground),
         ..DeleteParams::default()
     };
-    for r in join_all(job_deletes.map(|name| jobs.delete(name, &dp))).await {
-        ignore_not_found(r)?;
+    let results = join_all(job_deletes.iter().map(|name| jobs.delete(name, &dp))).await;
+    for (name, r) in job_deletes.into_iter().zip(results) {
+        if let Err(e) = ignore_not_found(r) {
+            ctx.record_issued(run, issued);
+            return Err(e);
+        }
+        issued.jobs.insert(name.clone(), Timestamp::now());
     }
     let pods = ctx.api::<Pod>(ns);
     for action in actions {
@@ -312,15 +333,22 @@ async fn delete_children(ctx: &Context, ns: &str, actions: &[plan::Action]) -> R
             grace_seconds,
         } = action
         {
+            let grace = (*grace_seconds).max(0);
             let dp = DeleteParams {
-                grace_period_seconds: Some((*grace_seconds).max(0) as u32),
+                grace_period_seconds: Some(grace as u32),
                 ..DeleteParams::default()
             };
-            for r in join_all(names.iter().map(|n| pods.delete(n, &dp))).await {
-                ignore_not_found(r)?;
+            let results = join_all(names.iter().map(|n| pods.delete(n, &dp))).await;
+            for (name, r) in names.iter().zip(results) {
+                if let Err(e) = ignore_not_found(r) {
+                    ctx.record_issued(run, issued);
+                    return Err(e);
+                }
+                issued.pods.insert(name.clone(), (Timestamp::now(), grace));
             }
         }
     }
+    ctx.record_issued(run, issued);
     Ok(())
 }
 

@@ -521,8 +521,24 @@ impl Authenticator {
             .await
             .map_err(|e| format!("SubjectAccessReview failed: {e}"))?;
         let allowed = result.status.is_some_and(|s| s.allowed);
+        if !allowed && !self.api_server_ready().await {
+            // A starting API server denies what its authorizer has not
+            // loaded yet (RBAC's cache syncs after it starts serving): that
+            // denial is not an answer; the caller is told to try again.
+            return Err("the Kubernetes API server is not ready yet".into());
+        }
         self.decisions.insert(key, allowed).await;
         Ok(allowed)
+    }
+
+    /// True when the API server reports itself ready (`/readyz`), as it does
+    /// once its authorizers have synced.
+    async fn api_server_ready(&self) -> bool {
+        let request = warp::http::Request::get("/readyz").body(Vec::new());
+        match request {
+            Ok(r) => self.client.request_text(r).await.is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// May `who` cancel StageRuns in `namespace`?
