@@ -147,15 +147,11 @@ impl ListQuery {
         }
         let guids = value_of("guids").map(|v| list(v).map(String::from).collect());
         let names = value_of("names").map(|v| list(v).map(String::from).collect());
+        // Each item is checked first, for the Cloud Controller's message
+        // about it; then the whole value against its documented form.
         let states = value_of("states").map(|v| {
-            if !has_form(&STATES_FORM, v) {
-                errors.push(format!(
-                    "States can only be: '{}' (not '{v}')",
-                    STATES.join("', '")
-                ));
-                return BTreeSet::new();
-            }
-            list(v)
+            let known_before = errors.len();
+            let states = list(v)
                 .filter_map(|s| match STATES.iter().find(|known| **known == s) {
                     Some(known) => Some(*known),
                     None => {
@@ -166,14 +162,18 @@ impl ListQuery {
                         None
                     }
                 })
-                .collect()
+                .collect();
+            if errors.len() == known_before && !has_form(&STATES_FORM, v) {
+                errors.push(format!(
+                    "States can only be: '{}', comma-separated (not '{v}')",
+                    STATES.join("', '")
+                ));
+            }
+            states
         });
         let sequence_ids = value_of("sequence_ids").map(|v| {
-            if !has_form(&SEQUENCE_IDS_FORM, v) {
-                errors.push(format!("Sequence ids must be integers (not '{v}')"));
-                return BTreeSet::new();
-            }
-            list(v)
+            let known_before = errors.len();
+            let ids = list(v)
                 .filter_map(|s| match s.parse::<i64>() {
                     Ok(n) => Some(n),
                     Err(_) => {
@@ -181,16 +181,24 @@ impl ListQuery {
                         None
                     }
                 })
-                .collect()
+                .collect();
+            if errors.len() == known_before && !has_form(&SEQUENCE_IDS_FORM, v) {
+                errors.push(format!(
+                    "Sequence ids must be integers of at most 18 digits, comma-separated (not '{v}')"
+                ));
+            }
+            ids
         });
         let label_selector = match value_of("label_selector") {
             None => None,
-            Some(v) if !has_form(&LABEL_SELECTOR_FORM, v) => {
-                errors.push(format!("Invalid label_selector value: '{v}'"));
-                None
-            }
             Some(v) => match selector::parse(v) {
-                Ok(s) => Some(s),
+                Ok(s) if has_form(&LABEL_SELECTOR_FORM, v) => Some(s),
+                Ok(_) => {
+                    errors.push(format!(
+                        "Invalid label_selector value: '{v}' is not of the documented form"
+                    ));
+                    None
+                }
                 Err(why) => {
                     errors.push(format!("Invalid label_selector value: {why}"));
                     None
