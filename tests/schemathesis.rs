@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cancel_operator::crd::{StagePhase, StageRun};
+use cancel_operator::crd::{CancelRequest, StagePhase, StageRun};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -275,8 +275,8 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
     world::wait_ready(&http, addr).await;
 
     // Two pipelines (also CodeArts jobs, Cloud Foundry apps and Studio
-    // sites) with finished, failed and running instances; the running ones
-    // outnumber what a run cancels, and a cancelled one is still data every
+    // sites) with finished, failed and running instances, and a third whose
+    // runs only task guids name. A cancelled run is still data every
     // operation answers about.
     let done = json!({"sim.cancel.dev/run-for": "1s"});
     let failed = json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "1"});
@@ -327,6 +327,19 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
         (
             "api-2-build",
             ("api", 2, "build"),
+            &running,
+            StagePhase::Running,
+        ),
+        // Named by their task guids only: left for the Cloud Foundry cancels.
+        (
+            "tasks-1-run",
+            ("tasks", 1, "run"),
+            &running,
+            StagePhase::Running,
+        ),
+        (
+            "tasks-2-run",
+            ("tasks", 2, "run"),
             &running,
             StagePhase::Running,
         ),
@@ -467,6 +480,17 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
             .unwrap();
         assert_eq!(r.status(), 200, "task {guid} after the run");
     }
+    // The cancels of the run went through: CancelRequests were written.
+    let requests: Api<CancelRequest> = ns.api();
+    assert!(
+        !requests
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the run wrote no CancelRequest"
+    );
     // And the sidecar answered no request of the run with a 5xx.
     assert_eq!(
         server_errors(&http, addr).await,
