@@ -70,7 +70,7 @@ pub fn validate(
     build_no: Option<&Value>,
 ) -> Result<StopRequest, (&'static str, String)> {
     let job_id = match job_id {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 255 => s.clone(),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => s.clone(),
         Some(Value::String(_)) => {
             return Err((codes::INVALID_JOB_ID, "job_id must not be empty".into()));
         }

@@ -119,7 +119,13 @@ pub fn grant(body: &[u8]) -> Grant {
             .map(|(_, v)| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    match field("grant_type").as_deref() {
+    // The grant type is a name, taken as it is (` refresh_token` is none).
+    let grant_type = form
+        .iter()
+        .find(|(k, _)| k == "grant_type")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty());
+    match grant_type {
         None => Grant::Invalid {
             error: "invalid_request",
             description: "A grant type is required".into(),
@@ -214,6 +220,14 @@ mod tests {
                 "unsupported_grant_type",
             ),
             (b"grant_type=client_credentials", "unsupported_grant_type"),
+            (
+                b"grant_type=+refresh_token&refresh_token=x",
+                "unsupported_grant_type",
+            ),
+            (
+                b"grant_type=refresh_token&refresh_token=+%09",
+                "invalid_request",
+            ),
             (b"{\"grant_type\": \"refresh_token\"}", "invalid_request"),
         ] {
             match grant(body) {

@@ -1,6 +1,8 @@
 #!/bin/sh
-# Creates the Python virtualenv the client tests run in, once per content of
-# requirements.txt (and Python version), and prints its path on stdout.
+# Creates the Python virtualenv the client tests and the schemathesis test run
+# in, once per content of requirements.txt (and Python version), and prints
+# its path on stdout. Each content gets a venv of its own, so that checkouts
+# pinning different versions do not rebuild each other's.
 # Idempotent and safe to run concurrently: a lock serialises builders, and a
 # venv is used only after its install completed.
 #
@@ -12,11 +14,11 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 requirements="$here/requirements.txt"
 cache="${CANCEL_OPERATOR_CACHE:-$HOME/.cache/cancel-operator}"
-venv="$cache/venv-clients"
 python="${PYTHON:-python3}"
 mkdir -p "$cache"
 
 key=$({ cat "$requirements"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
+venv="$cache/venv-clients-$(printf %s "$key" | cut -c1-12)"
 stamp="$venv/.requirements.sha256"
 
 current() {

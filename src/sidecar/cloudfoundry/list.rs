@@ -3,7 +3,9 @@
 //! object. Pure: the handler feeds it tasks and gets a page back.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
+use regex::Regex;
 use serde::Serialize;
 
 use super::Task;
@@ -14,6 +16,47 @@ pub const STATES: [&str; 5] = ["PENDING", "RUNNING", "CANCELING", "SUCCEEDED", "
 
 pub const DEFAULT_PER_PAGE: u32 = 50;
 pub const MAX_PER_PAGE: u32 = 5000;
+
+/// The exact forms of `states`, `sequence_ids` and `label_selector` that a
+/// list accepts: openapi/openapi.json documents these patterns (a unit test
+/// keeps them equal), and a value is checked against them before it is
+/// parsed. Items are separated by commas, with spaces around them allowed.
+pub mod patterns {
+    /// Comma-separated task states; empty items are dropped.
+    pub const STATES: &str = "^ *(?:(?:PENDING|RUNNING|CANCELING|SUCCEEDED|FAILED) *)?(?:, *(?:(?:PENDING|RUNNING|CANCELING|SUCCEEDED|FAILED) *)?)*$";
+    /// Comma-separated integers of at most 18 digits; empty items are dropped.
+    pub const SEQUENCE_IDS: &str = "^ *(?:[+-]?[0-9]{1,18} *)?(?:, *(?:[+-]?[0-9]{1,18} *)?)*$";
+    /// A label name, or a value when not empty.
+    const NAME: &str = "[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?";
+    /// A DNS label of a key's prefix.
+    const LABEL: &str = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
+
+    /// Requirements `key`, `!key`, `key=value` (or `==`), `key!=value`,
+    /// `key in (v1,v2)`, `key notin (v1,v2)`, comma-separated. A key is an
+    /// optional prefix of one to three DNS labels and `/`, then a name of
+    /// at most 63 characters `[A-Za-z0-9._-]`, alphanumeric at both ends; a
+    /// value is such a name or empty.
+    pub fn label_selector() -> String {
+        let key = format!("(?:{LABEL}(?:\\.{LABEL}){{0,2}}/)?{NAME}");
+        let value = format!("(?:{NAME})?");
+        let set = format!("\\( *{value} *(?:, *{value} *)*\\)");
+        let req =
+            format!(" *(?:! *{key}|{key}(?: *(?:==|!=|=) *{value}| +(?:in|notin) *{set})?) *");
+        format!("^{req}(?:,{req})*$")
+    }
+}
+
+/// Whether `value` has the form `pattern` describes. `$` also matches before
+/// a final newline, as JSON Schema validators written in Python read it.
+fn has_form(re: &Regex, value: &str) -> bool {
+    re.is_match(value.strip_suffix('\n').unwrap_or(value))
+}
+
+static STATES_FORM: LazyLock<Regex> = LazyLock::new(|| Regex::new(patterns::STATES).unwrap());
+static SEQUENCE_IDS_FORM: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(patterns::SEQUENCE_IDS).unwrap());
+static LABEL_SELECTOR_FORM: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&patterns::label_selector()).unwrap());
 
 /// Parameters every task list accepts, in the order hrefs carry them.
 const FILTERS: [&str; 5] = ["guids", "names", "states", "sequence_ids", "label_selector"];
@@ -104,8 +147,11 @@ impl ListQuery {
         }
         let guids = value_of("guids").map(|v| list(v).map(String::from).collect());
         let names = value_of("names").map(|v| list(v).map(String::from).collect());
+        // Each item is checked first, for the Cloud Controller's message
+        // about it; then the whole value against its documented form.
         let states = value_of("states").map(|v| {
-            list(v)
+            let known_before = errors.len();
+            let states = list(v)
                 .filter_map(|s| match STATES.iter().find(|known| **known == s) {
                     Some(known) => Some(*known),
                     None => {
@@ -116,10 +162,18 @@ impl ListQuery {
                         None
                     }
                 })
-                .collect()
+                .collect();
+            if errors.len() == known_before && !has_form(&STATES_FORM, v) {
+                errors.push(format!(
+                    "States can only be: '{}', comma-separated (not '{v}')",
+                    STATES.join("', '")
+                ));
+            }
+            states
         });
         let sequence_ids = value_of("sequence_ids").map(|v| {
-            list(v)
+            let known_before = errors.len();
+            let ids = list(v)
                 .filter_map(|s| match s.parse::<i64>() {
                     Ok(n) => Some(n),
                     Err(_) => {
@@ -127,12 +181,24 @@ impl ListQuery {
                         None
                     }
                 })
-                .collect()
+                .collect();
+            if errors.len() == known_before && !has_form(&SEQUENCE_IDS_FORM, v) {
+                errors.push(format!(
+                    "Sequence ids must be integers of at most 18 digits, comma-separated (not '{v}')"
+                ));
+            }
+            ids
         });
         let label_selector = match value_of("label_selector") {
             None => None,
             Some(v) => match selector::parse(v) {
-                Ok(s) => Some(s),
+                Ok(s) if has_form(&LABEL_SELECTOR_FORM, v) => Some(s),
+                Ok(_) => {
+                    errors.push(format!(
+                        "Invalid label_selector value: '{v}' is not of the documented form"
+                    ));
+                    None
+                }
                 Err(why) => {
                     errors.push(format!("Invalid label_selector value: {why}"));
                     None
@@ -313,6 +379,55 @@ pub struct TaskList {
 mod tests {
     use super::super::{Links, Metadata, TaskResult};
     use super::*;
+
+    #[test]
+    fn the_document_gives_the_patterns_the_lists_check() {
+        let doc: serde_json::Value = serde_json::from_str(crate::sidecar::OPENAPI).unwrap();
+        for path in ["/v3/tasks", "/v3/apps/{app_guid}/tasks"] {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let pattern = |name: &str| {
+                params.iter().find(|p| p["name"] == name).unwrap()["schema"]["pattern"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(pattern("states"), patterns::STATES, "{path}");
+            assert_eq!(pattern("sequence_ids"), patterns::SEQUENCE_IDS, "{path}");
+            assert_eq!(
+                pattern("label_selector"),
+                patterns::label_selector(),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_of_the_documented_forms_are_accepted_and_others_refused() {
+        for q in [
+            "states=",
+            "states=RUNNING,,FAILED",
+            "states= RUNNING , FAILED",
+            "sequence_ids=1,+2,-3,",
+            "label_selector=a",
+            "label_selector=!a",
+            "label_selector=a=b,c!=d,e==",
+            "label_selector=example.com/a in (b, c),d notin ()",
+            "label_selector=a%0A",
+        ] {
+            query(q);
+        }
+        for q in [
+            "states=RUNNING\tFAILED",
+            "sequence_ids=1234567890123456789",
+            "label_selector=%01",
+            "label_selector=a,",
+            "label_selector=a in",
+            "label_selector=a.b.c.d/e",
+            "label_selector=%E2%80%83a",
+        ] {
+            refused(q);
+        }
+    }
 
     fn pairs(q: &str) -> Vec<(String, String)> {
         form_urlencoded::parse(q.as_bytes())
