@@ -161,7 +161,7 @@ struct SidecarArgs {
 
     /// Kubernetes API calls in flight at once on behalf of requests; more
     /// fail at once with the API's "unavailable" error.
-    #[arg(long, env = "KUBE_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, env = "KUBE_IN_FLIGHT", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     kube_in_flight: u64,
 
     /// Seconds a Kubernetes API call on behalf of a request may take.

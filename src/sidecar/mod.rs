@@ -96,7 +96,7 @@ impl Default for Limits {
             body_limit: BODY_LIMIT,
             max_connections: 1024,
             max_in_flight: 256,
-            kube_in_flight: 32,
+            kube_in_flight: 128,
             kube_timeout: Duration::from_secs(10),
         }
     }
