@@ -326,23 +326,11 @@ async fn cancel_by_rest(
 /// `kubectl cancel stagerun NAME` as operator, with the plugin on PATH,
 /// retried while the API server is away.
 async fn cancel_by_kubectl(ns: String, names: Vec<String>, pace: Duration, mut rng: fastrand::Rng) {
-    let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-cancel"))
-        .parent()
-        .expect("plugin directory")
-        .to_path_buf();
-    let path = format!(
-        "{}:{}",
-        plugin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     for name in names {
         tokio::time::sleep(pace.mul_f64(rng.f64() * 2.0)).await;
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            let mut cmd = Command::new(support::cluster_dir().join("bin/kubectl"));
-            cmd.args(["cancel", "stagerun", &name, "-n", &ns])
-                .env("KUBECONFIG", support::kubeconfig_path(User::Operator))
-                .env("PATH", &path);
+            let mut cmd = world::kubectl_cancel(&ns, &["stagerun", &name], User::Operator);
             let out = tokio::task::spawn_blocking(move || cmd.output().expect("kubectl"))
                 .await
                 .expect("join");

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
@@ -27,21 +27,7 @@ fn stagerun(name: &str, counter: i64, labels: serde_json::Value) -> StageRun {
 
 /// `kubectl cancel ARGS` as `operator`, with the plugin on PATH.
 async fn kubectl_cancel(ns: &str, args: &[&str]) -> Output {
-    let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-cancel"))
-        .parent()
-        .expect("plugin directory")
-        .to_path_buf();
-    let path = format!(
-        "{}:{}",
-        plugin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut cmd = Command::new(support::cluster_dir().join("bin/kubectl"));
-    cmd.arg("cancel")
-        .args(args)
-        .args(["-n", ns])
-        .env("KUBECONFIG", support::kubeconfig_path(User::Operator))
-        .env("PATH", path);
+    let mut cmd = world::kubectl_cancel(ns, args, User::Operator);
     tokio::task::spawn_blocking(move || cmd.output().expect("run kubectl cancel"))
         .await
         .expect("join")
@@ -159,21 +145,7 @@ async fn kubectl_cancel_cancels_in_the_callers_name() {
     );
 
     // Without the right to create CancelRequests, kubectl says so.
-    let mut cmd = Command::new(support::cluster_dir().join("bin/kubectl"));
-    let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-cancel"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    cmd.args(["cancel", "stagerun", "foo-1-dev", "-n", &ns.name])
-        .env("KUBECONFIG", support::kubeconfig_path(User::Nobody))
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                plugin_dir.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        );
+    let mut cmd = world::kubectl_cancel(&ns.name, &["stagerun", "foo-1-dev"], User::Nobody);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

@@ -201,3 +201,23 @@ pub fn controller_process(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> std
         .spawn()
         .expect("start the controller")
 }
+
+/// `kubectl cancel ARGS -n NS` as `user`, with the plugin on PATH.
+pub fn kubectl_cancel(ns: &str, args: &[&str], user: super::User) -> std::process::Command {
+    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-cancel"))
+        .parent()
+        .expect("plugin directory")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = std::process::Command::new(super::cluster_dir().join("bin/kubectl"));
+    cmd.arg("cancel")
+        .args(args)
+        .args(["-n", ns])
+        .env("KUBECONFIG", super::kubeconfig_path(user))
+        .env("PATH", path);
+    cmd
+}
