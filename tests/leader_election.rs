@@ -209,19 +209,49 @@ async fn a_leader_that_stops_cleanly_hands_over_before_its_term_ends() {
     let leases: Api<Lease> = ns.api();
     // A term far longer than the test's deadline: only a release lets the
     // standby in within it.
-    let long = |identity: &str| {
+    let long = |identity: &str, metrics: &str| {
         world::controller_process(
             &ns.name,
-            &["--leader-elect", "--lease-duration-seconds", "300"],
+            &[
+                "--leader-elect",
+                "--lease-duration-seconds",
+                "300",
+                "--metrics-address",
+                metrics,
+            ],
             &[("POD_NAME", identity)],
         )
     };
-    let mut first = long("ctl-a");
+    let mut first = long("ctl-a", &free_address());
     wait_for(&leases, LEASE, "ctl-a to lead", T, |l| {
         holder(l) == Some("ctl-a")
     })
     .await;
-    let mut second = long("ctl-b");
+    // The standby has read the Lease (and its 300 s term) before the leader
+    // stops: only the release can let it in now.
+    let metrics_b = free_address();
+    let mut second = long("ctl-b", &metrics_b);
+    let http = reqwest::Client::new();
+    let url = format!("http://{metrics_b}/metrics");
+    support::eventually("ctl-b standing by", T, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let text = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            text.contains(&format!(
+                "leader_election_master_status{{name=\"{LEASE}\"}} 0"
+            ))
+            .then_some(())
+            .ok_or_else(|| "not standing by yet".to_string())
+        }
+    })
+    .await;
     let stopped = std::process::Command::new("kill")
         .args(["-TERM", &first.id().to_string()])
         .status()

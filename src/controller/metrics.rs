@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use warp::Filter;
@@ -31,12 +32,18 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    name: String,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
     reconcile_time: Family<ControllerLabels, Histogram>,
     cancel_duration: Family<ReasonLabels, Histogram>,
+    leader: Family<LeaseLabels, Gauge>,
     /// False once this instance must be restarted (it lost its Lease).
     healthy: std::sync::atomic::AtomicBool,
 }
@@ -74,13 +81,30 @@ impl Metrics {
             "From a cancel being requested to its StageRun having no pod left, per reason",
             cancel_duration.clone(),
         );
+        let leader = Family::<LeaseLabels, Gauge>::default();
+        registry.register(
+            "leader_election_master_status",
+            "1 while this instance holds the leader Lease, 0 while it stands by (absent before it has read the Lease)",
+            leader.clone(),
+        );
         Metrics {
             registry,
+            leader,
             reconciles,
             reconcile_time,
             cancel_duration,
             healthy: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether this instance leads through Lease `name` (or stands by,
+    /// having read it).
+    pub fn set_leader(&self, name: &str, leading: bool) {
+        self.leader
+            .get_or_create(&LeaseLabels {
+                name: name.to_string(),
+            })
+            .set(i64::from(leading));
     }
 
     /// Makes /healthz fail from now on.

@@ -270,16 +270,17 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     let mut signal = Box::pin(crate::shutdown::signal());
     // A standby rides out an API server that is away (restarting, say): it
     // retries, as the watches do, instead of exiting into a restart loop.
-    let mut retry = crate::watch::retry_delays();
-    let manager = loop {
-        let built = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+    let build = || {
+        LeaseManagerBuilder::new(client.clone(), &election.lease_name)
             .with_namespace(&config.state_namespace)
             .with_identity(&election.identity)
             .with_duration(duration)
             .with_grace((duration / 3).max(1))
             .build()
-            .await;
-        match built {
+    };
+    let mut retry = crate::watch::retry_delays();
+    let mut manager = loop {
+        match build().await {
             Ok(m) => break m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach the leader Lease yet; retrying");
@@ -290,6 +291,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
             }
         }
     };
+    metrics.set_leader(&election.lease_name, false);
     tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting to lead");
     // The Lease manager looks again only when the holder's term would end;
     // watching the Lease wakes a standby as soon as the holder releases it.
@@ -311,7 +313,14 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
                     tokio::time::sleep(retry.next().unwrap_or_default()).await;
                 }
             },
-            _ = released.notified() => {}
+            _ = released.notified() => {
+                // The manager waits out the term it last read; a new one
+                // reads the released Lease now and takes it.
+                match build().await {
+                    Ok(m) => manager = m,
+                    Err(e) => tracing::warn!(error = %e, "cannot read the released Lease"),
+                }
+            }
             _ = &mut signal => {
                 // The manager may have just taken the Lease.
                 release_if_held(&leases, &election.lease_name, &election.identity).await;
@@ -322,6 +331,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     drop(_release_watch);
     let (leading, lease_task) = manager.watch().await;
     tracing::info!(identity = %election.identity, "leading");
+    metrics.set_leader(&election.lease_name, true);
     let mut watching = leading.clone();
     let lost_leadership = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = lost_leadership.clone();
