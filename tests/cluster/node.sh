@@ -260,6 +260,8 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 makeIPTablesUtilChains: false
+# Secret volumes follow their Secret within seconds (a rotated password).
+syncFrequency: 10s
 maxPods: 30
 EOF
   node_start kubelet "$BIN/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$dir/admin.kubeconfig" \
