@@ -362,6 +362,8 @@ fn controller_state_rights(fullname: &str) -> BTreeSet<String> {
         &format!("update /configmaps/{fullname}-ids"),
         "create coordination.k8s.io/leases",
         &format!("get coordination.k8s.io/leases/{fullname}-controller"),
+        &format!("list coordination.k8s.io/leases/{fullname}-controller"),
+        &format!("watch coordination.k8s.io/leases/{fullname}-controller"),
         &format!("patch coordination.k8s.io/leases/{fullname}-controller"),
         &format!("update coordination.k8s.io/leases/{fullname}-controller"),
         &format!("delete coordination.k8s.io/leases/{fullname}-controller"),

@@ -571,7 +571,7 @@ async fn the_chart_runs_on_a_real_node() {
         .args(["--timeout", "120s", "--set", "replicaCount=2"])
         // A new pod template, so that the Deployments roll their pods as an
         // upgrade to a new version does.
-        .args(["--set", r"podAnnotations.cancel\.dev/rollout=2"])
+        .args(["--set-string", r"podAnnotations.cancel\.dev/rollout=2"])
         .arg(root().join("charts/cancel-operator"));
     blocking(move || run(upgrade)).await;
     tokio::time::timeout(T, watcher)
@@ -583,10 +583,13 @@ async fn the_chart_runs_on_a_real_node() {
         (s.0.expect("the old leader stopped"), s.1.clone().unwrap())
     };
     let gap = acquired.saturating_duration_since(stopped);
-    assert!(
-        gap <= Duration::from_secs(3),
-        "{new_leader} took the Lease {gap:?} after {old_leader} was told to stop"
-    );
+    // Recorded, not asserted at once, so that the checks after it still run.
+    let mut failures = Vec::new();
+    if gap > Duration::from_secs(3) {
+        failures.push(format!(
+            "{new_leader} took the Lease {gap:?} after {old_leader} was told to stop"
+        ));
+    }
     assert_on_the_node(&pods, &release, "controller", 2).await;
     assert_on_the_node(&pods, &release, "sidecar", 2).await;
     let bases = sidecar_bases(&pods, &release).await;
@@ -695,6 +698,7 @@ async fn the_chart_runs_on_a_real_node() {
         "`cluster.sh node down` left the machine changed:\n{}",
         state_diff(&before, &after)
     );
+    assert!(failures.is_empty(), "{failures:#?}");
     eprintln!(
         "node up {node_up:?}; helm install --wait {helm_install:?}; leadership gap {gap:?}; \
          password rotation {rotation:?}; node down {node_down:?}; whole test {:?}",

@@ -258,7 +258,7 @@ volumePluginDir: $nd/volume-plugins
 # Keep the imported images (they cannot be pulled here), on however small a disk.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+evictionHard: {memory.available: 100Mi, nodefs.available: 100Mi, imagefs.available: 100Mi, nodefs.inodesFree: 1%}
 makeIPTablesUtilChains: false
 # Secret volumes follow their Secret within seconds (a rotated password).
 syncFrequency: 10s
