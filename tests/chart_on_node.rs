@@ -41,8 +41,7 @@ fn root() -> PathBuf {
 }
 
 fn output(mut cmd: Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }
 
 fn text(out: &Output) -> String {
@@ -302,7 +301,11 @@ async fn sidecar_bases(pods: &Api<Pod>, release: &str) -> Vec<String> {
         .iter()
         .filter(|p| ready(p))
         .map(|p| {
-            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("pod IP");
+            let ip = p
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .expect("pod IP");
             format!("http://{ip}:8153")
         })
         .collect()
@@ -310,7 +313,8 @@ async fn sidecar_bases(pods: &Api<Pod>, release: &str) -> Vec<String> {
 
 /// Every pod of the release runs on the real node, ready, never restarted.
 async fn assert_on_the_node(pods: &Api<Pod>, release: &str, component: &str, want: usize) {
-    let lp = format!("app.kubernetes.io/instance={release},app.kubernetes.io/component={component}");
+    let lp =
+        format!("app.kubernetes.io/instance={release},app.kubernetes.io/component={component}");
     let found = support::wait_list(
         pods,
         &ListParams::default().labels(&lp),
@@ -360,9 +364,12 @@ async fn the_chart_runs_on_a_real_node() {
         )
         .await
         .expect("label the namespace restricted");
-    world::grant_readers_and_cancellers(&ns).await;
+    // The StageRuns, their Jobs' pods (which need no restricted level) and
+    // the cancels live in a namespace of their own.
+    let work = TestNamespace::new("e2e-work").await;
+    world::grant_readers_and_cancellers(&work).await;
     world::grant(
-        &ns,
+        &work,
         "cancelrequest-watcher",
         json!({"apiGroups": ["cancel.dev"], "resources": ["cancelrequests"], "verbs": ["get", "list", "watch"]}),
         &["operator"],
@@ -376,8 +383,8 @@ async fn the_chart_runs_on_a_real_node() {
 
     // --- helm install --wait ------------------------------------------------
     let values = [
-        format!("controller.watchNamespace={release}"),
-        format!("sidecar.namespaces={{{release}}}"),
+        format!("controller.watchNamespace={}", work.name),
+        format!("sidecar.namespaces={{{}}}", work.name),
         "sidecar.usersSecret=users".to_string(),
         "sidecar.authCacheSeconds=1".to_string(),
         r"nodeSelector.cancel\.dev/node=real".to_string(),
@@ -385,12 +392,21 @@ async fn the_chart_runs_on_a_real_node() {
         "tolerations[0].operator=Exists".to_string(),
         "tolerations[0].effect=NoSchedule".to_string(),
         format!(
-            r"requestedByPolicy.namespaceSelector.matchLabels.kubernetes\.io/metadata\.name={release}"
+            r"requestedByPolicy.namespaceSelector.matchLabels.kubernetes\.io/metadata\.name={}",
+            work.name
         ),
     ];
     let mut install = tool("helm");
     install
-        .args(["install", &release, "--namespace", &release, "--wait", "--timeout", "120s"])
+        .args([
+            "install",
+            &release,
+            "--namespace",
+            &release,
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
         .arg(root().join("charts/cancel-operator"));
     for v in &values {
         install.args(["--set", v]);
@@ -407,7 +423,7 @@ async fn the_chart_runs_on_a_real_node() {
     let host = bases[0].clone();
 
     // --- the documented examples, through the REST API's pod ------------------
-    let runs: Api<StageRun> = ns.api();
+    let runs: Api<StageRun> = work.api();
     let create = |sr: StageRun| {
         let runs = runs.clone();
         async move {
@@ -424,12 +440,30 @@ async fn the_chart_runs_on_a_real_node() {
         "1h",
     ))
     .await;
-    create(stagerun("build-20", (DOCUMENTED_JOB, 20, "build"), "compile", "1h")).await;
-    create(stagerun("mysite-1", ("mysite", 1, "publish"), "deploy", "1h")).await;
+    create(stagerun(
+        "build-20",
+        (DOCUMENTED_JOB, 20, "build"),
+        "compile",
+        "1h",
+    ))
+    .await;
+    create(stagerun(
+        "mysite-1",
+        ("mysite", 1, "publish"),
+        "deploy",
+        "1h",
+    ))
+    .await;
     create(stagerun("task", ("app", 1, "tasks"), "migrate", "1h")).await;
     create(stagerun("foo-3-dev", ("foo", 3, "DEV"), "UnitTest", "1h")).await;
     let mut running = Vec::new();
-    for name in ["demo-pipeline-1-first-stage", "build-20", "mysite-1", "task", "foo-3-dev"] {
+    for name in [
+        "demo-pipeline-1-first-stage",
+        "build-20",
+        "mysite-1",
+        "task",
+        "foo-3-dev",
+    ] {
         let sr = wait_phase(&runs, name, StagePhase::Running).await;
         wait_cached(&bases, &sr, "RUNNING").await;
         running.push(sr);
@@ -437,8 +471,9 @@ async fn the_chart_runs_on_a_real_node() {
     let foo_1 = wait_phase(&runs, "foo-1-dev", StagePhase::Succeeded).await;
     wait_cached(&bases, &foo_1, "SUCCEEDED").await;
     // The stages' Jobs ran their pods on the kwok node, none on the real one.
-    let job_pods = pods
-        .list(&ListParams::default().labels("!app.kubernetes.io/instance"))
+    let job_pods = work
+        .api::<Pod>()
+        .list(&ListParams::default())
         .await
         .expect("list the Jobs' pods");
     assert!(!job_pods.items.is_empty());
@@ -451,7 +486,10 @@ async fn the_chart_runs_on_a_real_node() {
         "curl -u jez:badger -d \"\" {host}/go/api/stages/demo_pipeline/first_stage/cancel"
     ))
     .await;
-    assert_eq!((code, body.as_str()), (200, "Stage cancelled successfully."));
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "Stage cancelled successfully.")
+    );
     let sr = wait_cancelled(&runs, "demo-pipeline-1-first-stage").await;
     assert_eq!(sr.status.unwrap().cancel.unwrap().requested_by, "jez");
 
@@ -469,7 +507,10 @@ async fn the_chart_runs_on_a_real_node() {
     ))
     .await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"result": true}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"result": true})
+    );
     wait_cancelled(&runs, "build-20").await;
 
     let package = running[2].uid().unwrap();
@@ -478,7 +519,10 @@ async fn the_chart_runs_on_a_real_node() {
     ))
     .await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"message": "OK"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"message": "OK"})
+    );
     wait_cancelled(&runs, "mysite-1").await;
 
     let task = running[3].uid().unwrap();
@@ -487,7 +531,10 @@ async fn the_chart_runs_on_a_real_node() {
     ))
     .await;
     assert_eq!(code, 202, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["state"], "CANCELING");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["state"],
+        "CANCELING"
+    );
     wait_cancelled(&runs, "task").await;
 
     // --- kubectl cancel, as operator ------------------------------------------
@@ -497,21 +544,35 @@ async fn the_chart_runs_on_a_real_node() {
         .to_path_buf();
     let mut kubectl_cancel = Command::new(support::cluster_dir().join("bin/kubectl"));
     kubectl_cancel
-        .args(["cancel", "stagerun", "foo-3-dev", "--reason", "on a real node", "--wait"])
-        .args(["-n", &release])
+        .args([
+            "cancel",
+            "stagerun",
+            "foo-3-dev",
+            "--reason",
+            "on a real node",
+            "--wait",
+        ])
+        .args(["-n", &work.name])
         .env("KUBECONFIG", support::kubeconfig_path(User::Operator))
         .env(
             "PATH",
-            format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default()),
+            format!(
+                "{}:{}",
+                plugin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
         );
     let printed = blocking(move || run(kubectl_cancel)).await;
-    assert!(printed.contains("stagerun.cancel.dev/foo-3-dev Cancelled"), "{printed}");
+    assert!(
+        printed.contains("stagerun.cancel.dev/foo-3-dev Cancelled"),
+        "{printed}"
+    );
     let sr = wait_cancelled(&runs, "foo-3-dev").await;
     assert_eq!(sr.status.unwrap().cancel.unwrap().requested_by, "operator");
 
     // --- the admission policy refuses a spoofed requestedBy --------------------
     let as_operator: Api<CancelRequest> =
-        Api::namespaced(support::client(User::Operator).await, &release);
+        Api::namespaced(support::client(User::Operator).await, &work.name);
     let spoof: CancelRequest = serde_json::from_value(json!({
         "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest",
         "metadata": {"name": "spoofed"},
@@ -520,7 +581,11 @@ async fn the_chart_runs_on_a_real_node() {
     .unwrap();
     match as_operator.create(&PostParams::default(), &spoof).await {
         Err(kube::Error::Api(s)) => {
-            assert!(s.message.contains("spec.requestedBy must be your own username"), "{s:?}")
+            assert!(
+                s.message
+                    .contains("spec.requestedBy must be your own username"),
+                "{s:?}"
+            )
         }
         other => panic!("a CancelRequest naming alice, created by operator: {other:?}"),
     }
@@ -567,7 +632,14 @@ async fn the_chart_runs_on_a_real_node() {
     };
     let mut upgrade = tool("helm");
     upgrade
-        .args(["upgrade", &release, "--namespace", &release, "--reuse-values", "--wait"])
+        .args([
+            "upgrade",
+            &release,
+            "--namespace",
+            &release,
+            "--reuse-values",
+            "--wait",
+        ])
         .args(["--timeout", "120s", "--set", "replicaCount=2"])
         // A new pod template, so that the Deployments roll their pods as an
         // upgrade to a new version does.
@@ -644,11 +716,21 @@ async fn the_chart_runs_on_a_real_node() {
         .iter()
         .map(|p| (p.uid().unwrap(), restarts(p)))
         .collect();
-    assert_eq!(sidecars_after, sidecars_before, "the sidecar pods were restarted");
+    assert_eq!(
+        sidecars_after, sidecars_before,
+        "the sidecar pods were restarted"
+    );
 
     // --- helm test ---------------------------------------------------------------
     let mut helm_test = tool("helm");
-    helm_test.args(["test", &release, "--namespace", &release, "--timeout", "90s"]);
+    helm_test.args([
+        "test",
+        &release,
+        "--namespace",
+        &release,
+        "--timeout",
+        "90s",
+    ]);
     let printed = blocking(move || run(helm_test)).await;
     let phases: Vec<&str> = printed
         .lines()
@@ -662,7 +744,15 @@ async fn the_chart_runs_on_a_real_node() {
 
     // --- helm uninstall leaves no object of the release ---------------------------
     let mut uninstall = tool("helm");
-    uninstall.args(["uninstall", &release, "--namespace", &release, "--wait", "--timeout", "90s"]);
+    uninstall.args([
+        "uninstall",
+        &release,
+        "--namespace",
+        &release,
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
     blocking(move || run(uninstall)).await;
     let mut kinds = tool("kubectl");
     kinds.args(["api-resources", "--verbs=list", "-o", "name"]);
@@ -675,16 +765,31 @@ async fn the_chart_runs_on_a_real_node() {
     left.args(["get", &kinds.join(","), "--all-namespaces", "-o", "name"])
         .arg(format!("--selector=app.kubernetes.io/instance={release}"));
     let left = blocking(move || run(left)).await;
-    assert_eq!(left.trim(), "", "objects of the release left after helm uninstall");
+    assert_eq!(
+        left.trim(),
+        "",
+        "objects of the release left after helm uninstall"
+    );
     let mut named = tool("kubectl");
-    named.args(["get", &kinds.join(","), "--namespace", &release, "-o", "name"]);
+    named.args([
+        "get",
+        &kinds.join(","),
+        "--namespace",
+        &release,
+        "-o",
+        "name",
+    ]);
     let named = blocking(move || run(named)).await;
     let fullname = format!("{release}-cancel-operator");
     let left: Vec<&str> = named.lines().filter(|l| l.contains(&fullname)).collect();
-    assert!(left.is_empty(), "objects named after the release left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "objects named after the release left: {left:?}"
+    );
 
     // --- the node goes, and the machine is as it was -----------------------------
     drop(ns);
+    drop(work);
     let t = Instant::now();
     blocking(move || {
         node.down();
@@ -698,10 +803,10 @@ async fn the_chart_runs_on_a_real_node() {
         "`cluster.sh node down` left the machine changed:\n{}",
         state_diff(&before, &after)
     );
-    assert!(failures.is_empty(), "{failures:#?}");
     eprintln!(
         "node up {node_up:?}; helm install --wait {helm_install:?}; leadership gap {gap:?}; \
          password rotation {rotation:?}; node down {node_down:?}; whole test {:?}",
         started.elapsed()
     );
+    assert!(failures.is_empty(), "{failures:#?}");
 }
