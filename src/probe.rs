@@ -43,7 +43,8 @@ async fn ready_endpoints(client: &kube::Client, probe: &Probe) -> anyhow::Result
                 .conditions
                 .as_ref()
                 .and_then(|c| c.ready)
-                .unwrap_or(false);
+                // Unknown readiness counts as ready (the EndpointSlice API's advice).
+                .unwrap_or(true);
             if !ready {
                 continue;
             }
@@ -68,18 +69,21 @@ fn get(address: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<u16
     )?;
     let mut answer = Vec::new();
     stream.take(64 * 1024).read_to_end(&mut answer)?;
-    let head = String::from_utf8_lossy(&answer);
-    let status = head
-        .lines()
-        .next()
-        .and_then(|line| {
-            line.strip_prefix("HTTP/1.1 ")
-                .or_else(|| line.strip_prefix("HTTP/1.0 "))
-        })
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("{address}: not an HTTP answer"))?;
-    Ok(status)
+    status(&answer).ok_or_else(|| anyhow::anyhow!("{address}: not an HTTP answer"))
+}
+
+/// The status code of an HTTP/1.x answer.
+fn status(answer: &[u8]) -> Option<u16> {
+    let head = String::from_utf8_lossy(answer);
+    let line = head.lines().next()?;
+    let rest = line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| line.strip_prefix("HTTP/1.0 "))?;
+    let code = rest.get(..3)?;
+    if rest.len() > 3 && !rest[3..].starts_with(' ') {
+        return None;
+    }
+    code.parse().ok().filter(|c| (100..600).contains(c))
 }
 
 /// Retries until the Service has ready endpoints and every one of them
@@ -121,4 +125,50 @@ async fn check_once(client: &kube::Client, probe: &Probe) -> anyhow::Result<Vec<
         lines.push(format!("GET http://{address}{}: {status}", probe.path));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_status_line() {
+        assert_eq!(
+            status(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            Some(200)
+        );
+        assert_eq!(
+            status(b"HTTP/1.0 503 Service Unavailable\r\n\r\n"),
+            Some(503)
+        );
+        assert_eq!(status(b"HTTP/1.1 204\r\n\r\n"), Some(204));
+        assert_eq!(status(b"HTTP/1.1 2000 OK\r\n"), None);
+        assert_eq!(status(b"HTTP/1.1 999 What\r\n"), None);
+        assert_eq!(status(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status(b""), None);
+    }
+
+    #[test]
+    fn gets_from_a_server() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let n = conn.read(&mut request).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        assert_eq!(
+            get(address, "/readyz", Duration::from_secs(5)).unwrap(),
+            200
+        );
+        assert!(
+            server
+                .join()
+                .unwrap()
+                .starts_with("GET /readyz HTTP/1.1\r\n")
+        );
+    }
 }
