@@ -761,15 +761,27 @@ async fn the_chart_runs_on_a_real_node() {
         .lines()
         .filter(|k| !k.is_empty() && *k != "events" && *k != "events.events.k8s.io")
         .collect();
-    let mut left = tool("kubectl");
-    left.args(["get", &kinds.join(","), "--all-namespaces", "-o", "name"])
-        .arg(format!("--selector=app.kubernetes.io/instance={release}"));
-    let left = blocking(move || run(left)).await;
-    assert_eq!(
-        left.trim(),
-        "",
-        "objects of the release left after helm uninstall"
-    );
+    // Pods go once they have stopped (helm waits for the Deployments only).
+    let kind_list = kinds.join(",");
+    let selector = format!("--selector=app.kubernetes.io/instance={release}");
+    eventually(
+        "no object of the release left after helm uninstall",
+        T,
+        || {
+            let mut left = tool("kubectl");
+            left.args(["get", &kind_list, "--all-namespaces", "-o", "name"])
+                .arg(&selector);
+            async move {
+                let left = blocking(move || run(left)).await;
+                if left.trim().is_empty() {
+                    Ok(())
+                } else {
+                    Err(left)
+                }
+            }
+        },
+    )
+    .await;
     let mut named = tool("kubectl");
     named.args([
         "get",
