@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down test unit-test fuzz bench bench-requests chaos run lint lint-workflows fmt image
+.PHONY: all build crds cluster-build cluster-up cluster-down node-up node-down test unit-test fuzz bench bench-requests chaos run lint lint-workflows fmt image
 
 all: build
 
@@ -26,7 +26,16 @@ cluster-up:
 cluster-down:
 	$(CLUSTER) down
 
-## The whole test suite, on a control plane of its own that it starts and stops.
+## Join one real node (kubelet, containerd, runc) to the running control plane; needs root.
+node-up:
+	$(CLUSTER) node up
+
+## Remove it, undoing every change it made to the machine.
+node-down:
+	$(CLUSTER) node down
+
+## The whole test suite, on a control plane of its own that it starts and stops
+## (it builds the image first: the chart's end-to-end test runs it on a real node).
 test:
 	tests/run-tests.sh
 

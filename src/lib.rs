@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod crd;
 pub mod labels;
+pub mod probe;
 pub mod request;
 pub mod shutdown;
 pub mod sidecar;

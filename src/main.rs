@@ -30,6 +30,25 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         cost: u32,
     },
+    /// Check that every ready pod behind a Service answers an HTTP GET
+    /// (found through its EndpointSlices; used by the chart's `helm test`).
+    Probe {
+        /// The Service.
+        #[arg(long)]
+        service: String,
+        /// Its namespace (default: this pod's).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        /// Port name (default: the first port).
+        #[arg(long)]
+        port_name: Option<String>,
+        /// Path to GET; a 2xx status passes.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// Seconds to keep trying.
+        #[arg(long, default_value_t = 60)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Args)]
@@ -187,6 +206,23 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(!password.is_empty(), "no password on standard input");
             println!("{}", bcrypt::hash(password, cost)?);
             Ok(())
+        }
+        Command::Probe {
+            service,
+            namespace,
+            port_name,
+            path,
+            timeout_seconds,
+        } => {
+            let client = kube::Client::try_default().await?;
+            let probe = cancel_operator::probe::Probe {
+                namespace,
+                service,
+                port_name,
+                path,
+                timeout: Duration::from_secs(timeout_seconds),
+            };
+            cancel_operator::probe::run(client, probe).await
         }
         Command::Crd => {
             print!("{}", crd::crds_yaml()?);

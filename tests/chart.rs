@@ -148,6 +148,9 @@ async fn the_api_server_accepts_every_rendered_object() {
                 "--kube-version",
                 "1.35.8",
                 "--include-crds",
+                // The helm test hook's pod needs its ServiceAccount to exist,
+                // which a dry run does not create (tests/chart_on_node.rs runs it).
+                "--skip-tests",
             ])
             .arg(chart())
             .args(extra);
@@ -362,6 +365,8 @@ fn controller_state_rights(fullname: &str) -> BTreeSet<String> {
         &format!("update /configmaps/{fullname}-ids"),
         "create coordination.k8s.io/leases",
         &format!("get coordination.k8s.io/leases/{fullname}-controller"),
+        &format!("list coordination.k8s.io/leases/{fullname}-controller"),
+        &format!("watch coordination.k8s.io/leases/{fullname}-controller"),
         &format!("patch coordination.k8s.io/leases/{fullname}-controller"),
         &format!("update coordination.k8s.io/leases/{fullname}-controller"),
         &format!("delete coordination.k8s.io/leases/{fullname}-controller"),

@@ -3,6 +3,11 @@
 # replace the default target selection of cargo test (e.g. --test controller).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The image the chart's end-to-end test installs on a real node (quick when
+# nothing changed).
+if (($# == 0)) || [[ " $* " == *" chart_on_node "* ]]; then
+  scripts/image.sh
+fi
 if (($#)); then
   exec tests/cluster/with-cluster.sh cluster-test cargo test "$@"
 fi

@@ -8,6 +8,7 @@
 #   cluster.sh down    stop it and remove its directory, leaving no process behind
 #   cluster.sh env     print shell exports for the running control plane
 #   cluster.sh restart COMPONENT   restart one component with the same flags
+#   cluster.sh node up|down|state|import ARCHIVE   one real node (see node.sh)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,6 +20,8 @@ USERS=(admin operator viewer nobody)
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=node.sh
+. "$here/node.sh"
 
 # --- build -----------------------------------------------------------------
 
@@ -51,7 +54,7 @@ build() {
   GOBIN=$BIN go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   log "building helm $HELM_VERSION"
   GOBIN=$BIN go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
     ln -sf kube "$BIN/$c"
   done
   echo "$key" >"$stamp"
@@ -151,6 +154,7 @@ up() {
   done
   chmod 600 "$dir"/tokens.csv "$dir"/*.token
   "$BIN/kube" keygen "$dir/sa.key" "$dir/sa.pub"
+  node_kubelet_client_cert
 
   start etcd "$BIN/etcd" --name=test --data-dir="$dir/etcd" \
     --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
@@ -166,7 +170,9 @@ up() {
     --service-account-issuer="https://127.0.0.1:$api_port" \
     --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
     --endpoint-reconciler-type=none \
-    --disable-admission-plugins=TaintNodesByCondition
+    --disable-admission-plugins=TaintNodesByCondition \
+    --kubelet-preferred-address-types=InternalIP \
+    --kubelet-client-certificate="$dir/certs/kubelet-client.crt" --kubelet-client-key="$dir/certs/kubelet-client.key"
   for user in "${USERS[@]}"; do
     kubeconfig "$user" "$(cat "$dir/$user.token")" >"$dir/$user.kubeconfig"
   done
@@ -177,7 +183,7 @@ up() {
 
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
     --leader-elect=false --secure-port=0 --use-service-account-credentials=false \
-    --controllers=job-controller,deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,ttl-after-finished-controller,pod-garbage-collector-controller,root-ca-certificate-publisher-controller \
+    --controllers=job-controller,deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,ttl-after-finished-controller,pod-garbage-collector-controller,root-ca-certificate-publisher-controller,endpointslice-controller \
     --service-account-private-key-file="$dir/sa.key" --root-ca-file="$dir/certs/apiserver.crt" \
     --concurrent-job-syncs=10 --concurrent-gc-syncs=10
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG" --leader-elect=false --secure-port=0
@@ -215,6 +221,7 @@ down_dir() {
 
 down() {
   if [[ -L $LINK ]]; then
+    node_down
     down_dir "$(readlink "$LINK")"
     rm -f "$LINK"
     log "stopped"
@@ -257,5 +264,6 @@ up) up ;;
 down) down ;;
 env) env_ ;;
 restart) restart "${2:?usage: $0 restart COMPONENT}" ;;
-*) die "usage: $0 {build|up|down|env|restart COMPONENT}" ;;
+node) node_cmd "${@:2}" ;;
+*) die "usage: $0 {build|up|down|env|restart COMPONENT|node up|down|state|import ARCHIVE}" ;;
 esac
