@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use cancel_operator::crd::{StagePhase, StageRun};
+use cancel_operator::sidecar;
 use cancel_operator::sidecar::routes::{
     self, CfRoute, CodeArtsRoute, CrafterRoute, GoCdRoute, Route, UaaRoute,
 };
@@ -110,6 +111,8 @@ struct World {
     /// SubjectAccessReviews fail and its cache never syncs, which is how the
     /// "Kubernetes unreachable" answers (500, 503) are produced.
     broken: SocketAddr,
+    /// A sidecar that waits a second for a request body (the 408 answers).
+    slow: SocketAddr,
     http: reqwest::Client,
     /// Kept for the sidecars' lifetime.
     _users: UsersFile,
@@ -137,18 +140,32 @@ async fn setup() -> World {
         ttl,
     )
     .await;
+    let (slow, slow_server) = world::spawn_sidecar_limited(
+        support::client(User::Admin).await,
+        &[&ns.name],
+        Some(&users.path),
+        ttl,
+        sidecar::Limits {
+            body_read_timeout: Duration::from_secs(1),
+            ..sidecar::Limits::default()
+        },
+    )
+    .await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     world::wait_ready(&http, addr).await;
+    world::wait_ready(&http, slow).await;
     World {
         ns,
         addr,
         broken,
+        slow,
         http,
         _users: users,
         _tasks: world::AbortOnDrop(vec![
             controller.abort_handle(),
             server.abort_handle(),
             broken_server.abort_handle(),
+            slow_server.abort_handle(),
         ]),
     }
 }
@@ -191,6 +208,10 @@ enum Body {
     Bytes(Vec<u8>),
     /// Chunked transfer encoding with a malformed chunk: a body that cannot be read.
     Broken,
+    /// A body that stops arriving after its first byte.
+    Stalled,
+    /// No body, after more header fields than the server takes.
+    Crowded,
 }
 
 impl std::fmt::Debug for Body {
@@ -200,6 +221,8 @@ impl std::fmt::Debug for Body {
             Body::Bytes(b) if b.len() > 200 => write!(f, "a {}-byte body", b.len()),
             Body::Bytes(b) => write!(f, "body {}", String::from_utf8_lossy(b)),
             Body::Broken => f.write_str("a malformed chunked body"),
+            Body::Stalled => f.write_str("a stalled body"),
+            Body::Crowded => f.write_str("too many header fields"),
         }
     }
 }
@@ -208,6 +231,7 @@ impl std::fmt::Debug for Body {
 enum Server {
     Main,
     Broken,
+    Slow,
 }
 
 struct Reply {
@@ -245,9 +269,10 @@ impl World {
         let addr = match server {
             Server::Main => self.addr,
             Server::Broken => self.broken,
+            Server::Slow => self.slow,
         };
-        if let Body::Broken = body {
-            return raw_broken_body(addr, method, path, headers).await;
+        if matches!(body, Body::Broken | Body::Stalled | Body::Crowded) {
+            return raw_request(addr, method, path, headers, body).await;
         }
         let mut req = self.http.request(
             reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
@@ -285,21 +310,33 @@ impl World {
     }
 }
 
-/// Sends a request whose chunked body is malformed, over a raw connection.
-async fn raw_broken_body(
+/// Sends a request no HTTP client library sends (a malformed chunked body,
+/// a stalled body, too many header fields) over a raw connection.
+async fn raw_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: &Body,
 ) -> Reply {
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n"
-    );
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str("\r\nZZZ\r\nnot a chunk\r\n0\r\n\r\n");
+    match body {
+        Body::Broken => {
+            req.push_str("Transfer-Encoding: chunked\r\n\r\nZZZ\r\nnot a chunk\r\n0\r\n\r\n")
+        }
+        Body::Stalled => req.push_str("Content-Length: 10\r\n\r\n{"),
+        Body::Crowded => {
+            for i in 0..150 {
+                req.push_str(&format!("X-Field-{i}: v\r\n"));
+            }
+            req.push_str("\r\n");
+        }
+        Body::None | Body::Bytes(_) => unreachable!("sent by reqwest"),
+    }
     conn.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(T, conn.read_to_end(&mut out))
@@ -720,7 +757,7 @@ async fn the_openapi_document_matches_the_server() {
     let cf_get = format!("/v3/tasks/{done}");
     let unknown_task = "/v3/tasks/00000000-0000-0000-0000-000000000000".to_string();
     use Caller::*;
-    use Server::{Broken as Down, Main};
+    use Server::{Broken as Down, Main, Slow};
     #[allow(clippy::type_complexity)]
     let mut calls: Vec<(Server, &str, String, Caller, &[(&str, &str)], &Body, u16)> = Vec::new();
     for cancel in ["/go/api/stages/foo/DEV/cancel"] {
@@ -1161,6 +1198,29 @@ async fn the_openapi_document_matches_the_server() {
     ]);
     let version = "/go/api/version".to_string();
     let about = "/go/about".to_string();
+    // The HTTP layer's answers, on every GoCD operation: a body that does not
+    // arrive in time (408), too many header fields (431).
+    let stalled = Body::Stalled;
+    let crowded = Body::Crowded;
+    for (method, path, headers) in [
+        ("POST", "/go/api/stages/foo/DEV/cancel".to_string(), &[][..]),
+        ("POST", instance.clone(), current),
+        ("GET", stage_history.clone(), &[]),
+        ("GET", "/go/api/stages/foo/DEV/history/0".into(), &[]),
+        ("GET", legacy_stage.clone(), &[]),
+        ("GET", stage_v3.clone(), v3),
+        ("GET", pipeline_history.clone(), &[]),
+        ("GET", pipeline_history_at.clone(), &[]),
+        ("GET", legacy_pipeline.clone(), &[]),
+        ("GET", pipeline_v1.clone(), v1),
+        ("GET", version.clone(), v1),
+        ("GET", about.clone(), &[]),
+    ] {
+        calls.extend([
+            (Slow, method, path.clone(), Admin, headers, &stalled, 408),
+            (Main, method, path, Admin, headers, &crowded, 431),
+        ]);
+    }
     calls.extend([
         (Main, "GET", version.clone(), Nobody, v1, &none, 200),
         (Main, "GET", version.clone(), Viewer, latest, &none, 200),
@@ -1674,6 +1734,18 @@ async fn the_openapi_document_matches_the_server() {
             failures.push(format!("{what}: {want} is not documented for {op_id}"));
             continue;
         };
+        // An answer of the HTTP layer has no body, and none is documented.
+        if resp.get("content").is_none() {
+            if r.body.is_empty() {
+                covered.insert((op_id, want.to_string()));
+            } else {
+                failures.push(format!(
+                    "{what}: a body where none is documented: {}",
+                    r.body
+                ));
+            }
+            continue;
+        }
         let media = r.content_type.split(';').next().unwrap_or("").trim();
         let Some(schema) = resp["content"].get(media).map(|m| &m["schema"]) else {
             failures.push(format!(
