@@ -510,6 +510,33 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
             .is_empty(),
         "the run wrote no CancelRequest"
     );
+    // The seeded values reached the GoCD reads: each answered 200 at least
+    // once, not only 404 for generated names.
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for route in [
+        "gocd_history",
+        "gocd_stage_instance_legacy",
+        "gocd_stage_instance",
+        "gocd_pipeline_history",
+        "gocd_pipeline_instance_legacy",
+        "gocd_pipeline_instance",
+        "gocd_version",
+        "gocd_about",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with("http_requests_total")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains("code=\"200\"")),
+            "no 200 from {route} during the run"
+        );
+    }
     // And the sidecar answered no request of the run with a 5xx.
     assert_eq!(
         server_errors(&http, addr).await,
