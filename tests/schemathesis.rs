@@ -175,6 +175,19 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "422"]
 include-operation-id = "uaaToken"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401"]
 
+# GoCD answers a current route without its media type in `Accept` with 404
+# `The url you are trying to reach appears to be incorrect.`, not 4xx of
+# another kind; the version route has no path parameter to excuse it.
+[[operations]]
+include-operation-id = "gocdVersion"
+checks.missing_required_header.expected-statuses = ["404"]
+
+# The routes of GoCD's pipeline and version APIs speak v1, not the stage
+# API's v3.
+[[operations]]
+include-operation-id = ["gocdPipelineHistory", "gocdPipelineInstance", "gocdVersion"]
+parameters = { "header.Accept" = { dictionary = "gocd_v1_media_types", probability = 0.8 } }
+
 "#,
     );
 
@@ -184,6 +197,7 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401"]
         ("pipelines", data.pipelines.clone()),
         ("stages", data.stages.clone()),
         ("counters", numbers),
+        ("offsets", vec!["0", "1", "10"]),
         (
             "guids",
             data.guids.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -198,6 +212,9 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401"]
     }
     c.push_str(
         "[dictionaries.gocd_media_types]\nvalues = [\"application/vnd.go.cd.v3+json\", \"application/vnd.go.cd+json\"]\n\n",
+    );
+    c.push_str(
+        "[dictionaries.gocd_v1_media_types]\nvalues = [\"application/vnd.go.cd.v1+json\", \"application/vnd.go.cd+json\"]\n\n",
     );
     writeln!(
         c,
@@ -217,6 +234,8 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401"]
         ("path.stage", "stages"),
         ("path.pipeline_counter", "counters"),
         ("path.stage_counter", "counters"),
+        ("path.counter", "counters"),
+        ("path.offset", "offsets"),
         ("path.build_no", "counters"),
         ("path.build_number", "counters"),
         ("body.build_no", "counters"),
@@ -491,6 +510,33 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
             .is_empty(),
         "the run wrote no CancelRequest"
     );
+    // The seeded values reached the GoCD reads: each answered 200 at least
+    // once, not only 404 for generated names.
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for route in [
+        "gocd_history",
+        "gocd_stage_instance_legacy",
+        "gocd_stage_instance",
+        "gocd_pipeline_history",
+        "gocd_pipeline_instance_legacy",
+        "gocd_pipeline_instance",
+        "gocd_version",
+        "gocd_about",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with("http_requests_total")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains("code=\"200\"")),
+            "no 200 from {route} during the run"
+        );
+    }
     // And the sidecar answered no request of the run with a 5xx.
     assert_eq!(
         server_errors(&http, addr).await,

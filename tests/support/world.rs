@@ -132,6 +132,24 @@ pub async fn spawn_sidecar_serving(
     users_file: Option<&Path>,
     auth_cache_ttl: Duration,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    spawn_sidecar_limited(
+        client,
+        namespaces,
+        users_file,
+        auth_cache_ttl,
+        sidecar::Limits::default(),
+    )
+    .await
+}
+
+/// As [`spawn_sidecar_serving`], with the HTTP server's `limits`.
+pub async fn spawn_sidecar_limited(
+    client: Client,
+    namespaces: &[&str],
+    users_file: Option<&Path>,
+    auth_cache_ttl: Duration,
+    limits: sidecar::Limits,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let state = sidecar::start(
         client,
         &sidecar::Config {
@@ -143,7 +161,7 @@ pub async fn spawn_sidecar_serving(
             auth_cache_ttl,
             users_file_poll: Duration::from_millis(200),
             signing: sidecar::auth::SigningConfig::default(),
-            limits: sidecar::Limits::default(),
+            limits,
         },
     )
     .expect("start the sidecar");

@@ -510,6 +510,9 @@ async fn offset_history(
         Ok(id) => id,
         Err(r) => return r,
     };
+    if let Some(refused) = legacy_cursor_refused(call, offset) {
+        return refused;
+    }
     let Some(offset) = parse_offset(offset) else {
         return flavour.message(
             call.headers,
@@ -557,6 +560,22 @@ fn cursor(call: &Call<'_>) -> Result<(Cursor, usize), String> {
         call.query_param("before").as_deref(),
         call.query_param("page_size").as_deref(),
     )
+}
+
+/// The offset form of a history without an offset in its path takes the
+/// cursor form's query parameters too (it answers the first page and pages
+/// by offset), but refuses them when they are malformed, as the cursor form
+/// does: one path, one set of rules for its query.
+fn legacy_cursor_refused(call: &Call<'_>, offset: Option<&str>) -> Option<Response> {
+    if offset.is_some() {
+        return None;
+    }
+    let msg = cursor(call).err()?;
+    Some(Flavour::Legacy.message(
+        call.headers,
+        StatusCode::BAD_REQUEST,
+        &format!("Bad Request {{ {msg} }}"),
+    ))
 }
 
 fn page_links(base: &str, previous: Option<i64>, next: Option<i64>) -> Option<PageLinks> {
@@ -680,6 +699,9 @@ async fn pipeline_offset_history(
         Ok(id) => id,
         Err(r) => return r,
     };
+    if let Some(refused) = legacy_cursor_refused(call, offset) {
+        return refused;
+    }
     let Some(offset) = parse_offset(offset) else {
         return flavour.message(
             call.headers,

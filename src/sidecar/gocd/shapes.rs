@@ -480,17 +480,24 @@ pub struct V3History {
     pub stages: Vec<V3HistoryStage>,
 }
 
-/// Reads a cursor query: `after` and `before` (non-negative integers, 0 or
-/// blank meaning unset) and `page_size` (10 to 100, default 10).
+/// Reads a cursor query: `after` and `before` (up to 18 decimal digits, 0
+/// or blank meaning unset) and `page_size` (10 to 100 in decimal digits,
+/// default 10). Digits only, so that what the OpenAPI document says is
+/// exactly what is accepted.
 pub fn parse_cursor(
     after: Option<&str>,
     before: Option<&str>,
     page_size: Option<&str>,
 ) -> Result<(Cursor, usize), String> {
+    let digits = |v: &str| -> Option<i64> {
+        (!v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse().ok())
+            .flatten()
+    };
     let read = |key: &str, v: Option<&str>| -> Result<i64, String> {
-        match v.map(str::trim).filter(|v| !v.is_empty()) {
+        match v.filter(|v| !v.is_empty()) {
             None => Ok(0),
-            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or(format!(
+            Some(v) => digits(v).ok_or(format!(
                 "The query parameter '{key}', if specified, must be a positive integer."
             )),
         }
@@ -499,11 +506,9 @@ pub fn parse_cursor(
     let before = read("before", before)?;
     let size = match page_size {
         None => 10,
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .ok()
+        Some(v) => digits(v)
             .filter(|n| (10..=100).contains(n))
+            .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| {
                 "The query parameter `page_size`, if specified must be a number between 10 and 100."
                     .to_string()
@@ -887,6 +892,11 @@ mod tests {
             (None, None, Some("9")),
             (None, None, Some("101")),
             (None, None, Some("ten")),
+            (None, None, Some("+20")),
+            (None, None, Some(" 20")),
+            (Some(" 7"), None, None),
+            (None, Some("+3"), None),
+            (Some("9999999999999999999"), None, None),
         ] {
             assert!(parse_cursor(a, b, p).is_err(), "{a:?} {b:?} {p:?}");
         }
