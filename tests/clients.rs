@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,30 +15,11 @@ use cancel_operator::crd::{RunResult, StagePhase, StageRun};
 use kube::ResourceExt;
 use kube::api::PostParams;
 use serde_json::{Value, json};
+use support::python::{repo, venv};
 use support::world;
 use support::{TestNamespace, User, eventually, wait_for};
 
 const T: Duration = Duration::from_secs(120);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The clients' virtualenv, built on first use.
-async fn venv() -> PathBuf {
-    let script = repo().join("tests/clients/venv.sh");
-    let out = tokio::task::spawn_blocking(move || Command::new(script).output())
-        .await
-        .expect("venv.sh ran")
-        .expect("start venv.sh");
-    assert!(
-        out.status.success(),
-        "venv.sh failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
-}
 
 /// Runs one pytest file of tests/clients in the venv with `env`.
 async fn pytest(venv: &Path, file: &str, env: Vec<(&'static str, String)>) {

@@ -21,6 +21,7 @@ use cancel_operator::crd::{CancelRequest, StagePhase, StageRun};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
+use support::python::{repo, venv};
 use support::world::{self, PASSWORD, UsersFile};
 use support::{TestNamespace, User, eventually, wait_for};
 
@@ -30,26 +31,6 @@ const SEED: u64 = 20_260_102;
 /// Examples per operation in the generating phases: enough to reach every
 /// status code an operation documents, small enough for about a minute.
 const MAX_EXAMPLES: u32 = 10;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The clients' virtualenv, built on first use.
-async fn venv() -> PathBuf {
-    let script = repo().join("tests/clients/venv.sh");
-    let out = tokio::task::spawn_blocking(move || Command::new(script).output())
-        .await
-        .expect("venv.sh ran")
-        .expect("start venv.sh");
-    assert!(
-        out.status.success(),
-        "venv.sh failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
-}
 
 /// A StageRun of `pipeline` run `counter`, stage `stage`, with one job whose
 /// pod carries the simulation annotations `sim`.

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use cancel_operator::crd::{CancelRequest, StageRun};
 
+pub mod python;
 pub mod world;
 
 /// A user of the test control plane (static tokens).
