@@ -1685,6 +1685,20 @@ async fn the_openapi_document_matches_the_server() {
         ]);
     }
     calls.push((Down, "GET", "/readyz".into(), Anonymous, &[], &none, 503));
+    // The HTTP layer's answers on every other operation, from the call that
+    // gets its 413: a body that does not arrive in time (408), too many
+    // header fields (431).
+    let layer: Vec<_> = calls
+        .iter()
+        .filter(|c| c.6 == 413 && !c.2.starts_with("/go/"))
+        .flat_map(|c| {
+            [
+                (Slow, c.1, c.2.clone(), c.3, c.4, &stalled, 408),
+                (Main, c.1, c.2.clone(), c.3, c.4, &crowded, 431),
+            ]
+        })
+        .collect();
+    calls.extend(layer);
     // Last, as they cancel: 202 from an active task, through either route.
     calls.push((
         Main,
