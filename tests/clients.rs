@@ -180,14 +180,7 @@ async fn wait_cancelled(w: &World, name: &str) -> String {
 /// Asserts that the sidecar at `addr` counted each of `wants` (lines of its
 /// `http_requests_total`): what the client called.
 async fn assert_counted(http: &reqwest::Client, addr: std::net::SocketAddr, wants: &[&str]) {
-    let metrics = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(http, &format!("http://{addr}/metrics")).await;
     for want in wants {
         assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
     }

@@ -112,14 +112,7 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     assert_eq!(done.status.unwrap().result, Some(RunResult::Cancelled));
     assert_eq!(reporters(&ns, "Canceling").await, vec!["ctl-b".to_string()]);
     // The new leader's metrics count its reconciles and the cancel.
-    let scraped = http
-        .get(format!("http://{metrics_b}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scraped = support::get_text(&http, &format!("http://{metrics_b}/metrics")).await;
     assert!(
         scraped.contains(
             r#"controller_runtime_reconcile_total{controller="stagerun",result="success"}"#

@@ -240,14 +240,7 @@ parameters = { "header.Accept" = { dictionary = "gocd_v1_media_types", probabili
 /// The sidecar's counts of 5xx answers, by route and code (the 503s of
 /// `/readyz` while its cache was syncing among them).
 async fn server_errors(http: &reqwest::Client, addr: std::net::SocketAddr) -> Vec<String> {
-    let metrics = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(http, &format!("http://{addr}/metrics")).await;
     metrics
         .lines()
         .filter(|l| l.starts_with("http_requests_total") && l.contains("code=\"5"))
@@ -394,14 +387,7 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
 
     // The document the sidecar serves, from a file: loaded from its URL,
     // schemathesis would leave out the operation that serves it.
-    let served = http
-        .get(format!("http://{addr}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = support::get_text(&http, &format!("http://{addr}/openapi.json")).await;
     assert_eq!(served, cancel_operator::sidecar::OPENAPI);
     let doc: Value = serde_json::from_str(&served).unwrap();
     let operations = doc["paths"]
@@ -493,14 +479,7 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
     );
     // The seeded values reached the GoCD reads: each answered 200 at least
     // once, not only 404 for generated names.
-    let metrics = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(&http, &format!("http://{addr}/metrics")).await;
     for route in [
         "gocd_history",
         "gocd_stage_instance_legacy",

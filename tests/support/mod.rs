@@ -300,3 +300,14 @@ pub async fn events_for(
     )
     .await
 }
+
+/// The body of a GET of `url`, which must answer.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
