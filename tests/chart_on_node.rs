@@ -218,29 +218,8 @@ async fn wait_cancelled(runs: &Api<StageRun>, name: &str) -> StageRun {
 /// Waits until every REST API pod shows the StageRun (a Cloud Foundry task)
 /// in `state`: each has it in its cache before it is asked to cancel it.
 async fn wait_cached(bases: &[String], sr: &StageRun, state: &str) {
-    let token = support::token(User::Admin);
     for base in bases {
-        let url = format!("{base}/v3/tasks/{}", sr.uid().unwrap());
-        let what = format!("{base} to show {} as {state}", sr.name_any());
-        eventually(&what, T, || {
-            let (url, token) = (url.clone(), token.clone());
-            async move {
-                let r = http()
-                    .get(&url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = r.status();
-                let body: Value = r.json().await.map_err(|e| e.to_string())?;
-                if status == 200 && body["state"] == state {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {body}"))
-                }
-            }
-        })
-        .await;
+        world::wait_cached(&http(), base, &sr.uid().unwrap(), state).await;
     }
 }
 

@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, eventually, wait_for};
+use support::{TestNamespace, User, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warp::http::Method;
 
@@ -613,23 +613,12 @@ async fn the_openapi_document_matches_the_server() {
             sr.status.as_ref().and_then(|s| s.phase) == Some(want)
         })
         .await;
-        let url = format!("http://{}/v3/tasks/{}", w.addr, sr.uid().unwrap());
-        let http = w.http.clone();
-        eventually(&format!("{name} cached"), T, || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let v: Value = http
-                    .get(&url)
-                    .bearer_auth(support::token(User::Admin))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (v["state"] == state).then_some(()).ok_or(v.to_string())
-            }
-        })
+        world::wait_cached(
+            &w.http,
+            &format!("http://{}", w.addr),
+            &sr.uid().unwrap(),
+            state,
+        )
         .await;
         uid.insert(name, sr.uid().unwrap());
     }

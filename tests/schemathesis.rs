@@ -23,7 +23,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use support::python::{repo, venv};
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, eventually, wait_for};
+use support::{TestNamespace, User, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 /// The seed of every run, so that a failure can be replayed.
@@ -359,23 +359,7 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
             _ => "RUNNING",
         };
         // The sidecar answers from its cache: wait until it shows the run so.
-        let url = format!("http://{addr}/v3/tasks/{uid}");
-        eventually(&format!("{name} cached as {state}"), T, || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let v: Value = http
-                    .get(&url)
-                    .bearer_auth(support::token(User::Admin))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                (v["state"] == state).then_some(()).ok_or(v.to_string())
-            }
-        })
-        .await;
+        world::wait_cached(&http, &format!("http://{addr}"), &uid, state).await;
         guids.push(uid);
     }
     let data = Seeded {

@@ -333,32 +333,7 @@ impl Sidecar {
     /// Waits until the sidecar's cache shows the StageRun in `state` (its
     /// Cloud Foundry task state), so that endpoints answer from current data.
     async fn wait_cached(&self, sr: &StageRun, state: &str) {
-        let path = format!("/v3/tasks/{}", sr.uid().unwrap());
-        let (http, url, token) = (
-            self.http.clone(),
-            self.url(&path),
-            support::token(User::Admin),
-        );
-        let what = format!("the sidecar to show {} as {state}", sr.name_any());
-        eventually(&what, T, || {
-            let (http, url, token) = (http.clone(), url.clone(), token.clone());
-            async move {
-                let r = http
-                    .get(&url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = r.status();
-                let body: Value = r.json().await.map_err(|e| e.to_string())?;
-                if status == 200 && body["state"] == state {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {body}"))
-                }
-            }
-        })
-        .await;
+        world::wait_cached(&self.http, &self.base, &sr.uid().unwrap(), state).await;
     }
 
     async fn cancel_requests(&self) -> Vec<CancelRequest> {

@@ -239,3 +239,30 @@ pub fn kubectl_cancel(ns: &str, args: &[&str], user: super::User) -> std::proces
         .env("PATH", path);
     cmd
 }
+
+/// Waits until the REST API at `base` shows StageRun `uid` in Cloud Foundry
+/// task state `state` (its cache has caught up), asking as admin.
+pub async fn wait_cached(http: &reqwest::Client, base: &str, uid: &str, state: &str) {
+    let url = format!("{base}/v3/tasks/{uid}");
+    let token = super::token(super::User::Admin);
+    let what = format!("{base} to show {uid} as {state}");
+    eventually(&what, Duration::from_secs(120), || {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let r = http
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            if status == 200 && body["state"] == state {
+                Ok(())
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        }
+    })
+    .await;
+}
