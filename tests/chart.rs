@@ -336,6 +336,7 @@ const CONTROLLER_RIGHTS: &[&str] = &[
     "list batch/jobs",
     "watch batch/jobs",
     "create batch/jobs",
+    "patch batch/jobs",
     "delete batch/jobs",
     "list /pods",
     "watch /pods",

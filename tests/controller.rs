@@ -403,6 +403,18 @@ async fn cancelling_a_running_stage_stops_its_pods_then_fails_it() {
             .iter()
             .all(|j| j.result == RunResult::Cancelled)
     );
+    // Each Job was stopped by the job controller (suspended) before it was
+    // deleted: no pod of it can come after the run is reported cancelled.
+    for j in &sr.status.as_ref().unwrap().jobs {
+        let job = j.job_name.as_deref().expect("the Job's name");
+        assert_eq!(
+            events_for(&s.ns.client, &s.ns.name, job, "Suspended")
+                .await
+                .len(),
+            1,
+            "{job}"
+        );
+    }
     assert_eq!(
         events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "Canceling")
             .await

@@ -4,8 +4,9 @@
 //!
 //! Objects are trimmed before they are cached: managedFields, the
 //! last-applied annotation and every field the controller never reads are
-//! dropped, and a finished StageRun loses its job templates. Memory then
-//! follows the number of objects, not their size.
+//! dropped, and a finished StageRun keeps only its identity, labels, index
+//! fields and outcome. Memory then follows the number of objects, not their
+//! size.
 //!
 //! Reads from a cache can be stale. Decisions stay safe because every status
 //! write carries the resourceVersion it was decided on (a stale decision is
@@ -18,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::batch::v1::{Job, JobStatus as K8sJobStatus};
+use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus as K8sJobStatus};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -77,6 +78,17 @@ struct IndexState<K: Resource> {
     relisting: Option<Maps<K>>,
 }
 
+/// An object's reference without its uid and resourceVersion (which equality
+/// and hashing ignore): the indexes hold one per key.
+fn bare_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
+    let meta = obj.meta();
+    let r = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+    match meta.namespace.as_deref() {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
+
 /// A watch cache of one kind with its indexes.
 pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
@@ -91,14 +103,12 @@ where
     fn apply(&self, event: &Event<K>) {
         let mut state = self.index.write().unwrap_or_else(|p| p.into_inner());
         match event {
-            Event::Apply(obj) => state
-                .live
-                .insert(ObjectRef::from_obj(obj), (self.keys_of)(obj)),
-            Event::Delete(obj) => state.live.remove(&ObjectRef::from_obj(obj)),
+            Event::Apply(obj) => state.live.insert(bare_ref(obj), (self.keys_of)(obj)),
+            Event::Delete(obj) => state.live.remove(&bare_ref(obj)),
             Event::Init => state.relisting = Some(Maps::new()),
             Event::InitApply(obj) => {
                 if let Some(maps) = state.relisting.as_mut() {
-                    maps.insert(ObjectRef::from_obj(obj), (self.keys_of)(obj));
+                    maps.insert(bare_ref(obj), (self.keys_of)(obj));
                 }
             }
             Event::InitDone => {
@@ -292,11 +302,23 @@ fn trim_meta(meta: &mut ObjectMeta) {
 
 fn trim_stagerun(run: &mut StageRun) {
     trim_meta(&mut run.metadata);
-    // A finished run is never reconciled again; only its identity, labels
-    // and status are read (by CancelRequests that name it).
+    // A finished run is never reconciled again. Only what CancelRequests
+    // that name it read is kept: its identity and labels, the fields its
+    // index keys come from, and how it ended. Most of a namespace's runs
+    // are its history, so this is most of the cache.
     if run.is_finished() {
-        for job in run.spec.jobs.iter_mut() {
-            job.template = serde_json::Value::Null;
+        let meta = &mut run.metadata;
+        meta.annotations = None;
+        meta.owner_references = None;
+        meta.finalizers = None;
+        run.spec.jobs = Vec::new();
+        run.spec.approved_by = String::new();
+        if let Some(status) = run.status.as_mut() {
+            status.jobs = Vec::new();
+            status.conditions = Vec::new();
+            status.failure_reason = None;
+            status.start_time = None;
+            status.completion_time = None;
         }
     }
 }
@@ -307,8 +329,12 @@ fn trim_request(req: &mut CancelRequest) {
 
 fn trim_job(job: &mut Job) {
     trim_meta(&mut job.metadata);
-    // The controller reads the Job's identity, owner, deletion and outcome.
-    job.spec = None;
+    // The controller reads the Job's identity, owner, deletion, suspension
+    // and outcome.
+    job.spec = job.spec.take().map(|s| JobSpec {
+        suspend: s.suspend,
+        ..JobSpec::default()
+    });
     job.status = job.status.take().map(|s| K8sJobStatus {
         conditions: s.conditions,
         completion_time: s.completion_time,
@@ -556,8 +582,9 @@ mod tests {
         trim_stagerun(&mut r);
         assert!(r.metadata.managed_fields.is_none());
         assert!(r.annotations().get(LAST_APPLIED).is_none());
-        assert_eq!(r.spec.jobs[0].template, serde_json::Value::Null);
-        assert_eq!(r.spec.jobs[0].name, "j");
+        assert!(r.spec.jobs.is_empty());
+        assert_eq!(r.spec.pipeline, "p");
+        assert!(r.is_finished());
 
         let mut active = run("b", "u2", json!({}), Some("Running"));
         trim_stagerun(&mut active);

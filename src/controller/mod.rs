@@ -577,17 +577,27 @@ async fn route_runs(
     }
 }
 
-/// A CancelRequest's change concerns itself and the StageRuns it cancels.
+/// A CancelRequest's change concerns itself and the StageRuns it has newly
+/// accepted: a run learns of its cancel once. (Triggering every Canceling
+/// target on every write would make a bulk request's progress cost the
+/// square of its size: each target that ends rewrites the request.)
 async fn route_requests(
     mut feed: impl futures::Stream<Item = Result<watcher::Event<CancelRequest>, watcher::Error>> + Unpin,
     ctx: Arc<Context>,
     mut runs: Trigger<StageRun>,
     mut requests: Trigger<CancelRequest>,
 ) {
+    use std::collections::{HashMap, HashSet};
     let mut initial = Vec::new();
+    // Per request in progress: the targets its StageRuns were told about.
+    let mut routed: HashMap<ObjectRef<CancelRequest>, HashSet<String>> = HashMap::new();
     while let Some(event) = feed.next().await {
         match event {
-            Ok(watcher::Event::Init) => initial.clear(),
+            Ok(watcher::Event::Init) => {
+                initial.clear();
+                // Whatever was missed while the watch was down is told again.
+                routed.clear();
+            }
             // Finished requests too: their TTL timers start here.
             Ok(watcher::Event::InitApply(req)) => initial.push(ObjectRef::from_obj(&req)),
             Ok(watcher::Event::InitDone) => {
@@ -596,23 +606,35 @@ async fn route_requests(
                 }
             }
             Ok(watcher::Event::Apply(req)) => {
-                if !send(&mut requests, ObjectRef::from_obj(&req)).await {
+                let key = ObjectRef::from_obj(&req);
+                if !send(&mut requests, key.clone()).await {
                     return;
                 }
                 let ns = req.namespace().unwrap_or_default();
-                let canceling = req
+                let canceling: Vec<&crate::crd::CancelTargetStatus> = req
                     .status
                     .iter()
                     .filter(|s| s.phase == Some(RequestPhase::InProgress))
                     .flat_map(|s| s.targets.iter())
-                    .filter(|t| t.outcome == crate::crd::TargetOutcome::Canceling);
+                    .filter(|t| t.outcome == crate::crd::TargetOutcome::Canceling)
+                    .collect();
+                if canceling.is_empty() {
+                    routed.remove(&key);
+                    continue;
+                }
+                let told = routed.entry(key).or_default();
                 for t in canceling {
-                    if !send(&mut runs, ObjectRef::new(&t.name).within(&ns)).await {
+                    if told.insert(t.uid.clone())
+                        && !send(&mut runs, ObjectRef::new(&t.name).within(&ns)).await
+                    {
                         return;
                     }
                 }
             }
-            Ok(watcher::Event::Delete(req)) => ctx.forget(&req),
+            Ok(watcher::Event::Delete(req)) => {
+                routed.remove(&ObjectRef::from_obj(&req));
+                ctx.forget(&req);
+            }
             Err(e) => tracing::warn!(error = %e, "CancelRequest watch"),
         }
     }

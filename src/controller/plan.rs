@@ -33,6 +33,13 @@ pub struct ObservedJob {
     /// Passed/Failed once the Job has a Complete/Failed condition.
     pub finished: Option<(RunResult, Option<Time>)>,
     pub deleting: bool,
+    /// Its spec asks for it to be suspended.
+    pub suspended: bool,
+    /// The job controller has said it will create no more pods for it: its
+    /// status carries `Suspended=True` or a finished condition, written
+    /// once the job controller's own cache had seen the suspension (or the
+    /// end), so every later pass of the job controller sees it too.
+    pub stopped: bool,
     /// The job id it was created with (label).
     pub id: Option<i64>,
 }
@@ -55,11 +62,14 @@ impl ObservedJob {
         } else {
             cond("Failed").map(|c| (RunResult::Failed, c.last_transition_time.clone()))
         };
+        let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
         Some(ObservedJob {
             resource_name: meta.name.clone()?,
             job: name,
+            stopped: finished.is_some() || (suspended && cond("Suspended").is_some()),
             finished,
             deleting: meta.deletion_timestamp.is_some(),
+            suspended,
             id: meta
                 .labels
                 .as_ref()
@@ -162,6 +172,8 @@ pub const REISSUE_AFTER: Duration = Duration::from_secs(10);
 pub struct Issued {
     /// Job name → when its deletion was issued.
     pub jobs: std::collections::BTreeMap<String, Timestamp>,
+    /// Job name → when its suspension was issued.
+    pub suspensions: std::collections::BTreeMap<String, Timestamp>,
     /// Pod name → when its deletion was issued, with which grace period.
     pub pods: std::collections::BTreeMap<String, (Timestamp, i64)>,
 }
@@ -174,12 +186,20 @@ impl Issued {
     /// Drops what is no longer recent.
     pub fn prune(&mut self, now: Timestamp) {
         self.jobs.retain(|_, at| Self::recent(now, *at));
+        self.suspensions.retain(|_, at| Self::recent(now, *at));
         self.pods.retain(|_, (at, _)| Self::recent(now, *at));
     }
 
     /// True when this Job's deletion was issued recently.
     pub fn job(&self, now: Timestamp, name: &str) -> bool {
         self.jobs.get(name).is_some_and(|at| Self::recent(now, *at))
+    }
+
+    /// True when this Job's suspension was issued recently.
+    pub fn suspension(&self, now: Timestamp, name: &str) -> bool {
+        self.suspensions
+            .get(name)
+            .is_some_and(|at| Self::recent(now, *at))
     }
 
     /// The recent deletion issued for this pod: when, with which grace.
@@ -196,8 +216,18 @@ impl Issued {
 pub enum Action {
     /// Create the Job for this spec job.
     CreateJob { job: String },
-    /// Delete this Job, its pods with it (Foreground propagation).
-    DeleteJob { resource_name: String },
+    /// Suspend this Job: the job controller stops creating pods for it
+    /// (and deletes its active ones), and says so in its status.
+    SuspendJob { resource_name: String },
+    /// Delete this Job. In the background once the job controller has
+    /// stopped it (it can create no late pod, and the run's pods are
+    /// deleted directly); in the foreground when it has not by the force
+    /// deadline (the Job then stays until every pod it owns is gone, late
+    /// ones included).
+    DeleteJob {
+        resource_name: String,
+        foreground: bool,
+    },
     /// Delete these pods with this grace period (shortening a longer one).
     DeletePods {
         names: Vec<String>,
@@ -562,10 +592,10 @@ fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
     StagePhase::Failed
 }
 
-/// Canceling: delete the Jobs, then their pods directly (a deleted Job
-/// creates no more pods, and waiting for the garbage collector would make
-/// a cancel as slow as its rate limit); force past grace + margin; end
-/// `Failed`/`Cancelled` once nothing of the run is left.
+/// Canceling: suspend the Jobs and delete their pods directly (waiting for
+/// the garbage collector would make a cancel as slow as its rate limit),
+/// delete each Job once the job controller has stopped it; force past
+/// grace + margin; end `Failed`/`Cancelled` once nothing of the run is left.
 fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
     let run = obs.run;
     let now = obs.now;
@@ -590,18 +620,32 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
         + SignedDuration::from_secs(grace)
         + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
 
-    // Jobs first: their pods are deleted after them, in this order.
+    // Jobs first: each is suspended, so that the job controller replaces no
+    // pod deleted below, and deleted once the job controller says it has
+    // stopped it. A Job deleted before that could still get a pod from a job
+    // controller whose cache lags behind the deletion, after "no pod left"
+    // was confirmed. The garbage collector is never waited for, unless the
+    // job controller has not answered by the force deadline.
+    let forced = grace == 0 || now >= force_at;
     for j in &obs.jobs {
-        if !j.deleting && !obs.issued.job(now, &j.resource_name) {
+        let name = &j.resource_name;
+        if j.deleting || obs.issued.job(now, name) {
+            continue;
+        }
+        if j.stopped || now >= force_at {
             p.actions.push(Action::DeleteJob {
-                resource_name: j.resource_name.clone(),
+                resource_name: name.clone(),
+                foreground: !j.stopped,
+            });
+        } else if !j.suspended && !obs.issued.suspension(now, name) {
+            p.actions.push(Action::SuspendJob {
+                resource_name: name.clone(),
             });
         }
     }
     // Every pod gets the grace period once; a pod already terminating on a
     // later deadline (a shorter override came) or still there past the force
     // deadline is deleted again, sooner.
-    let forced = grace == 0 || now >= force_at;
     let kill_by = now + SignedDuration::from_secs(grace);
     let to_delete: Vec<String> = obs
         .pods
@@ -662,9 +706,12 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
             continue;
         }
         let job = jobs_of(obs, &js.name);
-        if let Some((result, at)) = job.and_then(|j| j.finished.clone()) {
+        // A job that passed keeps its result. One that fails now was most
+        // likely failed by the cancel deleting its pods: it ends Cancelled
+        // with the others, and a status write per failing Job is saved.
+        if let Some((RunResult::Passed, at)) = job.and_then(|j| j.finished.clone()) {
             js.state = JobState::Completed;
-            js.result = result;
+            js.result = RunResult::Passed;
             js.completion_time = Some(at.unwrap_or(Time(now)));
         } else if job.is_some() || !pods_of(obs, &js.name).is_empty() {
             js.state = JobState::Completing;

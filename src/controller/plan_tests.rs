@@ -163,6 +163,8 @@ fn observed_job(resource_name: &str, job: &str) -> ObservedJob {
         job: job.into(),
         finished: None,
         deleting: false,
+        suspended: false,
+        stopped: false,
         id: None,
     }
 }
@@ -170,6 +172,7 @@ fn observed_job(resource_name: &str, job: &str) -> ObservedJob {
 fn finished(job: ObservedJob, result: RunResult, secs: i64) -> ObservedJob {
     ObservedJob {
         finished: Some((result, Some(time(secs)))),
+        stopped: true,
         ..job
     }
 }
@@ -247,6 +250,7 @@ impl World {
         self.jobs.insert(
             0,
             ObservedJob {
+                stopped: finished.is_some(),
                 finished,
                 deleting: was_deleting,
                 ..observed_job(UNIT_JOB, "unit")
@@ -552,14 +556,36 @@ fn assert_invariants(label: &str, w: &World, p: &Plan) {
     }
     if deletes_pods {
         for j in &w.jobs {
-            let deleted = j.deleting
-                || p.actions.contains(&Action::DeleteJob {
-                    resource_name: j.resource_name.clone(),
+            let name = j.resource_name.clone();
+            let stopping = j.deleting
+                || j.suspended
+                || w.issued.suspensions.contains_key(&name)
+                || w.issued.jobs.contains_key(&name)
+                || p.actions.contains(&Action::SuspendJob {
+                    resource_name: name.clone(),
+                })
+                || p.actions.iter().any(|a| {
+                    matches!(a, Action::DeleteJob { resource_name, .. } if *resource_name == name)
                 });
             assert!(
-                deleted,
-                "{label}: pods deleted while Job {} stays",
-                j.resource_name
+                stopping,
+                "{label}: pods deleted while Job {name} is neither suspended nor deleted"
+            );
+        }
+    }
+    // A Job is deleted in the background only once the job controller has
+    // stopped it (no late pod can follow).
+    for a in &p.actions {
+        if let Action::DeleteJob {
+            resource_name,
+            foreground: false,
+        } = a
+        {
+            assert!(
+                w.jobs
+                    .iter()
+                    .any(|j| &j.resource_name == resource_name && j.stopped),
+                "{label}: Job {resource_name} deleted in the background before it stopped"
             );
         }
     }
@@ -728,6 +754,13 @@ fn creates_both() -> Vec<Action> {
 
 fn delete_job(resource_name: &str) -> Action {
     Action::DeleteJob {
+        resource_name: resource_name.into(),
+        foreground: false,
+    }
+}
+
+fn suspend_job(resource_name: &str) -> Action {
+    Action::SuspendJob {
         resource_name: resource_name.into(),
     }
 }
@@ -994,9 +1027,15 @@ fn canceling_unit_passed(p: &Plan) {
     unit_passed_early(p);
 }
 
+/// A Job that fails while its run is Canceling was failed by the cancel: the
+/// job stays Completing and ends Cancelled with the run.
 fn canceling_unit_failed(p: &Plan) {
     kept_first_cancel_record(p);
-    unit_failed_early(p);
+    let unit = job(&p.status, "unit");
+    assert_eq!(
+        (unit.state, unit.result),
+        (JobState::Completing, RunResult::Unknown)
+    );
 }
 
 fn kept_first_cancel_record(p: &Plan) {
@@ -1106,11 +1145,11 @@ fn rows() -> Vec<Row> {
         row(S::Running, C::JobCompletes, P::Succeeded, R::Passed, vec![], &["Succeeded"], Unchecked).check(succeeded_now),
         row(S::Running, C::JobFails, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_failed_run),
         row(S::Running, C::JobDisappears, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_vanished_run),
-        row(S::Running, C::CancelArrives, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 30)], &["Canceling"], After(5)).check(accepted_request),
-        row(S::Running, C::DeadlinePasses, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 30)], &["DeadlineExceeded"], After(5)).check(accepted_deadline),
+        row(S::Running, C::CancelArrives, P::Canceling, R::Unknown, vec![suspend_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 30)], &["Canceling"], After(5)).check(accepted_request),
+        row(S::Running, C::DeadlinePasses, P::Canceling, R::Unknown, vec![suspend_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 30)], &["DeadlineExceeded"], After(5)).check(accepted_deadline),
         row(S::Running, C::AllGone, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_vanished_run),
         row(S::Running, C::ForceDeadlinePasses, P::Running, R::Unknown, vec![], &[], After(505)).check(unit_building),
-        row(S::Running, C::GraceOverrideZero, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 0)], &["Canceling"], After(5)).check(accepted_request_grace_zero),
+        row(S::Running, C::GraceOverrideZero, P::Canceling, R::Unknown, vec![suspend_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 0)], &["Canceling"], After(5)).check(accepted_request_grace_zero),
         // Canceling since 5s (grace 30s, margin 10s): both Jobs are being deleted.
         row(S::Canceling, C::Nothing, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
         row(S::Canceling, C::IdsAllocated, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
@@ -1549,7 +1588,7 @@ fn a_shorter_grace_override_shortens_pod_deletion() {
     assert_eq!(
         p.actions,
         vec![
-            delete_job(UNIT_JOB),
+            suspend_job(UNIT_JOB),
             delete_job(LINT_JOB),
             delete_pods(&["running", "unscheduled", "done", "dying-late"], 5),
         ]
@@ -2310,7 +2349,7 @@ fn canceling_deletes_every_pod_with_the_grace_period_once() {
     assert_eq!(
         p.actions,
         vec![
-            delete_job(UNIT_JOB),
+            suspend_job(UNIT_JOB),
             delete_job(LINT_JOB),
             delete_pods(&["unit-pod", "lint-pod"], 30),
         ]
@@ -2330,8 +2369,11 @@ fn issued_by(plan: &Plan, now: Timestamp) -> Issued {
     let mut issued = Issued::default();
     for a in &plan.actions {
         match a {
-            Action::DeleteJob { resource_name } => {
+            Action::DeleteJob { resource_name, .. } => {
                 issued.jobs.insert(resource_name.clone(), now);
+            }
+            Action::SuspendJob { resource_name } => {
+                issued.suspensions.insert(resource_name.clone(), now);
             }
             Action::DeletePods {
                 names,
@@ -2365,7 +2407,7 @@ fn a_deletion_issued_is_not_issued_again_before_the_cache_shows_it() {
         assert_eq!(
             deletions(&p1),
             vec![
-                delete_job(UNIT_JOB),
+                suspend_job(UNIT_JOB),
                 delete_job(LINT_JOB),
                 delete_pods(&["unit-pod", "lint-pod"], grace)
             ],
@@ -2388,7 +2430,14 @@ fn a_deletion_issued_is_not_issued_again_before_the_cache_shows_it() {
         late.now = first.now + SignedDuration::try_from(REISSUE_AFTER).unwrap();
         let p3 = late.plan();
         assert!(
-            p3.actions.contains(&delete_job(UNIT_JOB)),
+            p3.actions.contains(&suspend_job(UNIT_JOB))
+                || p3.actions.iter().any(|a| matches!(a,
+                    Action::DeleteJob { resource_name, .. } if resource_name == UNIT_JOB)),
+            "{label}: {:?}",
+            p3.actions
+        );
+        assert!(
+            p3.actions.contains(&delete_job(LINT_JOB)),
             "{label}: {:?}",
             p3.actions
         );
@@ -2425,4 +2474,72 @@ fn an_issued_deletion_does_not_hold_back_a_shorter_grace_or_the_force() {
     w.pods[0].deletion_deadline = None;
     w.issued.pods.insert("unit-pod".into(), (at(4), 30));
     assert_eq!(deletions(&w.plan()), vec![]);
+}
+
+#[test]
+fn a_running_job_is_deleted_only_once_the_job_controller_stopped_it() {
+    let mut w = baseline(Start::Running);
+    w.cancel = Some(order(None));
+    // The running Job is suspended (the finished one is deleted at once).
+    let p = w.plan();
+    assert_eq!(
+        deletions(&p),
+        vec![
+            suspend_job(UNIT_JOB),
+            delete_job(LINT_JOB),
+            delete_pods(&["unit-pod", "lint-pod"], 30)
+        ]
+    );
+    w.run.status = Some(p.status.clone());
+    w.cancel = None;
+    w.jobs.retain(|j| j.resource_name == UNIT_JOB);
+    for pod in w.pods.iter_mut() {
+        pod.deletion_deadline = Some(at(30));
+    }
+
+    // Suspended in its spec, not yet in its status: it waits, whatever the
+    // pods do, and the run stays Canceling.
+    w.jobs[0].suspended = true;
+    w.pods.clear();
+    w.now = at(2);
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![], "{:?}", p.actions);
+    assert_eq!(p.status.phase, Some(StagePhase::Canceling));
+    assert_invariants("suspended, not stopped", &w, &p);
+
+    // The job controller reports it suspended: deleted in the background.
+    w.jobs[0].stopped = true;
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![delete_job(UNIT_JOB)]);
+    assert_invariants("stopped", &w, &p);
+
+    // Once it is gone, the run is cancelled, the job with it.
+    w.jobs.clear();
+    let p = w.plan();
+    assert_eq!(p.status.phase, Some(StagePhase::Failed));
+    assert_eq!(p.status.result, Some(RunResult::Cancelled));
+    assert_eq!(job(&p.status, "unit").result, RunResult::Cancelled);
+}
+
+#[test]
+fn a_job_the_job_controller_never_stops_is_deleted_in_the_foreground_at_the_force_deadline() {
+    let mut w = baseline(Start::Canceling);
+    w.jobs = vec![ObservedJob {
+        suspended: true,
+        ..observed_job(UNIT_JOB, "unit")
+    }];
+    w.pods.clear();
+    // Grace 30 s + margin 10 s from acceptance (5 s before t0).
+    w.now = at(34);
+    assert_eq!(deletions(&w.plan()), vec![]);
+    w.now = at(35);
+    let p = w.plan();
+    assert_eq!(
+        deletions(&p),
+        vec![Action::DeleteJob {
+            resource_name: UNIT_JOB.into(),
+            foreground: true
+        }]
+    );
+    assert_invariants("force deadline", &w, &p);
 }

@@ -291,14 +291,10 @@ async fn create_job(
     }
 }
 
-/// Deletes Jobs, then pods: a pod is deleted only once its Job is being
-/// deleted, so that no Job replaces it.
-///
-/// Jobs go with Foreground propagation: the job controller creates no pod
-/// for a Job marked deleted, but one whose cache has not seen the mark yet
-/// may still replace a pod just deleted. Such a pod belongs to the Job, and
-/// a Job deleted in the foreground stays until every pod it owns is gone, so
-/// "no Job and no pod left" (what ends a cancel) includes the late ones.
+/// Suspends and deletes Jobs, then deletes pods: a pod is deleted only once
+/// its Job is suspended or being deleted, so that no Job replaces it for
+/// good (a replacement made before the job controller saw the suspension
+/// is deleted by the job controller, and by the next pass).
 async fn delete_children(
     ctx: &Context,
     run: &StageRun,
@@ -306,25 +302,60 @@ async fn delete_children(
     actions: &[plan::Action],
 ) -> Result<()> {
     let mut issued = plan::Issued::default();
+    let result = apply_deletions(ctx, ns, actions, &mut issued).await;
+    ctx.record_issued(run, issued);
+    result
+}
+
+async fn apply_deletions(
+    ctx: &Context,
+    ns: &str,
+    actions: &[plan::Action],
+    issued: &mut plan::Issued,
+) -> Result<()> {
     let jobs = ctx.api::<Job>(ns);
-    let job_deletes: Vec<&String> = actions
-        .iter()
-        .filter_map(|a| match a {
-            plan::Action::DeleteJob { resource_name } => Some(resource_name),
-            _ => None,
-        })
-        .collect();
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Foreground),
-        ..DeleteParams::default()
-    };
-    let results = join_all(job_deletes.iter().map(|name| jobs.delete(name, &dp))).await;
-    for (name, r) in job_deletes.into_iter().zip(results) {
-        if let Err(e) = ignore_not_found(r) {
-            ctx.record_issued(run, issued);
-            return Err(e);
+    let suspend = Patch::Merge(json!({"spec": {"suspend": true}}));
+    let job_calls = actions.iter().filter_map(|a| match a {
+        plan::Action::SuspendJob { resource_name } => Some((resource_name, None)),
+        plan::Action::DeleteJob {
+            resource_name,
+            foreground,
+        } => Some((resource_name, Some(*foreground))),
+        _ => None,
+    });
+    let results = join_all(job_calls.map(|(name, delete)| {
+        let (jobs, suspend) = (&jobs, &suspend);
+        async move {
+            let result = match delete {
+                None => jobs
+                    .patch(name, &PatchParams::default(), suspend)
+                    .await
+                    .map(drop),
+                Some(foreground) => {
+                    let propagation = if foreground {
+                        PropagationPolicy::Foreground
+                    } else {
+                        PropagationPolicy::Background
+                    };
+                    let dp = DeleteParams {
+                        propagation_policy: Some(propagation),
+                        ..DeleteParams::default()
+                    };
+                    jobs.delete(name, &dp).await.map(drop)
+                }
+            };
+            (name, delete.is_some(), result)
         }
-        issued.jobs.insert(name.clone(), Timestamp::now());
+    }))
+    .await;
+    for (name, deleted, r) in results {
+        ignore_not_found(r)?;
+        let record = if deleted {
+            &mut issued.jobs
+        } else {
+            &mut issued.suspensions
+        };
+        record.insert(name.clone(), Timestamp::now());
     }
     let pods = ctx.api::<Pod>(ns);
     for action in actions {
@@ -340,15 +371,11 @@ async fn delete_children(
             };
             let results = join_all(names.iter().map(|n| pods.delete(n, &dp))).await;
             for (name, r) in names.iter().zip(results) {
-                if let Err(e) = ignore_not_found(r) {
-                    ctx.record_issued(run, issued);
-                    return Err(e);
-                }
+                ignore_not_found(r)?;
                 issued.pods.insert(name.clone(), (Timestamp::now(), grace));
             }
         }
     }
-    ctx.record_issued(run, issued);
     Ok(())
 }
 
