@@ -592,9 +592,9 @@ fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
     StagePhase::Failed
 }
 
-/// Canceling: suspend the Jobs and delete their pods directly (waiting for
-/// the garbage collector would make a cancel as slow as its rate limit),
-/// delete each Job once the job controller has stopped it; force past
+/// Canceling: suspend the Jobs, delete each once the job controller has
+/// stopped it, and delete the pods left directly (waiting for the garbage
+/// collector would make a cancel as slow as its rate limit); force past
 /// grace + margin; end `Failed`/`Cancelled` once nothing of the run is left.
 fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
     let run = obs.run;
@@ -643,6 +643,18 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
             });
         }
     }
+    // A pod is deleted once its Job can no longer replace it: the Job is
+    // gone, stopped or being deleted. Until then the job controller, which
+    // deletes a suspended Job's active pods itself, does it; a pod deleted
+    // before that would make the job controller write the Job's status for
+    // each pod it saw terminate. Past the force deadline (or with a grace
+    // of 0) every pod goes at once.
+    let released = |pod: &ObservedPod| {
+        pod.job
+            .as_deref()
+            .and_then(|name| jobs_of(obs, name))
+            .is_none_or(|j| j.stopped || j.deleting)
+    };
     // Every pod gets the grace period once; a pod already terminating on a
     // later deadline (a shorter override came) or still there past the force
     // deadline is deleted again, sooner.
@@ -650,6 +662,7 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
     let to_delete: Vec<String> = obs
         .pods
         .iter()
+        .filter(|p| forced || released(p))
         .filter(|p| {
             // A deletion issued recently counts as the pod's own mark.
             let issued = obs.issued.pod(now, &p.name);
