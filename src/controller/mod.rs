@@ -158,8 +158,7 @@ impl Context {
     fn record_issued<K: Resource<DynamicType = ()>>(&self, obj: &K, done: plan::Issued) {
         let mut all = lock(&self.issued);
         let issued = all.entry(key(obj)).or_default();
-        issued.jobs.extend(done.jobs);
-        issued.pods.extend(done.pods);
+        issued.merge(done);
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>

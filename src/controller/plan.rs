@@ -190,6 +190,19 @@ impl Issued {
         self.pods.retain(|_, (at, _)| Self::recent(now, *at));
     }
 
+    /// Adds what was issued since (every kind: destructured, so that a new
+    /// kind cannot be left out).
+    pub fn merge(&mut self, later: Issued) {
+        let Issued {
+            jobs,
+            suspensions,
+            pods,
+        } = later;
+        self.jobs.extend(jobs);
+        self.suspensions.extend(suspensions);
+        self.pods.extend(pods);
+    }
+
     /// True when this Job's deletion was issued recently.
     pub fn job(&self, now: Timestamp, name: &str) -> bool {
         self.jobs.get(name).is_some_and(|at| Self::recent(now, *at))

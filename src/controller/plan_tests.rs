@@ -2573,3 +2573,20 @@ fn a_job_the_job_controller_never_stops_is_deleted_in_the_foreground_at_the_forc
     );
     assert_invariants("force deadline", &w, &p);
 }
+
+#[test]
+fn issued_suspensions_are_remembered_like_deletions() {
+    let mut w = baseline(Start::Running);
+    w.cancel = Some(order(None));
+    let p1 = w.plan();
+    let mut memory = Issued::default();
+    memory.merge(issued_by(&p1, w.now));
+    assert!(memory.suspension(w.now, UNIT_JOB));
+    assert!(memory.job(w.now, LINT_JOB));
+    // A pass on a cache that does not show the suspension yet issues nothing.
+    w.run.status = Some(p1.status.clone());
+    w.cancel = None;
+    w.issued = memory;
+    w.now = at(1);
+    assert_eq!(deletions(&w.plan()), vec![]);
+}
