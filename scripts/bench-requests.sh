@@ -110,3 +110,51 @@ for (who, verb, what), c in sorted(counts.items(), key=lambda kv: -kv[1]):
     if c >= 3:
         print(f"| {who} | {verb} | {what} | {c} | {c / n:.2f} |")
 EOF
+
+echo
+echo "where the time goes: seconds from the cancel until each step is done for a StageRun (its last Job or pod):"
+python3 - "$dir/audit.log" "$from" "$to" <<'EOF'
+import collections, datetime, json, re, sys
+
+path, start, end = sys.argv[1:4]
+t0 = datetime.datetime.fromisoformat(start.replace("Z", "+00:00"))
+child = re.compile(r"^(run-\d+)-job\d-")
+steps = [
+    ("Canceling written", "cancel-operator", "patch", "stageruns/status", 0),
+    ("Jobs suspended", "cancel-operator", "patch", "jobs", -1),
+    ("job controller: Job status written", "kube-controller-manager", "update", "jobs/status", -1),
+    ("job controller: pods deleted", "kube-controller-manager", "delete", "pods", -1),
+    ("Jobs deleted", "cancel-operator", "delete", "jobs", -1),
+    ("pods gone (finalizer removed)", "kube-controller-manager", "patch", "pods", -1),
+    ("confirmed by a list", "cancel-operator", "list", "pods", -1),
+    ("Failed written", "cancel-operator", "patch", "stageruns/status", 1),
+]
+seen = collections.defaultdict(list)
+for line in open(path):
+    e = json.loads(line)
+    if e.get("stage") != "ResponseComplete" or not (start <= e["requestReceivedTimestamp"][:27] <= end):
+        continue
+    agent = e.get("userAgent", "")
+    if "kubectl" in agent:
+        continue
+    who = agent.split(" ")[0].split("/")[0] or "cancel-operator"
+    ref = e.get("objectRef", {})
+    what = ref.get("resource", "") + ("/" + ref["subresource"] if ref.get("subresource") else "")
+    name = ref.get("name", "")
+    m = child.match(name)
+    run = m.group(1) if m else name
+    if what == "pods" and e["verb"] == "list":
+        # The confirming list names no object: its selector is the run's uid.
+        run = e.get("requestURI", "")
+    at = datetime.datetime.fromisoformat(e["stageTimestamp"].replace("Z", "+00:00"))
+    seen[(who, e["verb"], what, run)].append((at - t0).total_seconds())
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+print("| step | p50 | p90 | max |\n|---|---|---|---|")
+for label, who, verb, what, pick in steps:
+    per_run = [sorted(v)[pick] for (w, vb, wt, run), v in seen.items()
+               if (w, vb, wt) == (who, verb, what) and (pick != 1 or len(v) > 1)]
+    if per_run:
+        print(f"| {label} | {pct(per_run, .5):.1f} | {pct(per_run, .9):.1f} | {max(per_run):.1f} |")
+EOF
