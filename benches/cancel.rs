@@ -1,7 +1,7 @@
 //! The scale benchmark (`make bench`), against a control plane of its own.
 //!
-//! It drives the product only as a user would: the release binary's
-//! `controller` and `sidecar` commands, the Kubernetes API and the REST API.
+//! It drives the product only as a user would: the static binary of the image,
+//! its `controller` and `sidecar` commands, the Kubernetes API and the REST API.
 //! Every figure stands beside baselines measured in the same run, because the
 //! machines are shared and noisy:
 //!
@@ -222,7 +222,7 @@ impl Bench {
         self.cluster.dir.join(format!("{name}.log"))
     }
 
-    /// Starts a controller from the release binary and measures its start:
+    /// Starts a controller from the binary and measures its start:
     /// until /healthz answers, and until a StageRun created before it
     /// started is Running (it has caught up with what it found).
     async fn start_controller(&mut self) -> anyhow::Result<Ready> {
@@ -1144,7 +1144,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // The report.
     let s = &b.settings;
     let mut r = Report::default();
-    r.para("# Benchmarks\n\nWritten by `make bench` (`scripts/bench.sh`, `benches/cancel.rs`) from the run it describes. Every figure stands beside baselines measured in the same run, on a control plane of its own (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from `tests/cluster/`); the controller and the REST sidecar run from the release binary.");
+    r.para("# Benchmarks\n\nWritten by `make bench` (`scripts/bench.sh`, `benches/cancel.rs`) from the run it describes. Every figure stands beside baselines measured in the same run, on a control plane of its own (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from `tests/cluster/`); the controller and the REST sidecar run from the static binary the container image ships (`make image`: musl, as in the Dockerfile), so that memory is measured as it runs in a cluster.");
     r.table(&["", ""], &[
         vec!["command".into(), format!("`{}`", s.command)],
         vec!["scale".into(), format!("{n} running StageRuns × 2 jobs; history {} finished StageRuns, {} finished CancelRequests; {} requests in flight; {} samples per latency", s.history, s.history_requests, s.concurrency, s.samples)],

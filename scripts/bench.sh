@@ -8,7 +8,8 @@
 # Settings (environment): BENCH_SCALE, BENCH_HISTORY, BENCH_HISTORY_REQUESTS,
 # BENCH_CONCURRENCY (64), BENCH_SAMPLES, BENCH_TIMEOUT_SECONDS,
 # BENCH_CONTROLLER_ARGS (extra controller flags), BENCH_OUT (report path; empty:
-# print only), BENCH_QPS_LIMITS=keep (leave the control plane's client rate
+# print only), BENCH_BIN (the binary to run; default: the image's, built by
+# make image), BENCH_QPS_LIMITS=keep (leave the control plane's client rate
 # limits as they are). Arguments go to cargo bench.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +34,13 @@ if [[ ${1:-} == --inside ]]; then
   exec cargo bench --bench cancel "$@"
 fi
 
+# What is measured is the binary the container image ships (static, musl,
+# built by make image as the Dockerfile builds it): its allocator is musl's,
+# and memory figures are for what runs in a cluster.
+if [[ -z ${BENCH_BIN:-} ]]; then
+  scripts/image.sh >&2
+  export BENCH_BIN=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cancel-operator/target}/$(uname -m)-unknown-linux-musl/release/cancel-operator
+fi
 export BENCH_COMMAND=${BENCH_COMMAND:-"$(env | grep -E '^BENCH_[A-Z_]+=' | grep -v '^BENCH_COMMAND=' | sort | tr '\n' ' ')make bench"}
 # The control plane is stopped on exit, failure or interrupt (with-cluster.sh),
 # and the benchmark kills the processes it started.

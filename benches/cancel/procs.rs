@@ -1,4 +1,4 @@
-//! The product's processes, started from its release binary as a user would
+//! The product's processes, started from its binary (BENCH_BIN) as a user would
 //! start them, and their memory as the kernel reports it.
 
 use std::path::{Path, PathBuf};
