@@ -6,6 +6,7 @@
 #   make bench-requests                      100 running StageRuns, one selector cancel
 #   BENCH_SCALE=300 make bench-requests
 #   BENCH_TARGET=each make bench-requests    one CancelRequest per StageRun instead
+#   BENCH_KCM_ARGS=--concurrent-job-syncs=20 make bench-requests
 #
 # Runs on a control plane of its own (stopped on exit) with the release binary.
 set -euo pipefail
@@ -34,6 +35,13 @@ for c in kube-controller-manager kube-scheduler; do
   printf '%s\0' --kube-api-qps=5000 --kube-api-burst=10000 >>"$dir/$c.cmd"
   "$cluster" restart "$c" 2>/dev/null
 done
+# BENCH_KCM_ARGS: more kube-controller-manager flags, to see what limits a
+# cancel (for example --concurrent-job-syncs=20; the default is 5).
+if [[ -n ${BENCH_KCM_ARGS:-} ]]; then
+  read -ra kcm_args <<<"$BENCH_KCM_ARGS"
+  printf '%s\0' "${kcm_args[@]}" >>"$dir/kube-controller-manager.cmd"
+  "$cluster" restart kube-controller-manager 2>/dev/null
+fi
 
 ns=requests
 kubectl apply -f crds/ >/dev/null
