@@ -2352,27 +2352,34 @@ fn a_job_that_cannot_be_created_fails_once_and_is_never_retried() {
     }
 }
 
-#[test]
-fn canceling_deletes_every_pod_with_the_grace_period_once() {
+/// A running stage (unit running, lint finished) cancelled: the running Job
+/// is suspended, its pod left to the job controller; the finished one is
+/// deleted at once, its pod with it (finished pods too), with the stage's
+/// grace. Returns the next pass's world: the lint Job gone, its pod
+/// terminating.
+fn cancel_accepted_while_running() -> World {
     let mut w = baseline(Start::Running);
     w.cancel = Some(order(None));
     let p = w.plan();
-    // Jobs first, then the pods of stopped Jobs, finished ones too, with the
-    // stage's grace.
     assert_eq!(
-        p.actions,
+        deletions(&p),
         vec![
             suspend_job(UNIT_JOB),
             delete_job(LINT_JOB),
             delete_pods(&["lint-pod"], 30),
         ]
     );
-    // The job controller stopped the unit Job: its pod goes.
     w.run.status = Some(p.status.clone());
     w.cancel = None;
     w.jobs.retain(|j| j.resource_name == UNIT_JOB);
-    w.jobs[0].stopped = true;
     w.pods[1].deletion_deadline = Some(at(30));
+    w
+}
+
+#[test]
+fn canceling_deletes_every_pod_with_the_grace_period_once() {
+    let mut w = cancel_accepted_while_running();
+    // The job controller stopped the unit Job: its pod goes.
     let p = w.plan();
     assert_eq!(
         p.actions,
@@ -2507,25 +2514,7 @@ fn an_issued_deletion_does_not_hold_back_a_shorter_grace_or_the_force() {
 
 #[test]
 fn a_running_job_is_deleted_only_once_the_job_controller_stopped_it() {
-    let mut w = baseline(Start::Running);
-    w.cancel = Some(order(None));
-    // The running Job is suspended, its pod left to the job controller; the
-    // finished one is deleted at once, its pod with it.
-    let p = w.plan();
-    assert_eq!(
-        deletions(&p),
-        vec![
-            suspend_job(UNIT_JOB),
-            delete_job(LINT_JOB),
-            delete_pods(&["lint-pod"], 30)
-        ]
-    );
-    w.run.status = Some(p.status.clone());
-    w.cancel = None;
-    w.jobs.retain(|j| j.resource_name == UNIT_JOB);
-    for pod in w.pods.iter_mut() {
-        pod.deletion_deadline = Some(at(30));
-    }
+    let mut w = cancel_accepted_while_running();
 
     // Suspended in its spec, not yet in its status: it waits, whatever the
     // pods do, and the run stays Canceling.
