@@ -2380,6 +2380,7 @@ fn cancel_accepted_while_running() -> World {
 fn canceling_deletes_every_pod_with_the_grace_period_once() {
     let mut w = cancel_accepted_while_running();
     // The job controller stopped the unit Job: its pod goes.
+    w.jobs[0].stopped = true;
     let p = w.plan();
     assert_eq!(
         p.actions,
