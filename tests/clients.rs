@@ -84,43 +84,14 @@ fn phase(sr: &StageRun) -> Option<StagePhase> {
     sr.status.as_ref().and_then(|s| s.phase)
 }
 
-/// A namespace with the controller, the grants of
-/// [`world::grant_readers_and_cancellers`] and a sidecar reading the users
-/// file `users`, ready.
-struct World {
-    ns: TestNamespace,
-    addr: std::net::SocketAddr,
-    http: reqwest::Client,
-    _tasks: world::AbortOnDrop,
-}
-
-async fn world_with_users(prefix: &str, users: &Path) -> World {
-    let ns = TestNamespace::new(prefix).await;
-    support::install_crds(&ns.client).await;
-    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
-    world::grant_readers_and_cancellers(&ns).await;
-    let (addr, server) = world::spawn_sidecar(
-        support::client(User::Admin).await,
-        &ns.name,
-        Some(users),
-        Duration::from_secs(1),
-    )
-    .await;
-    let tasks = world::AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    world::wait_ready(&http, addr).await;
-    World {
-        ns,
-        addr,
-        http,
-        _tasks: tasks,
-    }
+async fn world_with_users(prefix: &str, users: &Path) -> world::Served {
+    world::serve(TestNamespace::new(prefix).await, Some(users)).await
 }
 
 /// Creates a running StageRun of each (name, pipeline, stage), all with
 /// pipeline counter 1, and waits until the sidecar's cache shows every job
 /// building (read through GoCD's stage history as the users file's admin).
-async fn start_running(w: &World, stages: &[(&str, &str, &str)]) {
+async fn start_running(w: &world::Served, stages: &[(&str, &str, &str)]) {
     let runs = w.ns.api::<StageRun>();
     let running = json!({"sim.cancel.dev/run-for": "1h"});
     for (name, pipeline, stage) in stages {
@@ -163,7 +134,7 @@ async fn start_running(w: &World, stages: &[(&str, &str, &str)]) {
 }
 
 /// Waits until StageRun `name` has ended cancelled, and returns who asked.
-async fn wait_cancelled(w: &World, name: &str) -> String {
+async fn wait_cancelled(w: &world::Served, name: &str) -> String {
     let runs = w.ns.api::<StageRun>();
     let sr = wait_for(&runs, name, &format!("{name} cancelled"), T, |sr| {
         phase(sr) == Some(StagePhase::Failed)
@@ -189,20 +160,12 @@ async fn assert_counted(http: &reqwest::Client, addr: std::net::SocketAddr, want
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
     let venv = venv().await;
-    let ns = TestNamespace::new("clients-cf").await;
-    support::install_crds(&ns.client).await;
-    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
-    world::grant_readers_and_cancellers(&ns).await;
-    let (addr, server) = world::spawn_sidecar(
-        support::client(User::Admin).await,
-        &ns.name,
-        None,
-        Duration::from_secs(1),
-    )
-    .await;
-    let _tasks = world::AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    world::wait_ready(&http, addr).await;
+    let world::Served {
+        ns,
+        addr,
+        http,
+        tasks: _tasks,
+    } = world::serve(TestNamespace::new("clients-cf").await, None).await;
 
     let running = json!({"sim.cancel.dev/run-for": "1h"});
     let runs = ns.api::<StageRun>();

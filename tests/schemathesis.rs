@@ -252,20 +252,13 @@ async fn server_errors(http: &reqwest::Client, addr: std::net::SocketAddr) -> Ve
 async fn schemathesis_finds_nothing_against_seeded_data() {
     let venv = venv().await;
     let ns = TestNamespace::new("schemathesis").await;
-    support::install_crds(&ns.client).await;
-    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
-    world::grant_readers_and_cancellers(&ns).await;
     let users = UsersFile::new(&ns.name);
-    let (addr, server) = world::spawn_sidecar(
-        support::client(User::Admin).await,
-        &ns.name,
-        Some(&users.path),
-        Duration::from_secs(1),
-    )
-    .await;
-    let _tasks = world::AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    world::wait_ready(&http, addr).await;
+    let world::Served {
+        ns,
+        addr,
+        http,
+        tasks: _tasks,
+    } = world::serve(ns, Some(&users.path)).await;
 
     // Two pipelines (also CodeArts jobs, Cloud Foundry apps and Studio
     // sites) with finished, failed and running instances, and a third whose

@@ -211,25 +211,14 @@ impl Reply {
 
 async fn setup(prefix: &str) -> Sidecar {
     let ns = TestNamespace::new(prefix).await;
-    support::install_crds(&ns.client).await;
-    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
-    world::grant_readers_and_cancellers(&ns).await;
     let users = UsersFile::new(&ns.name);
-    let (addr, server) = world::spawn_sidecar(
-        support::client(User::Admin).await,
-        &ns.name,
-        Some(&users.path),
-        Duration::from_secs(1),
-    )
-    .await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    world::wait_ready(&http, addr).await;
+    let served = world::serve(ns, Some(&users.path)).await;
     Sidecar {
-        ns,
-        base: format!("http://{addr}"),
-        http,
+        ns: served.ns,
+        base: format!("http://{}", served.addr),
+        http: served.http,
         users,
-        _tasks: world::AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]),
+        _tasks: served.tasks,
     }
 }
 

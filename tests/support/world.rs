@@ -190,6 +190,43 @@ pub async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
     .await;
 }
 
+/// A namespace served for a test: the controller, the grants of
+/// [`grant_readers_and_cancellers`] and a sidecar, ready.
+pub struct Served {
+    pub ns: TestNamespace,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    /// The controller and the sidecar, stopped when dropped.
+    pub tasks: AbortOnDrop,
+}
+
+/// Installs the CRDs and serves `ns` as [`Served`] says, the sidecar
+/// reading `users_file` when given.
+pub async fn serve(ns: TestNamespace, users_file: Option<&Path>) -> Served {
+    super::install_crds(&ns.client).await;
+    let controller = spawn_controller(ns.client.clone(), &ns.name);
+    grant_readers_and_cancellers(&ns).await;
+    let (addr, server) = spawn_sidecar(
+        super::client(super::User::Admin).await,
+        &ns.name,
+        users_file,
+        Duration::from_secs(1),
+    )
+    .await;
+    let tasks = AbortOnDrop(vec![controller.abort_handle(), server.abort_handle()]);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    wait_ready(&http, addr).await;
+    Served {
+        ns,
+        addr,
+        http,
+        tasks,
+    }
+}
+
 /// Background tasks of a test, aborted when it ends.
 pub struct AbortOnDrop(pub Vec<tokio::task::AbortHandle>);
 
