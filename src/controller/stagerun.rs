@@ -307,48 +307,53 @@ async fn delete_children(
     result
 }
 
-async fn apply_deletions(
+async fn apply_deletions<'a>(
     ctx: &Context,
     ns: &str,
-    actions: &[plan::Action],
+    actions: &'a [plan::Action],
     issued: &mut plan::Issued,
 ) -> Result<()> {
     let jobs = ctx.api::<Job>(ns);
     let suspend = Patch::Merge(json!({"spec": {"suspend": true}}));
-    let job_calls = actions.iter().filter_map(|a| match a {
-        plan::Action::SuspendJob { resource_name } => Some((resource_name, None)),
-        plan::Action::DeleteJob {
-            resource_name,
-            foreground,
-        } => Some((resource_name, Some(*foreground))),
-        _ => None,
-    });
-    let results = join_all(job_calls.map(|(name, delete)| {
+    // A Job action, applied: the name, the record it goes to, the result.
+    let apply = |action: &'a plan::Action| {
         let (jobs, suspend) = (&jobs, &suspend);
         async move {
-            let result = match delete {
-                None => jobs
-                    .patch(name, &PatchParams::default(), suspend)
-                    .await
-                    .map(drop),
-                Some(foreground) => {
-                    let propagation = if foreground {
-                        PropagationPolicy::Foreground
-                    } else {
-                        PropagationPolicy::Background
+            match action {
+                plan::Action::SuspendJob { resource_name } => Some((
+                    resource_name,
+                    false,
+                    jobs.patch(resource_name, &PatchParams::default(), suspend)
+                        .await
+                        .map(drop),
+                )),
+                plan::Action::DeleteJob {
+                    resource_name,
+                    foreground,
+                } => {
+                    let propagation = match foreground {
+                        true => PropagationPolicy::Foreground,
+                        false => PropagationPolicy::Background,
                     };
                     let dp = DeleteParams {
                         propagation_policy: Some(propagation),
                         ..DeleteParams::default()
                     };
-                    jobs.delete(name, &dp).await.map(drop)
+                    Some((
+                        resource_name,
+                        true,
+                        jobs.delete(resource_name, &dp).await.map(drop),
+                    ))
                 }
-            };
-            (name, delete.is_some(), result)
+                _ => None,
+            }
         }
-    }))
-    .await;
-    for (name, deleted, r) in results {
+    };
+    for (name, deleted, r) in join_all(actions.iter().map(apply))
+        .await
+        .into_iter()
+        .flatten()
+    {
         ignore_not_found(r)?;
         let record = if deleted {
             &mut issued.jobs
