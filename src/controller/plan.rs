@@ -232,15 +232,10 @@ pub enum Action {
     /// Suspend this Job: the job controller stops creating pods for it
     /// (and deletes its active ones), and says so in its status.
     SuspendJob { resource_name: String },
-    /// Delete this Job. In the background once the job controller has
-    /// stopped it (it can create no late pod, and the run's pods are
-    /// deleted directly); in the foreground when it has not by the force
-    /// deadline (the Job then stays until every pod it owns is gone, late
-    /// ones included).
-    DeleteJob {
-        resource_name: String,
-        foreground: bool,
-    },
+    /// Delete this Job, in the background: only once the job controller
+    /// has stopped it, so that no pod can follow (the run's pods are
+    /// deleted directly, not left to the garbage collector).
+    DeleteJob { resource_name: String },
     /// Delete these pods with this grace period (shortening a longer one).
     DeletePods {
         names: Vec<String>,
@@ -633,22 +628,23 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
         + SignedDuration::from_secs(grace)
         + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
 
-    // Jobs first: each is suspended, so that the job controller replaces no
-    // pod deleted below, and deleted once the job controller says it has
-    // stopped it. A Job deleted before that could still get a pod from a job
-    // controller whose cache lags behind the deletion, after "no pod left"
-    // was confirmed. The garbage collector is never waited for, unless the
-    // job controller has not answered by the force deadline.
+    // Jobs first: each is suspended, so that the job controller creates no
+    // more pods for it, and deleted only once the job controller says it has
+    // stopped it (`Suspended=True` or finished, written from a cache that
+    // had seen the suspension). Never before, not even past the force
+    // deadline: a Job that is gone can still get a pod from a job controller
+    // whose cache lags behind (an API server restart is enough), after "no
+    // pod left" was confirmed. Its pods are forced meanwhile, replacements
+    // included, and the run stays Canceling until the job controller answers.
     let forced = grace == 0 || now >= force_at;
     for j in &obs.jobs {
         let name = &j.resource_name;
         if j.deleting || obs.issued.job(now, name) {
             continue;
         }
-        if j.stopped || now >= force_at {
+        if j.stopped {
             p.actions.push(Action::DeleteJob {
                 resource_name: name.clone(),
-                foreground: !j.stopped,
             });
         } else if !j.suspended && !obs.issued.suspension(now, name) {
             p.actions.push(Action::SuspendJob {

@@ -177,6 +177,13 @@ fn finished(job: ObservedJob, result: RunResult, secs: i64) -> ObservedJob {
     }
 }
 
+fn suspended(job: ObservedJob) -> ObservedJob {
+    ObservedJob {
+        suspended: true,
+        ..job
+    }
+}
+
 fn deleting(job: ObservedJob) -> ObservedJob {
     ObservedJob {
         deleting: true,
@@ -243,16 +250,20 @@ impl World {
         })
     }
 
-    /// Replaces the `unit` Job (keeping its deleting flag) or adds one.
+    /// Replaces the `unit` Job (keeping its deleting and suspended flags)
+    /// or adds one.
     fn put_unit_job(&mut self, finished: Option<(RunResult, Option<Time>)>) {
-        let was_deleting = self.jobs.iter().any(|j| j.job == "unit" && j.deleting);
+        let was =
+            |flag: fn(&ObservedJob) -> bool| self.jobs.iter().any(|j| j.job == "unit" && flag(j));
+        let (deleting, suspended) = (was(|j| j.deleting), was(|j| j.suspended));
         self.jobs.retain(|j| j.job != "unit");
         self.jobs.insert(
             0,
             ObservedJob {
                 stopped: finished.is_some(),
                 finished,
-                deleting: was_deleting,
+                deleting,
+                suspended,
                 ..observed_job(UNIT_JOB, "unit")
             },
         );
@@ -358,9 +369,11 @@ fn baseline(start: Start) -> World {
             ],
             ..World::new(stage_run("success", no_annotations, Some(running_status())))
         },
+        // The unit Job is suspended; the job controller has not reported it
+        // stopped yet. The lint Job had passed and is being deleted.
         Start::Canceling => World {
             jobs: vec![
-                deleting(observed_job(UNIT_JOB, "unit")),
+                suspended(observed_job(UNIT_JOB, "unit")),
                 deleting(finished(
                     observed_job(LINT_JOB, "lint"),
                     RunResult::Passed,
@@ -573,19 +586,16 @@ fn assert_invariants(label: &str, w: &World, p: &Plan) {
             );
         }
     }
-    // A Job is deleted in the background only once the job controller has
-    // stopped it (no late pod can follow).
+    // A Job is deleted only once the job controller has stopped it, even
+    // past the force deadline: a Job gone before that can still get a pod
+    // from a job controller whose cache lags behind.
     for a in &p.actions {
-        if let Action::DeleteJob {
-            resource_name,
-            foreground: false,
-        } = a
-        {
+        if let Action::DeleteJob { resource_name } = a {
             assert!(
                 w.jobs
                     .iter()
                     .any(|j| &j.resource_name == resource_name && j.stopped),
-                "{label}: Job {resource_name} deleted in the background before it stopped"
+                "{label}: Job {resource_name} deleted before the job controller stopped it"
             );
         }
     }
@@ -755,7 +765,6 @@ fn creates_both() -> Vec<Action> {
 fn delete_job(resource_name: &str) -> Action {
     Action::DeleteJob {
         resource_name: resource_name.into(),
-        foreground: false,
     }
 }
 
@@ -1150,13 +1159,14 @@ fn rows() -> Vec<Row> {
         row(S::Running, C::AllGone, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_vanished_run),
         row(S::Running, C::ForceDeadlinePasses, P::Running, R::Unknown, vec![], &[], After(505)).check(unit_building),
         row(S::Running, C::GraceOverrideZero, P::Canceling, R::Unknown, vec![suspend_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 0)], &["Canceling"], After(5)).check(accepted_request_grace_zero),
-        // Canceling since 5s (grace 30s, margin 10s): both Jobs are being deleted.
+        // Canceling since 5s (grace 30s, margin 10s): the unit Job suspended,
+        // not yet reported stopped; the lint Job being deleted.
         row(S::Canceling, C::Nothing, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
         row(S::Canceling, C::IdsAllocated, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
         row(S::Canceling, C::ApprovalAdded, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
         row(S::Canceling, C::PodsProgress, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
-        row(S::Canceling, C::JobCompletes, P::Canceling, R::Unknown, vec![], &[], After(5)).check(canceling_unit_passed),
-        row(S::Canceling, C::JobFails, P::Canceling, R::Unknown, vec![], &[], After(5)).check(canceling_unit_failed),
+        row(S::Canceling, C::JobCompletes, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB)], &[], After(5)).check(canceling_unit_passed),
+        row(S::Canceling, C::JobFails, P::Canceling, R::Unknown, vec![delete_job(UNIT_JOB)], &[], After(5)).check(canceling_unit_failed),
         row(S::Canceling, C::JobDisappears, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
         row(S::Canceling, C::CancelArrives, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
         row(S::Canceling, C::DeadlinePasses, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
@@ -2541,27 +2551,62 @@ fn a_running_job_is_deleted_only_once_the_job_controller_stopped_it() {
     assert_eq!(job(&p.status, "unit").result, RunResult::Cancelled);
 }
 
+/// The interleaving behind a run once reported Cancelled with pods left: the
+/// job controller cannot write the Jobs' status across an API server restart,
+/// so it never reports the suspension by the force deadline, and its cache
+/// still shows the Jobs as running. Had the Jobs been deleted then, their
+/// pods forced and "nothing left" confirmed, that job controller would have
+/// made new pods for Jobs that no longer existed, after the run was reported
+/// Cancelled. The Job stays until the job controller reports it stopped.
 #[test]
-fn a_job_the_job_controller_never_stops_is_deleted_in_the_foreground_at_the_force_deadline() {
+fn a_job_the_job_controller_has_not_stopped_is_never_deleted_even_past_the_force_deadline() {
     let mut w = baseline(Start::Canceling);
-    w.jobs = vec![ObservedJob {
-        suspended: true,
-        ..observed_job(UNIT_JOB, "unit")
-    }];
-    w.pods.clear();
+    w.jobs = vec![suspended(observed_job(UNIT_JOB, "unit"))];
+    w.pods = vec![pod("unit-pod", "unit", PodProgress::Running)];
     // Grace 30 s + margin 10 s from acceptance (5 s before t0).
     w.now = at(34);
     assert_eq!(deletions(&w.plan()), vec![]);
+
+    // The force deadline: the pod is forced, the Job kept.
     w.now = at(35);
     let p = w.plan();
-    assert_eq!(
-        deletions(&p),
-        vec![Action::DeleteJob {
-            resource_name: UNIT_JOB.into(),
-            foreground: true
-        }]
-    );
+    assert_eq!(deletions(&p), vec![delete_pods(&["unit-pod"], 0)]);
+    assert_eq!(p.status.phase, Some(StagePhase::Canceling));
     assert_invariants("force deadline", &w, &p);
+
+    // The pod is gone; the job controller, behind, has not reported the
+    // Job suspended: the run stays Canceling, nothing to delete.
+    w.run.status = Some(p.status.clone());
+    w.issued = issued_by(&p, w.now);
+    w.pods.clear();
+    w.now = at(36);
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![]);
+    assert_eq!(p.status.phase, Some(StagePhase::Canceling));
+    assert_eq!(p.status.result, Some(RunResult::Unknown));
+    assert_invariants("pods gone, Job not stopped", &w, &p);
+
+    // From its stale cache the job controller replaces the pod: forced too.
+    w.pods = vec![pod("unit-replacement", "unit", PodProgress::Unscheduled)];
+    w.now = at(37);
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![delete_pods(&["unit-replacement"], 0)]);
+    assert_invariants("a replacement", &w, &p);
+
+    // It catches up and reports the Job suspended: the Job is deleted.
+    w.pods.clear();
+    w.jobs[0].stopped = true;
+    w.now = at(60);
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![delete_job(UNIT_JOB)]);
+    assert_eq!(p.status.phase, Some(StagePhase::Canceling));
+    assert_invariants("stopped", &w, &p);
+
+    // Only then, nothing left, is the run cancelled.
+    w.jobs.clear();
+    let p = w.plan();
+    assert_eq!(p.status.phase, Some(StagePhase::Failed));
+    assert_eq!(p.status.result, Some(RunResult::Cancelled));
 }
 
 #[test]

@@ -327,16 +327,9 @@ async fn apply_deletions<'a>(
                         .await
                         .map(drop),
                 )),
-                plan::Action::DeleteJob {
-                    resource_name,
-                    foreground,
-                } => {
-                    let propagation = match foreground {
-                        true => PropagationPolicy::Foreground,
-                        false => PropagationPolicy::Background,
-                    };
+                plan::Action::DeleteJob { resource_name } => {
                     let dp = DeleteParams {
-                        propagation_policy: Some(propagation),
+                        propagation_policy: Some(PropagationPolicy::Background),
                         ..DeleteParams::default()
                     };
                     Some((
