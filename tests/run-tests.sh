@@ -11,4 +11,5 @@ fi
 if (($#)); then
   exec tests/cluster/with-cluster.sh cluster-test cargo test "$@"
 fi
-exec tests/cluster/with-cluster.sh cluster-test cargo test --lib --bins --tests
+# Every target runs, so that one failure does not hide the others.
+exec tests/cluster/with-cluster.sh cluster-test cargo test --no-fail-fast --lib --bins --tests
