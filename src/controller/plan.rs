@@ -994,3 +994,7 @@ pub fn seconds_since(now: Timestamp, at: &Time) -> f64 {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod decide_tests;
