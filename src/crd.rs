@@ -373,8 +373,11 @@ pub struct CancelRequestSpec {
     pub ttl_seconds_after_finished: i64,
 }
 
+/// Seconds a finished CancelRequest is kept before the controller deletes it.
+pub const DEFAULT_TTL_SECONDS: i64 = 86400;
+
 fn default_ttl() -> i64 {
-    86400
+    DEFAULT_TTL_SECONDS
 }
 
 /// The StageRuns a CancelRequest is about. Set exactly one field.
@@ -405,6 +408,34 @@ pub struct CancelTarget {
     /// Every active StageRun whose labels match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+}
+
+/// The one kind of StageRuns a [`CancelTarget`] names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TargetKind<'a> {
+    StageRun(&'a str),
+    Stage(&'a StageTarget),
+    Build(&'a BuildTarget),
+    Uids(&'a [String]),
+    Selector(&'a LabelSelector),
+}
+
+impl CancelTarget {
+    /// Which kind of target is set (the first, should the schema's
+    /// exactly-one rule be bypassed); `None` when none is.
+    pub fn kind(&self) -> Option<TargetKind<'_>> {
+        if let Some(name) = &self.stage_run {
+            Some(TargetKind::StageRun(name))
+        } else if let Some(stage) = &self.stage {
+            Some(TargetKind::Stage(stage))
+        } else if let Some(build) = &self.build {
+            Some(TargetKind::Build(build))
+        } else if let Some(uids) = &self.uids {
+            Some(TargetKind::Uids(uids))
+        } else {
+            self.selector.as_ref().map(TargetKind::Selector)
+        }
+    }
 }
 
 /// A pipeline's stage.

@@ -23,6 +23,9 @@ pub const JOB_NAME: &str = "cancel.dev/job";
 /// Annotation that approves a StageRun whose approvalType is `manual`.
 pub const APPROVED: &str = "cancel.dev/approved";
 
+/// Label on CancelRequests: which API (or tool) asked.
+pub const API: &str = "cancel.dev/api";
+
 /// Lowercase hex SHA-256 of `parts`, separated so that ("ab","c") != ("a","bc").
 pub fn digest(parts: &[&str]) -> String {
     let mut h = Sha256::new();

@@ -1,21 +1,26 @@
 //! cancel-operator: runs stages as Kubernetes Jobs and cancels them safely.
 #![forbid(unsafe_code)]
 
+// `pub` only what the binaries (src/main.rs, src/bin/) and tests/ use.
 pub mod controller;
 pub mod crd;
-pub mod labels;
+pub(crate) mod labels;
 pub mod probe;
 pub mod request;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod sidecar;
 pub mod telemetry;
-pub mod watch;
+pub(crate) mod watch;
 
 /// Errors of the controller and the sidecar.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    /// A call to the API server failed; `step` says which.
+    #[error("Kubernetes API, {step}: {source}")]
+    Kube {
+        step: &'static str,
+        source: kube::Error,
+    },
 
     #[error("invalid job template for {job}: {message}")]
     InvalidTemplate { job: String, message: String },
@@ -28,20 +33,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// A short, bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Error::Kube(_) => "kube",
-            Error::InvalidTemplate { .. } => "invalid_template",
-            Error::IdsExhausted => "ids_exhausted",
-            Error::MissingField(_) => "missing_field",
-        }
-    }
-
     /// True for a write refused because the object changed since it was read.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
+/// Names the step of a failed API call: `api.get(..).await.step("read Job")?`.
+pub(crate) trait Step<T> {
+    fn step(self, step: &'static str) -> Result<T>;
+}
+
+impl<T> Step<T> for kube::Result<T> {
+    fn step(self, step: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Kube { step, source })
     }
 }
 

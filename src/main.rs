@@ -60,45 +60,8 @@ struct Logging {
 
 #[derive(Args)]
 struct ControllerArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
-
-    /// Namespace holding the controller's state (the id counters).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    state_namespace: String,
-
-    /// Name of the ConfigMap holding the id counters.
-    #[arg(long, default_value = "cancel-operator-ids")]
-    id_configmap: String,
-
-    /// Seconds to wait past a pod's grace period before force-deleting it.
-    #[arg(long, default_value_t = 10)]
-    force_delete_margin_seconds: u64,
-
-    /// Act only while holding a Lease, so that several replicas can run.
-    #[arg(long, env = "LEADER_ELECT")]
-    leader_elect: bool,
-
-    /// Name of the Lease (in the state namespace).
-    #[arg(long, default_value = "cancel-operator-controller")]
-    lease_name: String,
-
-    /// Seconds the Lease holds without renewal.
-    #[arg(long, default_value_t = 15)]
-    lease_duration_seconds: u64,
-
-    /// Where to serve /metrics (Prometheus) and /healthz; off when empty.
-    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
-    metrics_address: String,
-
-    /// Reconciles run at once, per controller.
-    #[arg(long, env = "CONCURRENCY", default_value_t = controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
-    concurrency: u16,
-
-    /// This instance's name in the Lease (default: $POD_NAME, or host and pid).
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
+    #[command(flatten)]
+    config: controller::Config,
 
     #[command(flatten)]
     logging: Logging,
@@ -191,11 +154,6 @@ struct SidecarArgs {
     logging: Logging,
 }
 
-fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}-{}", host.trim(), std::process::id())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -231,27 +189,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Controller(args) => {
             telemetry::init(args.logging.log_format);
             let client = kube::Client::try_default().await?;
-            controller::run(
-                client,
-                controller::Config {
-                    namespace: args.namespace,
-                    state_namespace: args.state_namespace,
-                    id_configmap: args.id_configmap,
-                    force_margin: Duration::from_secs(args.force_delete_margin_seconds),
-                    concurrency: args.concurrency,
-                    metrics_address: if args.metrics_address.is_empty() {
-                        None
-                    } else {
-                        Some(args.metrics_address.parse()?)
-                    },
-                    leader_election: args.leader_elect.then(|| controller::LeaderElection {
-                        lease_name: args.lease_name,
-                        identity: args.identity.unwrap_or_else(default_identity),
-                        lease_duration: Duration::from_secs(args.lease_duration_seconds),
-                    }),
-                },
-            )
-            .await
+            controller::run(client, args.config).await
         }
         Command::Sidecar(args) => {
             telemetry::init(args.logging.log_format);

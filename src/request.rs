@@ -5,14 +5,8 @@ use std::collections::BTreeMap;
 
 use kube::api::ObjectMeta;
 
-use crate::crd::{CancelRequest, CancelRequestSpec, CancelTarget};
-use crate::labels::{self, digest};
-
-/// Label on CancelRequests: which API (or tool) asked.
-pub const API_LABEL: &str = "cancel.dev/api";
-
-/// Seconds a finished CancelRequest is kept before the controller deletes it.
-pub const DEFAULT_TTL_SECONDS: i64 = 86400;
+use crate::crd::{CancelRequest, CancelRequestSpec, CancelTarget, DEFAULT_TTL_SECONDS};
+use crate::labels::{self, API as API_LABEL, digest};
 
 /// How the new request is named.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +31,7 @@ pub fn name_for_uids(api: &str, namespace: &str, uids: &[String]) -> String {
 /// What a new CancelRequest says.
 #[derive(Clone, Debug)]
 pub struct NewCancelRequest {
-    /// Value of the [`API_LABEL`] label: which API or tool asked.
+    /// Value of the [`labels::API`] label: which API or tool asked.
     pub api: String,
     pub target: CancelTarget,
     pub reason: String,

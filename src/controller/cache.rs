@@ -13,7 +13,7 @@
 //! refused with 409 and taken again), deletions are idempotent, a Job create
 //! that finds the Job already there checks its owner, and the one decision
 //! that cannot be undone — a cancelled run reported `Failed` — is confirmed
-//! by a fresh read first (see `stagerun::confirm_no_children`).
+//! by a fresh read first (see `plan::decide` and `stagerun::confirm_children`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -148,14 +148,6 @@ where
     pub fn count(&self, key: &str) -> usize {
         let state = self.index.read().unwrap_or_else(|p| p.into_inner());
         state.live.forward.get(key).map_or(0, HashSet::len)
-    }
-
-    pub fn len(&self) -> usize {
-        self.store.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
     }
 
     /// Completes once the first list has been cached.

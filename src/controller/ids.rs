@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::{Error, Result, labels};
+use crate::{Error, Result, Step, labels};
 
 /// Ids stay exact in JSON consumers that use doubles.
 pub const MAX_ID: i64 = 1 << 53;
@@ -96,7 +96,12 @@ impl IdAllocator {
     /// Advances the counters by a block each; returns the blocks.
     async fn reserve(&self, stages: i64, jobs: i64) -> Result<(Range, Range)> {
         loop {
-            let current = match self.api.get_opt(&self.name).await? {
+            let current = match self
+                .api
+                .get_opt(&self.name)
+                .await
+                .step("read the id ConfigMap")?
+            {
                 Some(cm) => cm,
                 None => {
                     let cm = ConfigMap {
@@ -117,7 +122,7 @@ impl IdAllocator {
                     match self.api.create(&PostParams::default(), &cm).await {
                         Ok(_) => continue,
                         Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(e).step("create the id ConfigMap"),
                     }
                 }
             };
@@ -159,7 +164,7 @@ impl IdAllocator {
                     ));
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e).step("advance the id counters"),
             }
         }
     }

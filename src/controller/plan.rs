@@ -14,14 +14,11 @@ use crate::crd::{
 };
 use crate::labels;
 
-/// How long the controller waits past the grace period before force-deleting.
-pub const DEFAULT_FORCE_MARGIN: Duration = Duration::from_secs(10);
-
 /// Condition types on a StageRun.
 pub const COND_SUCCEEDED: &str = "Succeeded";
 pub const COND_FORCE_DELETED: &str = "PodsForceDeleted";
 
-pub use crate::crd::REASON_DEADLINE;
+use crate::crd::REASON_DEADLINE;
 
 /// A Kubernetes Job of the StageRun, as observed.
 #[derive(Clone, Debug, PartialEq)]
@@ -251,6 +248,16 @@ pub struct PlannedEvent {
     pub note: String,
 }
 
+impl From<(bool, &'static str, String)> for PlannedEvent {
+    fn from((warning, reason, note): (bool, &'static str, String)) -> Self {
+        PlannedEvent {
+            warning,
+            reason,
+            note,
+        }
+    }
+}
+
 /// The outcome of a decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -359,6 +366,79 @@ pub fn plan(obs: &Observation) -> Plan {
         p.status.result = Some(RunResult::Unknown);
     }
     p
+}
+
+/// What the decision needs before it can be taken: the reconcile observes
+/// from caches only, and asks the API server when (and only when) the
+/// decision says so.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Need {
+    /// Ids for the run: one stage id and this many job ids.
+    Ids { jobs: usize },
+    /// A fresh read of these Jobs, which the status names and the cache
+    /// lacks: they may just not have reached the cache yet, and only the API
+    /// server can say they are gone.
+    Jobs { names: Vec<String> },
+}
+
+/// What the observation already holds from fresh reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fresh {
+    /// The Jobs the cache lacked were read (`Need::Jobs`).
+    pub jobs: bool,
+    /// All the run's Jobs and pods were read (`Decision::Confirm`).
+    pub children: bool,
+}
+
+/// The decision of one pass: a plan to apply, or what to read first (then
+/// ask again, with the reads in the observation).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Apply(Plan),
+    Need(Need),
+    /// This plan reports the run cancelled, which cannot be undone: apply it
+    /// only if a fresh read of all the run's Jobs and pods (the API server,
+    /// not the cache) finds none; otherwise decide again on what it finds.
+    Confirm(Plan),
+}
+
+/// Decides a pass: [`plan`], guarded by the reads it must rest on.
+pub fn decide(obs: &Observation, fresh: Fresh) -> Decision {
+    let run = obs.run;
+    let status = run.status.as_ref();
+    if status.and_then(|s| s.id).is_none() && obs.ids.is_none() {
+        return Decision::Need(Need::Ids {
+            jobs: run.spec.jobs.len(),
+        });
+    }
+    // Not once a cancel is accepted: no Job is created then, and "none left"
+    // is confirmed by one list before the run is reported cancelled (a read
+    // per pass here would be most of a bulk cancel's requests).
+    if !fresh.jobs && !fresh.children && status.is_some_and(|s| s.cancel.is_none()) {
+        let names: Vec<String> = status
+            .iter()
+            .flat_map(|s| s.jobs.iter())
+            .filter(|js| js.state != JobState::Completed)
+            .filter_map(|js| js.job_name.clone())
+            .filter(|name| obs.jobs.iter().all(|j| &j.resource_name != name))
+            .collect();
+        if !names.is_empty() {
+            return Decision::Need(Need::Jobs { names });
+        }
+    }
+    let p = plan(obs);
+    if !fresh.children && is_cancelled_now(run, &p) {
+        return Decision::Confirm(p);
+    }
+    Decision::Apply(p)
+}
+
+/// True when this plan would report the run cancelled.
+fn is_cancelled_now(run: &StageRun, p: &Plan) -> bool {
+    let before = run.status.as_ref().and_then(|s| s.phase);
+    before != Some(StagePhase::Failed)
+        && p.status.phase == Some(StagePhase::Failed)
+        && p.status.cancel.is_some()
 }
 
 /// Ids come once: allocated by the caller, or taken from Jobs that already
@@ -499,15 +579,36 @@ fn await_approval(obs: &Observation, p: &mut Plan) -> StagePhase {
 /// Pending or Running: create the Jobs, follow them, end with their result.
 fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
     let now = obs.now;
-    let generation = obs.run.metadata.generation;
-    let status = &mut p.status;
-    if status.start_time.is_none() {
-        status.start_time = Some(Time(now));
+    if p.status.start_time.is_none() {
+        p.status.start_time = Some(Time(now));
         if let Some(secs) = obs.run.spec.active_deadline_seconds {
             p.requeue_after = Some(Duration::from_secs(secs.max(0) as u64));
         }
     }
-    for js in status.jobs.iter_mut() {
+    follow_jobs(obs, p);
+    let status = &mut p.status;
+    let all_done = status.jobs.iter().all(|j| j.state == JobState::Completed);
+    let pods_active = obs.pods.iter().any(|p| p.progress != PodProgress::Finished);
+    if !all_done || pods_active {
+        set_condition(
+            &mut status.conditions,
+            COND_SUCCEEDED,
+            "Unknown",
+            "Running",
+            "jobs are running".into(),
+            obs.run.metadata.generation,
+            now,
+        );
+        return StagePhase::Running;
+    }
+    end_with_results(obs, p)
+}
+
+/// Each job's state from its Job and pods; a job never created gets a
+/// `CreateJob` action.
+fn follow_jobs(obs: &Observation, p: &mut Plan) {
+    let now = obs.now;
+    for js in p.status.jobs.iter_mut() {
         let pods = pods_of(obs, &js.name);
         match jobs_of(obs, &js.name) {
             // Never created, and not given up on (a refused Job stays Failed).
@@ -518,8 +619,8 @@ fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
                 js.scheduled_at.get_or_insert(Time(now));
             }
             None if js.state != JobState::Completed && js.job_name.is_some() => {
-                // Created before, gone now (the caller confirmed it with a
-                // fresh read): someone deleted it.
+                // Created before, gone now (confirmed by a fresh read, see
+                // `decide`): someone deleted it.
                 js.state = JobState::Completed;
                 js.result = RunResult::Failed;
                 js.completion_time = Some(Time(now));
@@ -537,20 +638,14 @@ fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
             }
         }
     }
-    let all_done = status.jobs.iter().all(|j| j.state == JobState::Completed);
-    let pods_active = obs.pods.iter().any(|p| p.progress != PodProgress::Finished);
-    if !all_done || pods_active {
-        set_condition(
-            &mut status.conditions,
-            COND_SUCCEEDED,
-            "Unknown",
-            "Running",
-            "jobs are running".into(),
-            generation,
-            now,
-        );
-        return StagePhase::Running;
-    }
+}
+
+/// Every job has ended and no pod is active: Succeeded when all passed,
+/// Failed otherwise.
+fn end_with_results(obs: &Observation, p: &mut Plan) -> StagePhase {
+    let now = obs.now;
+    let generation = obs.run.metadata.generation;
+    let status = &mut p.status;
     let failed: Vec<&str> = status
         .jobs
         .iter()
@@ -605,38 +700,65 @@ fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
 /// collector would make a cancel as slow as its rate limit); force past
 /// grace + margin; end `Failed`/`Cancelled` once nothing of the run is left.
 fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
-    let run = obs.run;
     let now = obs.now;
-    let generation = run.metadata.generation;
-    let status = &mut p.status;
-    // Canceling always carries its record; should it be lost, the cancel
-    // goes on from now with the stage's grace period.
-    let record = status
+    let record = cancel_record(obs, &mut p.status);
+    let grace = record.grace_period_seconds.max(0);
+    let force_at = record.accepted_at.0
+        + SignedDuration::from_secs(grace)
+        + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
+    let forced = grace == 0 || now >= force_at;
+    stop_jobs(obs, p);
+    delete_pods(obs, p, grace, forced);
+    settle_jobs(obs, &mut p.status);
+    if !obs.pods.is_empty() || !obs.jobs.is_empty() {
+        set_condition(
+            &mut p.status.conditions,
+            COND_SUCCEEDED,
+            "Unknown",
+            "Canceling",
+            // No counts: a message that changed with every pod gone would
+            // cost a status write per pod.
+            "stopping the run's Jobs and pods".to_string(),
+            obs.run.metadata.generation,
+            now,
+        );
+        let until_force = if now < force_at {
+            to_std(force_at.duration_since(now))
+        } else {
+            Duration::from_secs(1)
+        };
+        p.requeue_after = Some(until_force.min(Duration::from_secs(5)));
+        return StagePhase::Canceling;
+    }
+    end_cancelled(obs, p, record.is_timeout())
+}
+
+/// The run's cancel record. Canceling always carries one; should it be
+/// lost, the cancel goes on from now with the stage's grace period.
+fn cancel_record(obs: &Observation, status: &mut StageRunStatus) -> CancelRecord {
+    status
         .cancel
         .get_or_insert_with(|| CancelRecord {
             request_name: String::new(),
             requested_by: String::new(),
             reason: "Unknown".into(),
-            requested_at: Time(now),
-            accepted_at: Time(now),
-            grace_period_seconds: run.spec.cancel_grace_period_seconds,
+            requested_at: Time(obs.now),
+            accepted_at: Time(obs.now),
+            grace_period_seconds: obs.run.spec.cancel_grace_period_seconds,
         })
-        .clone();
-    let timeout = record.is_timeout();
-    let grace = record.grace_period_seconds.max(0);
-    let force_at = record.accepted_at.0
-        + SignedDuration::from_secs(grace)
-        + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
+        .clone()
+}
 
-    // Jobs first: each is suspended, so that the job controller creates no
-    // more pods for it, and deleted only once the job controller says it has
-    // stopped it (`Suspended=True` or finished, written from a cache that
-    // had seen the suspension). Never before, not even past the force
-    // deadline: a Job that is gone can still get a pod from a job controller
-    // whose cache lags behind (an API server restart is enough), after "no
-    // pod left" was confirmed. Its pods are forced meanwhile, replacements
-    // included, and the run stays Canceling until the job controller answers.
-    let forced = grace == 0 || now >= force_at;
+/// Jobs first: each is suspended, so that the job controller creates no
+/// more pods for it, and deleted only once the job controller says it has
+/// stopped it (`Suspended=True` or finished, written from a cache that had
+/// seen the suspension). Never before, not even past the force deadline: a
+/// Job that is gone can still get a pod from a job controller whose cache
+/// lags behind (an API server restart is enough), after "no pod left" was
+/// confirmed. Its pods are forced meanwhile, replacements included, and the
+/// run stays Canceling until the job controller answers.
+fn stop_jobs(obs: &Observation, p: &mut Plan) {
+    let now = obs.now;
     for j in &obs.jobs {
         let name = &j.resource_name;
         if j.deleting || obs.issued.job(now, name) {
@@ -652,12 +774,16 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
             });
         }
     }
-    // A pod is deleted once its Job can no longer replace it: the Job is
-    // gone, stopped or being deleted. Until then the job controller, which
-    // deletes a suspended Job's active pods itself, does it; a pod deleted
-    // before that would make the job controller write the Job's status for
-    // each pod it saw terminate. Past the force deadline (or with a grace
-    // of 0) every pod goes at once.
+}
+
+/// A pod is deleted once its Job can no longer replace it: the Job is gone,
+/// stopped or being deleted. Until then the job controller, which deletes a
+/// suspended Job's active pods itself, does it; a pod deleted before that
+/// would make the job controller write the Job's status for each pod it saw
+/// terminate. Past the force deadline (or with a grace of 0) every pod goes
+/// at once, reported by a condition and an Event.
+fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
+    let now = obs.now;
     let released = |pod: &ObservedPod| {
         pod.job
             .as_deref()
@@ -687,42 +813,48 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
         })
         .map(|p| p.name.clone())
         .collect();
-    if !to_delete.is_empty() {
-        p.actions.push(Action::DeletePods {
-            names: to_delete.clone(),
-            grace_seconds: if forced { 0 } else { grace },
-        });
-        if forced && grace > 0 {
-            let msg = format!(
-                "force-deleted {} pod(s) still present {}s after the {}s grace period: {}",
-                to_delete.len(),
-                obs.force_margin.as_secs(),
-                grace,
-                to_delete.join(", ")
-            );
-            if status
-                .conditions
-                .iter()
-                .all(|c| c.type_ != COND_FORCE_DELETED)
-            {
-                p.events.push(PlannedEvent {
-                    warning: true,
-                    reason: "ForceDeleted",
-                    note: msg.clone(),
-                });
-            }
-            set_condition(
-                &mut status.conditions,
-                COND_FORCE_DELETED,
-                "True",
-                "GracePeriodExpired",
-                msg,
-                generation,
-                now,
-            );
-        }
+    if to_delete.is_empty() {
+        return;
     }
+    p.actions.push(Action::DeletePods {
+        names: to_delete.clone(),
+        grace_seconds: if forced { 0 } else { grace },
+    });
+    if !(forced && grace > 0) {
+        return;
+    }
+    let msg = format!(
+        "force-deleted {} pod(s) still present {}s after the {}s grace period: {}",
+        to_delete.len(),
+        obs.force_margin.as_secs(),
+        grace,
+        to_delete.join(", ")
+    );
+    let status = &mut p.status;
+    if status
+        .conditions
+        .iter()
+        .all(|c| c.type_ != COND_FORCE_DELETED)
+    {
+        p.events.push(PlannedEvent {
+            warning: true,
+            reason: "ForceDeleted",
+            note: msg.clone(),
+        });
+    }
+    set_condition(
+        &mut status.conditions,
+        COND_FORCE_DELETED,
+        "True",
+        "GracePeriodExpired",
+        msg,
+        obs.run.metadata.generation,
+        now,
+    );
+}
 
+/// The jobs' states while the cancel goes on.
+fn settle_jobs(obs: &Observation, status: &mut StageRunStatus) {
     for js in status.jobs.iter_mut() {
         if js.state == JobState::Completed {
             continue;
@@ -734,37 +866,22 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
         if let Some((RunResult::Passed, at)) = job.and_then(|j| j.finished.clone()) {
             js.state = JobState::Completed;
             js.result = RunResult::Passed;
-            js.completion_time = Some(at.unwrap_or(Time(now)));
+            js.completion_time = Some(at.unwrap_or(Time(obs.now)));
         } else if job.is_some() || !pods_of(obs, &js.name).is_empty() {
             js.state = JobState::Completing;
         }
     }
+}
 
+/// Nothing of the run is left: it ends `Failed`/`Cancelled`.
+fn end_cancelled(obs: &Observation, p: &mut Plan, timeout: bool) -> StagePhase {
+    let now = obs.now;
     let (reason, message) = if timeout {
         (REASON_DEADLINE, "deadline exceeded")
     } else {
         ("Cancelled", "task was cancelled")
     };
-    if !obs.pods.is_empty() || !obs.jobs.is_empty() {
-        set_condition(
-            &mut status.conditions,
-            COND_SUCCEEDED,
-            "Unknown",
-            "Canceling",
-            // No counts: a message that changed with every pod gone would
-            // cost a status write per pod.
-            "stopping the run's Jobs and pods".to_string(),
-            generation,
-            now,
-        );
-        let until_force = if now < force_at {
-            to_std(force_at.duration_since(now))
-        } else {
-            Duration::from_secs(1)
-        };
-        p.requeue_after = Some(until_force.min(Duration::from_secs(5)));
-        return StagePhase::Canceling;
-    }
+    let status = &mut p.status;
     for js in status.jobs.iter_mut() {
         if js.state != JobState::Completed {
             js.state = JobState::Completed;
@@ -781,7 +898,7 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
         "False",
         reason,
         message.to_string(),
-        generation,
+        obs.run.metadata.generation,
         now,
     );
     p.events.push(PlannedEvent {
@@ -877,3 +994,7 @@ pub fn seconds_since(now: Timestamp, at: &Time) -> f64 {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod decide_tests;

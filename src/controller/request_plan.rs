@@ -13,7 +13,7 @@ use kube::core::{Selector, SelectorExt};
 use super::plan::set_condition;
 use crate::crd::{
     CancelRequest, CancelRequestStatus, CancelTarget, CancelTargetStatus, RequestPhase, RunResult,
-    StageRun, TargetOutcome,
+    StageRun, TargetKind, TargetOutcome,
 };
 
 /// Condition type on a CancelRequest.
@@ -28,31 +28,33 @@ pub fn resolve<'a, R: Borrow<StageRun>>(
     runs: &'a [R],
 ) -> Result<Vec<&'a StageRun>, String> {
     let runs = runs.iter().map(Borrow::borrow);
-    let matched: Vec<&StageRun> = if let Some(name) = &target.stage_run {
-        runs.filter(|r| r.metadata.name.as_ref() == Some(name))
-            .collect()
-    } else if let Some(stage) = &target.stage {
-        runs.filter(|r| {
-            r.spec.pipeline == stage.pipeline && r.spec.stage == stage.stage && !r.is_finished()
-        })
-        .collect()
-    } else if let Some(build) = &target.build {
-        runs.filter(|r| {
-            r.spec.pipeline == build.pipeline && r.spec.pipeline_counter == build.pipeline_counter
-        })
-        .collect()
-    } else if let Some(uids) = &target.uids {
-        runs.filter(|r| r.metadata.uid.as_ref().is_some_and(|u| uids.contains(u)))
-            .collect()
-    } else if let Some(selector) = &target.selector {
-        let selector: Selector = selector
-            .clone()
-            .try_into()
-            .map_err(|e| format!("invalid selector: {e}"))?;
-        runs.filter(|r| selector.matches(r.labels()) && !r.is_finished())
-            .collect()
-    } else {
-        return Err("target names nothing".into());
+    let matched: Vec<&StageRun> = match target.kind() {
+        Some(TargetKind::StageRun(name)) => runs
+            .filter(|r| r.metadata.name.as_deref() == Some(name))
+            .collect(),
+        Some(TargetKind::Stage(stage)) => runs
+            .filter(|r| {
+                r.spec.pipeline == stage.pipeline && r.spec.stage == stage.stage && !r.is_finished()
+            })
+            .collect(),
+        Some(TargetKind::Build(build)) => runs
+            .filter(|r| {
+                r.spec.pipeline == build.pipeline
+                    && r.spec.pipeline_counter == build.pipeline_counter
+            })
+            .collect(),
+        Some(TargetKind::Uids(uids)) => runs
+            .filter(|r| r.metadata.uid.as_ref().is_some_and(|u| uids.contains(u)))
+            .collect(),
+        Some(TargetKind::Selector(selector)) => {
+            let selector: Selector = selector
+                .clone()
+                .try_into()
+                .map_err(|e| format!("invalid selector: {e}"))?;
+            runs.filter(|r| selector.matches(r.labels()) && !r.is_finished())
+                .collect()
+        }
+        None => return Err("target names nothing".into()),
     };
     Ok(matched)
 }
@@ -77,35 +79,38 @@ pub fn outcome(run: Option<&StageRun>) -> TargetOutcome {
 
 /// Why a target matched nothing, as a sentence.
 fn no_match(target: &CancelTarget) -> String {
-    if let Some(n) = &target.stage_run {
-        format!("nothing to cancel: no StageRun {n} exists")
-    } else if let Some(s) = &target.stage {
-        format!(
+    match target.kind() {
+        Some(TargetKind::StageRun(n)) => format!("nothing to cancel: no StageRun {n} exists"),
+        Some(TargetKind::Stage(s)) => format!(
             "nothing to cancel: stage {}/{} has no active run",
             s.pipeline, s.stage
-        )
-    } else if let Some(b) = &target.build {
-        format!(
+        ),
+        Some(TargetKind::Build(b)) => format!(
             "nothing to cancel: no run {} #{} exists",
             b.pipeline, b.pipeline_counter
-        )
-    } else if let Some(u) = &target.uids {
-        format!("nothing to cancel: no StageRun has uid {}", u.join(", "))
-    } else {
-        "nothing to cancel: no active StageRun matches the selector".into()
+        ),
+        Some(TargetKind::Uids(u)) => {
+            format!("nothing to cancel: no StageRun has uid {}", u.join(", "))
+        }
+        Some(TargetKind::Selector(_)) | None => {
+            "nothing to cancel: no active StageRun matches the selector".into()
+        }
     }
 }
 
 /// What the request's status should become.
 pub struct RequestPlan {
     pub status: CancelRequestStatus,
+    /// An Event to record once the status is written: (warning, reason, note).
     pub event: Option<(bool, &'static str, String)>,
     /// Delete the request now (its TTL has passed).
     pub delete: bool,
     pub requeue_after: Option<Duration>,
 }
 
-/// Decides a CancelRequest's next status from the StageRuns in its namespace.
+/// Decides a CancelRequest's next status from the StageRuns in its namespace:
+/// accept a pending request, follow an accepted one's targets, and count
+/// down a finished one's TTL.
 pub fn plan_request<R: Borrow<StageRun>>(
     req: &CancelRequest,
     runs: &[R],
@@ -114,143 +119,159 @@ pub fn plan_request<R: Borrow<StageRun>>(
     let mut status = req.status.clone().unwrap_or_default();
     let generation = req.metadata.generation;
     let mut event = None;
-    match status.phase.unwrap_or(RequestPhase::Pending) {
-        RequestPhase::Pending => {
-            status.start_time = Some(Time(now));
-            match resolve(&req.spec.target, runs) {
-                Ok(matched) if !matched.is_empty() => {
-                    status.targets = matched
-                        .iter()
-                        .map(|r| CancelTargetStatus {
-                            name: r.name_any(),
-                            uid: r.uid().unwrap_or_default(),
-                            outcome: if r.is_finished() {
-                                TargetOutcome::AlreadyFinished
-                            } else {
-                                TargetOutcome::Canceling
-                            },
-                        })
-                        .collect();
-                    status.matched = Some(status.targets.len() as i64);
-                    status.cancelled = Some(0);
-                    status.phase = Some(RequestPhase::InProgress);
-                    event = Some((
-                        false,
-                        "Accepted",
-                        format!("matched {} StageRun(s)", status.targets.len()),
-                    ));
-                    set_condition(
-                        &mut status.conditions,
-                        COND_COMPLETE,
-                        "False",
-                        "InProgress",
-                        format!("cancelling {} StageRun(s)", status.targets.len()),
-                        generation,
-                        now,
-                    );
-                }
-                result => {
-                    let message = match result {
-                        Err(why) => why,
-                        Ok(_) => no_match(&req.spec.target),
-                    };
-                    status.phase = Some(RequestPhase::Rejected);
-                    status.matched = Some(0);
-                    status.cancelled = Some(0);
-                    status.completion_time = Some(Time(now));
-                    set_condition(
-                        &mut status.conditions,
-                        COND_COMPLETE,
-                        "False",
-                        "Rejected",
-                        message.clone(),
-                        generation,
-                        now,
-                    );
-                    event = Some((true, "Rejected", message));
-                }
-            }
-        }
-        RequestPhase::InProgress => {}
-        RequestPhase::Completed | RequestPhase::Rejected => {}
+    if status.phase.unwrap_or(RequestPhase::Pending) == RequestPhase::Pending {
+        event = Some(accept(req, runs, &mut status, now));
     }
-
-    if status.phase == Some(RequestPhase::InProgress) {
-        for t in status.targets.iter_mut() {
-            if t.outcome == TargetOutcome::Canceling {
-                t.outcome = outcome(
-                    runs.iter()
-                        .map(Borrow::borrow)
-                        .find(|r: &&StageRun| r.metadata.uid.as_deref() == Some(t.uid.as_str())),
-                );
-            }
-        }
-        let cancelled = status
-            .targets
-            .iter()
-            .filter(|t| t.outcome == TargetOutcome::Cancelled)
-            .count();
-        status.cancelled = Some(cancelled as i64);
-        if status
-            .targets
-            .iter()
-            .all(|t| t.outcome != TargetOutcome::Canceling)
-        {
-            status.phase = Some(RequestPhase::Completed);
-            status.completion_time = Some(Time(now));
-            let message = format!(
-                "{cancelled} of {} StageRun(s) cancelled; {} already finished, {} deleted",
-                status.targets.len(),
-                status
-                    .targets
-                    .iter()
-                    .filter(|t| t.outcome == TargetOutcome::AlreadyFinished)
-                    .count(),
-                status
-                    .targets
-                    .iter()
-                    .filter(|t| t.outcome == TargetOutcome::Deleted)
-                    .count(),
-            );
-            set_condition(
-                &mut status.conditions,
-                COND_COMPLETE,
-                "True",
-                "Completed",
-                message.clone(),
-                generation,
-                now,
-            );
-            event = Some((false, "Completed", message));
-        }
-    }
-
-    let mut delete = false;
-    let mut requeue_after = None;
-    if matches!(
-        status.phase,
-        Some(RequestPhase::Completed | RequestPhase::Rejected)
-    ) && let Some(done) = &status.completion_time
+    if status.phase == Some(RequestPhase::InProgress)
+        && let Some(completed) = follow_targets(runs, &mut status, generation, now)
     {
-        let expires =
-            done.0 + SignedDuration::from_secs(req.spec.ttl_seconds_after_finished.max(0));
-        if now >= expires {
-            delete = true;
-        } else {
-            requeue_after = Some(
-                expires
-                    .duration_since(now)
-                    .try_into()
-                    .unwrap_or(Duration::ZERO),
-            );
-        }
+        event = Some(completed);
     }
+    let (delete, requeue_after) = match ttl_left(req, &status, now) {
+        Some(Duration::ZERO) => (true, None),
+        Some(left) => (false, Some(left)),
+        None => (false, None),
+    };
     RequestPlan {
         status,
         event,
         delete,
         requeue_after,
     }
+}
+
+type RequestEvent = (bool, &'static str, String);
+
+/// Resolves a pending request's target once: InProgress with the targets
+/// recorded, or Rejected when nothing matches.
+fn accept<R: Borrow<StageRun>>(
+    req: &CancelRequest,
+    runs: &[R],
+    status: &mut CancelRequestStatus,
+    now: Timestamp,
+) -> RequestEvent {
+    let generation = req.metadata.generation;
+    status.start_time = Some(Time(now));
+    let message = match resolve(&req.spec.target, runs) {
+        Ok(matched) if !matched.is_empty() => {
+            status.targets = matched
+                .iter()
+                .map(|r| CancelTargetStatus {
+                    name: r.name_any(),
+                    uid: r.uid().unwrap_or_default(),
+                    outcome: if r.is_finished() {
+                        TargetOutcome::AlreadyFinished
+                    } else {
+                        TargetOutcome::Canceling
+                    },
+                })
+                .collect();
+            status.matched = Some(status.targets.len() as i64);
+            status.cancelled = Some(0);
+            status.phase = Some(RequestPhase::InProgress);
+            set_condition(
+                &mut status.conditions,
+                COND_COMPLETE,
+                "False",
+                "InProgress",
+                format!("cancelling {} StageRun(s)", status.targets.len()),
+                generation,
+                now,
+            );
+            return (
+                false,
+                "Accepted",
+                format!("matched {} StageRun(s)", status.targets.len()),
+            );
+        }
+        Err(why) => why,
+        Ok(_) => no_match(&req.spec.target),
+    };
+    status.phase = Some(RequestPhase::Rejected);
+    status.matched = Some(0);
+    status.cancelled = Some(0);
+    status.completion_time = Some(Time(now));
+    set_condition(
+        &mut status.conditions,
+        COND_COMPLETE,
+        "False",
+        "Rejected",
+        message.clone(),
+        generation,
+        now,
+    );
+    (true, "Rejected", message)
+}
+
+/// Records what became of each target still Canceling; completes the
+/// request (and returns its Event) once none is.
+fn follow_targets<R: Borrow<StageRun>>(
+    runs: &[R],
+    status: &mut CancelRequestStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<RequestEvent> {
+    for t in status.targets.iter_mut() {
+        if t.outcome == TargetOutcome::Canceling {
+            t.outcome = outcome(
+                runs.iter()
+                    .map(Borrow::borrow)
+                    .find(|r: &&StageRun| r.metadata.uid.as_deref() == Some(t.uid.as_str())),
+            );
+        }
+    }
+    let count = |outcome: TargetOutcome| {
+        status
+            .targets
+            .iter()
+            .filter(|t| t.outcome == outcome)
+            .count()
+    };
+    let cancelled = count(TargetOutcome::Cancelled);
+    status.cancelled = Some(cancelled as i64);
+    if count(TargetOutcome::Canceling) > 0 {
+        return None;
+    }
+    let message = format!(
+        "{cancelled} of {} StageRun(s) cancelled; {} already finished, {} deleted",
+        status.targets.len(),
+        count(TargetOutcome::AlreadyFinished),
+        count(TargetOutcome::Deleted),
+    );
+    status.phase = Some(RequestPhase::Completed);
+    status.completion_time = Some(Time(now));
+    set_condition(
+        &mut status.conditions,
+        COND_COMPLETE,
+        "True",
+        "Completed",
+        message.clone(),
+        generation,
+        now,
+    );
+    Some((false, "Completed", message))
+}
+
+/// How long a finished request has left to live (zero: delete it now);
+/// `None` while it is not finished.
+fn ttl_left(req: &CancelRequest, status: &CancelRequestStatus, now: Timestamp) -> Option<Duration> {
+    if !matches!(
+        status.phase,
+        Some(RequestPhase::Completed | RequestPhase::Rejected)
+    ) {
+        return None;
+    }
+    let done = status.completion_time.as_ref()?;
+    let expires = done.0 + SignedDuration::from_secs(req.spec.ttl_seconds_after_finished.max(0));
+    if now >= expires {
+        return Some(Duration::ZERO);
+    }
+    Some(
+        expires
+            .duration_since(now)
+            .try_into()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]

@@ -18,14 +18,17 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::cache;
-use super::plan::{self, CancelOrder, JobCreation, Observation, ObservedJob, ObservedPod};
-use super::{Context, key, resync};
-use crate::crd::{
-    CancelRequest, JobState, JobTemplate, RequestPhase, StagePhase, StageRun, TargetOutcome,
+use super::context::{Context, key, resync};
+use super::plan::{
+    self, CancelOrder, Decision, Fresh, JobCreation, Need, Observation, ObservedJob, ObservedPod,
+    PlannedEvent,
 };
-use crate::{Error, Result, labels};
+use crate::crd::{
+    CancelRecord, CancelRequest, JobTemplate, RequestPhase, StagePhase, StageRun, TargetOutcome,
+};
+use crate::{Error, Result, Step, labels};
 
-pub async fn reconcile(obj: Arc<StageRun>, ctx: Arc<Context>) -> Result<Action> {
+pub(super) async fn reconcile(obj: Arc<StageRun>, ctx: Arc<Context>) -> Result<Action> {
     let start = std::time::Instant::now();
     let result = reconcile_timed(&obj, &ctx).await;
     ctx.metrics
@@ -72,127 +75,27 @@ fn observe_pods(ctx: &Context, uid: &str) -> Vec<ObservedPod> {
         .collect()
 }
 
+/// One pass: observe from the caches, decide, apply, record.
 async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
     let ns = run.namespace().ok_or(Error::MissingField("namespace"))?;
     let uid = run.uid().ok_or(Error::MissingField("uid"))?;
-    let status = run.status.clone().unwrap_or_default();
-
-    let ids = match status.id {
-        Some(_) => None,
-        None => Some(ctx.ids.allocate(run.spec.jobs.len()).await?),
-    };
-    let mut jobs = observe_jobs(ctx, &uid);
-    let mut pods = observe_pods(ctx, &uid);
-    // A Job the status names but the cache lacks may just not have reached
-    // the cache yet: only a fresh read can say it is gone. Not once a cancel
-    // is accepted: no Job is created then, and "none left" is confirmed by
-    // one list before the run is reported cancelled (a read per pass here
-    // would be most of a bulk cancel's requests).
-    for js in &status.jobs {
-        if status.cancel.is_none()
-            && let Some(name) = &js.job_name
-            && js.state != JobState::Completed
-            && !jobs.iter().any(|j| &j.resource_name == name)
-            && let Some(job) = ctx.api::<Job>(&ns).get_opt(name).await?
-            && owned_by(&job, &uid)
-            && let Some(observed) = ObservedJob::from_job(&job)
-        {
-            jobs.push(observed);
-        }
-    }
-    let cancel = match status.cancel {
-        None => find_cancel(ctx, &ns, &uid),
-        Some(_) => None,
-    };
-    let now = Timestamp::now();
-    let issued = ctx.issued(run, now);
-    let observation = |jobs, pods| Observation {
-        now,
-        run,
-        ids: ids.clone(),
-        jobs,
-        pods,
-        cancel: cancel.clone(),
-        force_margin: ctx.config.force_margin,
-        issued: issued.clone(),
-    };
-    let mut plan = plan::plan(&observation(jobs, pods));
-    if is_cancelled_now(run, &plan) {
-        // Reporting Failed/Cancelled cannot be undone: "no pod left" is
-        // confirmed by a fresh read of this run's children (two small
-        // label-selected lists, once per cancelled run).
-        (jobs, pods) = confirm_children(ctx, &ns, &uid).await?;
-        if !(jobs.is_empty() && pods.is_empty()) {
-            plan = plan::plan(&observation(jobs, pods));
-        }
-    }
-
+    let mut plan = decide(ctx, run, &ns, &uid).await?;
     // Jobs are created before the status names them: a crash in between
     // leaves a Job that the next pass finds by label, never a name without
     // a Job.
-    let creations: Vec<_> = plan
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            plan::Action::CreateJob { job } => Some(job.clone()),
-            _ => None,
-        })
-        .collect();
-    if !creations.is_empty() {
-        let outcomes = join_all(
-            creations
-                .iter()
-                .map(|job| create_job(ctx, run, &ns, &uid, job, &plan)),
-        )
-        .await;
-        let outcomes: Vec<(String, JobCreation)> = creations
-            .into_iter()
-            .zip(outcomes)
-            .map(|(job, o)| o.map(|o| (job, o)))
-            .collect::<Result<_>>()?;
-        plan::record_creations(&mut plan, &outcomes, Timestamp::now());
-    }
-
+    create_jobs(ctx, run, &ns, &uid, &mut plan).await?;
     if run.status.as_ref() != Some(&plan.status) {
-        let patch = json!({
-            "apiVersion": crate::crd::API_VERSION,
-            "kind": "StageRun",
-            // A precondition: a decision made on a stale read is refused (409).
-            "metadata": { "resourceVersion": run.resource_version() },
-            "status": plan.status,
-        });
-        ctx.api::<StageRun>(&ns)
-            .patch_status(
-                &run.name_any(),
-                &PatchParams::apply(labels::MANAGER).force(),
-                &Patch::Apply(patch),
-            )
-            .await?;
-        ctx.wrote(run);
+        ctx.write_status(run, &plan.status).await?;
     }
-
     // The status is written: its Events go out whatever the deletions meet
     // (an error there must not lose the record of the cancel).
-    let events = join_all(
-        plan.events
-            .iter()
-            .map(|ev| ctx.event(run, ev.warning, ev.reason, ev.note.clone())),
-    );
+    let events = join_all(plan.events.iter().map(|ev| ctx.event(run, ev)));
     let (deleted, _) = tokio::join!(delete_children(ctx, run, &ns, &plan.actions), events);
     deleted?;
     let finished = plan.status.phase.is_some_and(StagePhase::is_finished);
-    if let Some(cancel) = plan.status.cancel.as_ref()
-        && finished
-    {
-        let took = plan::seconds_since(Timestamp::now(), &cancel.requested_at);
-        ctx.metrics
-            .cancelled(cancel.is_timeout(), Duration::from_secs_f64(took.max(0.0)));
-        tracing::info!(
-            stagerun = %run.name_any(), namespace = ns, request = %cancel.request_name,
-            seconds = took, "cancel completed"
-        );
+    if finished && let Some(cancel) = plan.status.cancel.as_ref() {
+        record_cancel_completed(ctx, run, &ns, cancel);
     }
-
     Ok(match plan.requeue_after {
         Some(d) => Action::requeue(d.max(Duration::from_millis(100))),
         None if finished => Action::await_change(),
@@ -200,15 +103,75 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
     })
 }
 
-/// True when this pass would report the run cancelled.
-fn is_cancelled_now(run: &StageRun, plan: &plan::Plan) -> bool {
-    let before = run.status.as_ref().and_then(|s| s.phase);
-    before != Some(StagePhase::Failed)
-        && plan.status.phase == Some(StagePhase::Failed)
-        && plan.status.cancel.is_some()
+/// Observes the run from the caches and asks the pure core; performs the
+/// reads (or id allocation) the core asks for, and asks again with them.
+async fn decide(ctx: &Context, run: &StageRun, ns: &str, uid: &str) -> Result<plan::Plan> {
+    let now = Timestamp::now();
+    let cancel = match run.status.as_ref().and_then(|s| s.cancel.as_ref()) {
+        None => find_cancel(ctx, ns, uid),
+        Some(_) => None,
+    };
+    let mut obs = Observation {
+        now,
+        run,
+        ids: None,
+        jobs: observe_jobs(ctx, uid),
+        pods: observe_pods(ctx, uid),
+        cancel,
+        force_margin: ctx.config.force_margin,
+        issued: ctx.issued(run, now),
+    };
+    let mut fresh = Fresh::default();
+    loop {
+        match plan::decide(&obs, fresh) {
+            Decision::Apply(plan) => return Ok(plan),
+            Decision::Need(need) => {
+                match need {
+                    Need::Ids { jobs } => obs.ids = Some(ctx.ids.allocate(jobs).await?),
+                    Need::Jobs { names } => {
+                        obs.jobs.extend(read_jobs(ctx, ns, uid, &names).await?);
+                        fresh.jobs = true;
+                    }
+                }
+                // The decision is taken as of after the reads.
+                obs.now = Timestamp::now();
+                obs.issued = ctx.issued(run, obs.now);
+            }
+            Decision::Confirm(plan) => {
+                let (jobs, pods) = confirm_children(ctx, ns, uid).await?;
+                if jobs.is_empty() && pods.is_empty() {
+                    return Ok(plan);
+                }
+                (obs.jobs, obs.pods) = (jobs, pods);
+                fresh.children = true;
+            }
+        }
+    }
 }
 
-/// This run's Jobs and pods, read from the API server now.
+/// These Jobs of the run, read from the API server now (those that exist
+/// and are the run's).
+async fn read_jobs(
+    ctx: &Context,
+    ns: &str,
+    uid: &str,
+    names: &[String],
+) -> Result<Vec<ObservedJob>> {
+    let api = ctx.api::<Job>(ns);
+    let mut found = Vec::new();
+    for name in names {
+        if let Some(job) = api.get_opt(name).await.step("read a Job the cache lacks")?
+            && owned_by(&job, uid)
+            && let Some(observed) = ObservedJob::from_job(&job)
+        {
+            found.push(observed);
+        }
+    }
+    Ok(found)
+}
+
+/// This run's Jobs and pods, read from the API server now (two small
+/// label-selected lists, once per cancelled run).
 async fn confirm_children(
     ctx: &Context,
     ns: &str,
@@ -216,7 +179,10 @@ async fn confirm_children(
 ) -> Result<(Vec<ObservedJob>, Vec<ObservedPod>)> {
     let selector = ListParams::default().labels(&format!("{}={uid}", labels::STAGERUN_UID));
     let (job_api, pod_api) = (ctx.api::<Job>(ns), ctx.api::<Pod>(ns));
-    let (jobs, pods) = futures::try_join!(job_api.list(&selector), pod_api.list(&selector))?;
+    let (jobs, pods) = futures::try_join!(
+        async { job_api.list(&selector).await.step("list the run's Jobs") },
+        async { pod_api.list(&selector).await.step("list the run's pods") },
+    )?;
     Ok((
         jobs.items
             .iter()
@@ -225,6 +191,52 @@ async fn confirm_children(
             .collect(),
         pods.items.iter().map(ObservedPod::from_pod).collect(),
     ))
+}
+
+/// Applies the plan's `CreateJob` actions and records what came of them
+/// in the plan (the core's second pure step).
+async fn create_jobs(
+    ctx: &Context,
+    run: &StageRun,
+    ns: &str,
+    uid: &str,
+    plan: &mut plan::Plan,
+) -> Result<()> {
+    let creations: Vec<_> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            plan::Action::CreateJob { job } => Some(job.clone()),
+            _ => None,
+        })
+        .collect();
+    if creations.is_empty() {
+        return Ok(());
+    }
+    let outcomes = join_all(
+        creations
+            .iter()
+            .map(|job| create_job(ctx, run, ns, uid, job, plan)),
+    )
+    .await;
+    let outcomes: Vec<(String, JobCreation)> = creations
+        .into_iter()
+        .zip(outcomes)
+        .map(|(job, o)| o.map(|o| (job, o)))
+        .collect::<Result<_>>()?;
+    plan::record_creations(plan, &outcomes, Timestamp::now());
+    Ok(())
+}
+
+/// A cancelled (or timed out) run has ended: its latency and a log line.
+fn record_cancel_completed(ctx: &Context, run: &StageRun, ns: &str, cancel: &CancelRecord) {
+    let took = plan::seconds_since(Timestamp::now(), &cancel.requested_at);
+    ctx.metrics
+        .cancelled(cancel.is_timeout(), Duration::from_secs_f64(took.max(0.0)));
+    tracing::info!(
+        stagerun = %run.name_any(), namespace = ns, request = %cancel.request_name,
+        seconds = took, "cancel completed"
+    );
 }
 
 /// Creates the Job of one spec job and says what came of it; errors that
@@ -265,28 +277,31 @@ async fn create_job(
         Ok(_) => Ok(JobCreation::Created { resource_name }),
         Err(kube::Error::Api(s)) if s.code == 409 => {
             // Ours only if this StageRun owns it.
-            match api.get_opt(&resource_name).await? {
+            match api
+                .get_opt(&resource_name)
+                .await
+                .step("read the Job whose name is taken")?
+            {
                 Some(existing) if owned_by(&existing, uid) => Ok(JobCreation::AlreadyOurs {
                     id: ObservedJob::from_job(&existing).and_then(|j| j.id),
                     resource_name,
                 }),
                 Some(_) => Ok(JobCreation::NameTaken { resource_name }),
                 // Deleted in between: the next pass creates it.
-                None => Err(kube::Error::Api(s).into()),
+                None => Err(kube::Error::Api(s)).step("create a Job"),
             }
         }
         Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => Ok(JobCreation::Refused {
             message: s.message.clone(),
         }),
         Err(e) => {
-            ctx.event(
-                run,
-                true,
-                "JobCreateFailed",
-                format!("job {job} could not be created yet: {e}"),
-            )
-            .await;
-            Err(e.into())
+            let failed = PlannedEvent {
+                warning: true,
+                reason: "JobCreateFailed",
+                note: format!("job {job} could not be created yet: {e}"),
+            };
+            ctx.event(run, &failed).await;
+            Err(e).step("create a Job")
         }
     }
 }
@@ -325,7 +340,8 @@ async fn apply_deletions<'a>(
                     false,
                     jobs.patch(resource_name, &PatchParams::default(), suspend)
                         .await
-                        .map(drop),
+                        .map(drop)
+                        .step("suspend a Job"),
                 )),
                 plan::Action::DeleteJob { resource_name } => {
                     let dp = DeleteParams {
@@ -335,7 +351,10 @@ async fn apply_deletions<'a>(
                     Some((
                         resource_name,
                         true,
-                        jobs.delete(resource_name, &dp).await.map(drop),
+                        jobs.delete(resource_name, &dp)
+                            .await
+                            .map(drop)
+                            .step("delete a Job"),
                     ))
                 }
                 _ => None,
@@ -367,7 +386,12 @@ async fn apply_deletions<'a>(
                 grace_period_seconds: Some(grace as u32),
                 ..DeleteParams::default()
             };
-            let results = join_all(names.iter().map(|n| pods.delete(n, &dp))).await;
+            let results = join_all(
+                names
+                    .iter()
+                    .map(|n| async { pods.delete(n, &dp).await.step("delete a pod") }),
+            )
+            .await;
             for (name, r) in names.iter().zip(results) {
                 ignore_not_found(r)?;
                 issued.pods.insert(name.clone(), (Timestamp::now(), grace));
@@ -377,11 +401,14 @@ async fn apply_deletions<'a>(
     Ok(())
 }
 
-fn ignore_not_found<T>(r: kube::Result<T>) -> Result<()> {
+/// A deletion of something already gone did what it was for.
+pub(super) fn ignore_not_found<T>(r: Result<T>) -> Result<()> {
     match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(Error::Kube {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => Ok(()),
+        r => r.map(drop),
     }
 }
 
@@ -400,7 +427,7 @@ fn find_cancel(ctx: &Context, ns: &str, uid: &str) -> Option<CancelOrder> {
 
 /// The earliest (by creation, then name) in-progress request in `ns` that
 /// still has `uid` Canceling.
-pub fn earliest_cancel<'a>(
+fn earliest_cancel<'a>(
     requests: impl Iterator<Item = &'a CancelRequest>,
     ns: &str,
     uid: &str,
@@ -439,7 +466,7 @@ pub fn earliest_cancel<'a>(
 }
 
 /// The batch/v1 Job for one job of a StageRun.
-pub fn build_job(run: &StageRun, job: &JobTemplate, id: i64) -> Result<Job> {
+fn build_job(run: &StageRun, job: &JobTemplate, id: i64) -> Result<Job> {
     let invalid = |message: String| Error::InvalidTemplate {
         job: job.name.clone(),
         message,
@@ -495,7 +522,7 @@ pub fn build_job(run: &StageRun, job: &JobTemplate, id: i64) -> Result<Job> {
     })
 }
 
-pub fn error_policy(obj: Arc<StageRun>, err: &Error, ctx: Arc<Context>) -> Action {
+pub(super) fn error_policy(obj: Arc<StageRun>, err: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff(&key(obj.as_ref()), err);
     if !err.is_conflict() {
         tracing::warn!(stagerun = %obj.name_any(), error = %err, retry_in = ?delay, "reconcile failed");

@@ -1,0 +1,143 @@
+//! Settings of a controller instance, and the flags of the `controller`
+//! command that give them (every default written here, once).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgMatches, Args, Command, FromArgMatches};
+
+/// Settings of a controller instance.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Namespace to watch; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Namespace of the ConfigMap that holds the id counters.
+    pub state_namespace: String,
+    /// Name of that ConfigMap.
+    pub id_configmap: String,
+    /// Wait past a grace period before force-deleting pods.
+    pub force_margin: Duration,
+    /// Act only while holding this Lease (in `state_namespace`); `None` when
+    /// a single instance runs.
+    pub leader_election: Option<LeaderElection>,
+    /// Where to serve /metrics and /healthz; not served when `None`.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// Reconciles run at once, per controller.
+    pub concurrency: u16,
+}
+
+/// Reconciles run at once per controller unless configured: enough to keep
+/// the API server busy during a bulk cancel, few enough to bound memory.
+pub const DEFAULT_CONCURRENCY: u16 = 32;
+
+/// Leader election settings: with replicas > 1, one instance acts at a time.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    /// This instance's name in the Lease (the pod name in a cluster).
+    pub identity: String,
+    /// How long the Lease holds without renewal.
+    pub lease_duration: Duration,
+}
+
+/// The `controller` command's flags: parsed into a [`Config`], which
+/// implements [`clap::Args`] through them (`#[command(flatten)]` it).
+#[derive(Args)]
+struct Flags {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Namespace holding the controller's state (the id counters).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    state_namespace: String,
+
+    /// Name of the ConfigMap holding the id counters.
+    #[arg(long, default_value = "cancel-operator-ids")]
+    id_configmap: String,
+
+    /// Seconds to wait past a pod's grace period before force-deleting it.
+    #[arg(long, default_value_t = 10)]
+    force_delete_margin_seconds: u64,
+
+    /// Act only while holding a Lease, so that several replicas can run.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+
+    /// Name of the Lease (in the state namespace).
+    #[arg(long, default_value = "cancel-operator-controller")]
+    lease_name: String,
+
+    /// Seconds the Lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+
+    /// Where to serve /metrics (Prometheus) and /healthz; off when empty.
+    // A path type: clap then hands the parser's `Option` through whole.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080", value_parser = metrics_address)]
+    metrics_address: std::option::Option<SocketAddr>,
+
+    /// Reconciles run at once, per controller.
+    #[arg(long, env = "CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+
+    /// This instance's name in the Lease (default: $POD_NAME, or host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+/// An address, or none (empty: not served).
+fn metrics_address(value: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some)
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+impl From<Flags> for Config {
+    fn from(flags: Flags) -> Self {
+        Config {
+            namespace: flags.namespace,
+            state_namespace: flags.state_namespace,
+            id_configmap: flags.id_configmap,
+            force_margin: Duration::from_secs(flags.force_delete_margin_seconds),
+            leader_election: flags.leader_elect.then(|| LeaderElection {
+                lease_name: flags.lease_name,
+                identity: flags.identity.unwrap_or_else(default_identity),
+                lease_duration: Duration::from_secs(flags.lease_duration_seconds),
+            }),
+            metrics_address: flags.metrics_address,
+            concurrency: flags.concurrency,
+        }
+    }
+}
+
+impl FromArgMatches for Config {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Flags::from_arg_matches(matches).map(Config::from)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for Config {
+    fn group_id() -> Option<clap::Id> {
+        Flags::group_id()
+    }
+
+    fn augment_args(cmd: Command) -> Command {
+        Flags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Flags::augment_args_for_update(cmd)
+    }
+}
