@@ -41,11 +41,6 @@ const CONTENT_HEADER: &str = "x-sdk-content-sha256";
 /// hex(sha256("")).
 const EMPTY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/// Default allowed difference between `X-Sdk-Date` and the server's clock.
-pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(15 * 60);
-/// Default number of signatures remembered to refuse replays.
-pub const DEFAULT_REPLAY_CAPACITY: usize = 50_000;
-
 /// A secret key; never printed.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
@@ -547,7 +542,7 @@ mod tests {
     }
 
     fn verifier() -> Verifier {
-        Verifier::new(DEFAULT_MAX_SKEW, 100)
+        Verifier::new(Duration::from_secs(15 * 60), 100)
     }
 
     #[test]

@@ -549,7 +549,7 @@ fn a_body_over_the_limit_gets_413_in_the_api_format() {
         path: "/v3/jobs/stop".into(),
         query: String::new(),
         headers: vec![("content-type".into(), b"application/json".to_vec())],
-        body: vec![b' '; super::BODY_LIMIT + 1],
+        body: vec![b' '; Limits::default().body_limit + 1],
     };
     for auth in 0..2 {
         let answer = send(auth, &req);

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cache;
 pub mod cloudfoundry;
 pub mod codearts;
+mod config;
 pub mod crafter;
 pub mod gocd;
 pub mod http;
@@ -20,7 +21,6 @@ pub mod uaa;
 mod hostile_tests;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,62 +45,13 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::Response;
 
+pub use config::{Config, Limits};
+
 use auth::Authenticator;
 use cache::StageRunCache;
 use http::{Call, text};
 use render::{errors_for, with_allow};
 use routes::{NoRoute, Route};
-
-/// Request bodies larger than this are refused with 413 (the default of
-/// [`Limits::body_limit`]).
-pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// Limits and timeouts of the HTTP server, each a flag of `sidecar`.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// A connection that has not sent a complete request head this long
-    /// after it opened (or after its previous response) is closed.
-    pub header_read_timeout: Duration,
-    /// A request body not received in full this long after its head is
-    /// answered 408.
-    pub body_read_timeout: Duration,
-    /// Largest request head (request line and headers); larger ones are
-    /// answered 431 and the connection is closed.
-    pub max_header_bytes: usize,
-    /// Most header fields in a request; more are answered 431.
-    pub max_headers: usize,
-    /// Largest request body; larger ones are answered 413.
-    pub body_limit: usize,
-    /// Connections served at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// API requests handled at once (health, metrics and the OpenAPI
-    /// document do not count); further ones are answered at once with the
-    /// API's "unavailable" error and `Retry-After`.
-    pub max_in_flight: usize,
-    /// Calls to the Kubernetes API in flight at once on behalf of requests;
-    /// further calls fail at once, and their requests get the API's
-    /// "unavailable" error.
-    pub kube_in_flight: usize,
-    /// A call to the Kubernetes API on behalf of a request that has not
-    /// answered in this time fails.
-    pub kube_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 16 * 1024,
-            max_headers: 100,
-            body_limit: BODY_LIMIT,
-            max_connections: 1024,
-            max_in_flight: 256,
-            kube_in_flight: 128,
-            kube_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Seconds a client is asked to wait when the sidecar sheds a request.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -436,23 +387,6 @@ pub fn filter(
         })
         .recover(|_| async { Ok::<_, Infallible>(text(StatusCode::BAD_REQUEST, "bad request")) })
         .unify()
-}
-
-/// Settings of the sidecar.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// Namespaces served; all when empty.
-    pub namespaces: Vec<String>,
-    pub auth: auth::AuthMode,
-    pub users_file: Option<std::path::PathBuf>,
-    pub external_url: Option<String>,
-    pub auth_cache_ttl: Duration,
-    /// How often the users file is checked for a new content.
-    pub users_file_poll: Duration,
-    /// Huawei AK/SK signature checks.
-    pub signing: auth::SigningConfig,
-    pub limits: Limits,
 }
 
 /// A client for the calls made on behalf of requests: at most
