@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use warp::http::{HeaderMap, Method};
 
-use super::auth::Identity;
+use super::identity::Identity;
 
 /// The only algorithm accepted.
 pub const ALGORITHM: &str = "SDK-HMAC-SHA256";

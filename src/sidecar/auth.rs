@@ -20,6 +20,8 @@ use moka::future::Cache;
 use serde::Deserialize;
 use warp::http::HeaderMap;
 
+pub use super::identity::Identity;
+
 use super::aksk::{self, AccessKey, SdkAuthorization, SignedRequest, Verifier};
 use crate::labels::digest;
 
@@ -30,14 +32,6 @@ pub enum AuthMode {
     Kubernetes,
     /// Trust every caller with every right. For local use only.
     None,
-}
-
-/// An authenticated caller, as Kubernetes knows them.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub username: String,
-    pub groups: Vec<String>,
-    pub uid: Option<String>,
 }
 
 /// What the request presented.

@@ -10,11 +10,11 @@ use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::State;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CrafterRoute;
-use super::service::{CancelCall, Failure};
+use super::service::Service;
+use super::service::{CancelCall, Failure, Signing};
 use crate::crd::StageRun;
 
 #[derive(Serialize)]
@@ -75,7 +75,7 @@ fn refused(f: &Failure) -> Response {
     }
 }
 
-pub async fn handle(state: &State, route: &CrafterRoute, call: &Call<'_>) -> Response {
+pub async fn handle(state: &Service, route: &CrafterRoute, call: &Call<'_>) -> Response {
     match route {
         CrafterRoute::CancelV1 => cancel(state, call).await,
         CrafterRoute::CancelV2 => super::studio::cancel(state, call).await,
@@ -121,8 +121,8 @@ pub fn parse_body(body: &[u8]) -> Option<CancelParams> {
 }
 
 /// `POST /api/1/services/api/1/publish/cancel-publish-requests.json`.
-async fn cancel(state: &State, call: &Call<'_>) -> Response {
-    let who = match state.identify(call).await {
+async fn cancel(state: &Service, call: &Call<'_>) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
         Ok(id) => id,
         Err(f) => return refused(&f),
     };

@@ -12,10 +12,10 @@ use serde_json::{Map, Value, json};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::State;
 use super::http::{Call, json};
 use super::render::ApiErrors;
-use super::service::{CancelCall, Failure};
+use super::service::Service;
+use super::service::{CancelCall, Failure, Signing};
 use crate::crd::{RunResult, StagePhase, StageRun};
 
 /// The `response` object of every answer.
@@ -258,8 +258,8 @@ pub fn parse_cancel(body: &[u8]) -> Result<CancelParams, Vec<FieldError>> {
 }
 
 /// `POST /studio/api/2/publish/cancel`: all or nothing, like the v1 route.
-pub async fn cancel(state: &State, call: &Call<'_>) -> Response {
-    let who = match state.identify(call).await {
+pub async fn cancel(state: &Service, call: &Call<'_>) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
         Ok(id) => id,
         Err(f) => return refused(&f),
     };
@@ -312,7 +312,6 @@ pub async fn cancel(state: &State, call: &Call<'_>) -> Response {
 
 /// Studio's package states.
 pub const READY_FOR_LIVE: &str = "READY_FOR_LIVE";
-pub const PROCESSING: &str = "PROCESSING";
 pub const COMPLETED: &str = "COMPLETED";
 pub const CANCELLED: &str = "CANCELLED";
 pub const BLOCKED: &str = "BLOCKED";
@@ -469,8 +468,8 @@ pub fn packages_page(runs: &[Arc<StageRun>], q: &PackagesQuery) -> (usize, Vec<P
 
 /// `GET /studio/api/2/publish/packages`: the site's packages the caller may
 /// read; 404 for an unknown site, 403 when it may read none of them.
-pub async fn packages(state: &State, call: &Call<'_>) -> Response {
-    let who = match state.identify(call).await {
+pub async fn packages(state: &Service, call: &Call<'_>) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
         Ok(id) => id,
         Err(f) => return refused(&f),
     };
