@@ -277,18 +277,18 @@ impl Users {
 pub struct SigningConfig {
     /// Largest difference, in seconds, allowed between a signed request's
     /// X-Sdk-Date and the server's clock (AK/SK signing).
-    #[arg(long = "aksk-max-skew-seconds", value_name = "AKSK_MAX_SKEW_SECONDS", default_value = "900", value_parser = super::config::seconds_in(1, 86400))]
+    #[arg(long = "aksk-max-skew-seconds", value_name = "AKSK_MAX_SKEW_SECONDS", default_value = "900", value_parser = super::flags::seconds_in(1, 86400))]
     pub max_skew: Duration,
     /// Signatures remembered (within the skew window) to refuse replayed
     /// signed writes (reads are exempt); when that many are live, further
     /// signed writes are refused until some expire. About 100 bytes each.
-    #[arg(long = "aksk-replay-capacity", value_name = "AKSK_REPLAY_CAPACITY", default_value = "50000", value_parser = super::config::count(1, 10_000_000))]
+    #[arg(long = "aksk-replay-capacity", value_name = "AKSK_REPLAY_CAPACITY", default_value = "50000", value_parser = super::flags::count(1, 10_000_000))]
     pub replay_capacity: usize,
 }
 
 impl Default for SigningConfig {
     fn default() -> Self {
-        super::config::defaults()
+        super::flags::defaults()
     }
 }
 

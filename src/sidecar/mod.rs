@@ -15,6 +15,7 @@ pub(crate) mod cloudfoundry;
 pub(crate) mod codearts;
 mod config;
 pub(crate) mod crafter;
+mod flags;
 pub(crate) mod gocd;
 pub(crate) mod http;
 mod identity;

@@ -14,7 +14,6 @@ use serde_json::Value;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CfRoute;
@@ -422,7 +421,7 @@ async fn visible_task(
     state: &Service,
     call: &Call<'_>,
     guid: &str,
-) -> Result<(Identity, Arc<StageRun>), Response> {
+) -> Result<Arc<StageRun>, Response> {
     let who = state
         .identify(call, Signing::Refused)
         .await
@@ -432,7 +431,7 @@ async fn visible_task(
     };
     let ns = run.metadata.namespace.clone().unwrap_or_default();
     match state.auth.can_read(&who, &ns).await {
-        Ok(true) => Ok((who, run)),
+        Ok(true) => Ok(run),
         Ok(false) => Err(task_not_found()),
         Err(why) => Err(Errors.unavailable(&why)),
     }
@@ -441,7 +440,7 @@ async fn visible_task(
 /// `GET /v3/tasks/{guid}`.
 async fn get(state: &Service, call: &Call<'_>, guid: &str) -> Response {
     match visible_task(state, call, guid).await {
-        Ok((_, run)) => json(StatusCode::OK, &task(&run, &base_url(state, call), false)),
+        Ok(run) => json(StatusCode::OK, &task(&run, &base_url(state, call), false)),
         Err(r) => r,
     }
 }
@@ -478,10 +477,15 @@ async fn list_tasks(state: &Service, call: &Call<'_>, app: Option<&str>) -> Resp
 }
 
 /// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
+/// Whether the caller may read the task is the service's question
+/// (`hide_unreadable`), asked once with whether it may cancel it.
 async fn cancel(state: &Service, call: &Call<'_>, guid: &str) -> Response {
-    let (who, run) = match visible_task(state, call, guid).await {
-        Ok(v) => v,
-        Err(r) => return r,
+    let who = match state.identify(call, Signing::Refused).await {
+        Ok(who) => who,
+        Err(f) => return refused(&f),
+    };
+    let Some(run) = state.cache.by_uid(guid) else {
+        return task_not_found();
     };
     let outcome = state
         .cancel(CancelCall {
