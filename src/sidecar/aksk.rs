@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use warp::http::{HeaderMap, Method};
 
-use super::auth::Identity;
+use super::identity::Identity;
 
 /// The only algorithm accepted.
 pub const ALGORITHM: &str = "SDK-HMAC-SHA256";
@@ -40,11 +40,6 @@ pub const DATE_HEADER: &str = "x-sdk-date";
 const CONTENT_HEADER: &str = "x-sdk-content-sha256";
 /// hex(sha256("")).
 const EMPTY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// Default allowed difference between `X-Sdk-Date` and the server's clock.
-pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(15 * 60);
-/// Default number of signatures remembered to refuse replays.
-pub const DEFAULT_REPLAY_CAPACITY: usize = 50_000;
 
 /// A secret key; never printed.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
@@ -547,7 +542,7 @@ mod tests {
     }
 
     fn verifier() -> Verifier {
-        Verifier::new(DEFAULT_MAX_SKEW, 100)
+        Verifier::new(Duration::from_secs(15 * 60), 100)
     }
 
     #[test]

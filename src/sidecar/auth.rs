@@ -20,6 +20,8 @@ use moka::future::Cache;
 use serde::Deserialize;
 use warp::http::HeaderMap;
 
+pub use super::identity::Identity;
+
 use super::aksk::{self, AccessKey, SdkAuthorization, SignedRequest, Verifier};
 use crate::labels::digest;
 
@@ -30,14 +32,6 @@ pub enum AuthMode {
     Kubernetes,
     /// Trust every caller with every right. For local use only.
     None,
-}
-
-/// An authenticated caller, as Kubernetes knows them.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub username: String,
-    pub groups: Vec<String>,
-    pub uid: Option<String>,
 }
 
 /// What the request presented.
@@ -279,20 +273,22 @@ impl Users {
 }
 
 /// Settings of AK/SK verification.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, clap::Args)]
 pub struct SigningConfig {
-    /// Largest allowed difference between `X-Sdk-Date` and the server clock.
+    /// Largest difference, in seconds, allowed between a signed request's
+    /// X-Sdk-Date and the server's clock (AK/SK signing).
+    #[arg(long = "aksk-max-skew-seconds", value_name = "AKSK_MAX_SKEW_SECONDS", default_value = "900", value_parser = super::flags::seconds_in(1, 86400))]
     pub max_skew: Duration,
-    /// Signatures remembered to refuse replays.
+    /// Signatures remembered (within the skew window) to refuse replayed
+    /// signed writes (reads are exempt); when that many are live, further
+    /// signed writes are refused until some expire. About 100 bytes each.
+    #[arg(long = "aksk-replay-capacity", value_name = "AKSK_REPLAY_CAPACITY", default_value = "50000", value_parser = super::flags::count(1, 10_000_000))]
     pub replay_capacity: usize,
 }
 
 impl Default for SigningConfig {
     fn default() -> Self {
-        SigningConfig {
-            max_skew: aksk::DEFAULT_MAX_SKEW,
-            replay_capacity: aksk::DEFAULT_REPLAY_CAPACITY,
-        }
+        super::flags::defaults()
     }
 }
 

@@ -12,12 +12,12 @@ use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::State;
 use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CodeArtsRoute;
-use super::service::{CancelCall, Failure, is_active};
+use super::service::Service;
+use super::service::{CancelCall, Failure, Signing, is_active};
 use crate::crd::{JobState, RunResult, StageRun};
 
 /// The error codes this API answers with (also listed in README.md).
@@ -188,7 +188,7 @@ fn refused(f: &Failure, job_id: &str) -> Response {
     }
 }
 
-pub async fn handle(state: &State, route: &CodeArtsRoute, call: &Call<'_>) -> Response {
+pub async fn handle(state: &Service, route: &CodeArtsRoute, call: &Call<'_>) -> Response {
     match route {
         CodeArtsRoute::Stop => stop(state, call, parse_body(call.body)).await,
         CodeArtsRoute::StopPath { job_id, build_no } => {
@@ -210,12 +210,12 @@ pub async fn handle(state: &State, route: &CodeArtsRoute, call: &Call<'_>) -> Re
 /// The runs of build task `job_id` the caller may read, or the refusal:
 /// 401, 404 when the task has no run, 403 when it may read none of them.
 async fn readable_runs(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     job_id: &str,
 ) -> Result<(Identity, Vec<Arc<StageRun>>), Response> {
     let who = state
-        .identify(call)
+        .identify(call, Signing::Accepted)
         .await
         .map_err(|f| refused(&f, job_id))?;
     let runs = state.cache.by_pipeline(job_id);
@@ -247,7 +247,7 @@ struct StatusResult {
 
 /// `GET /v3/jobs/{job_id}/status`: `{"result": true}` while a build of the
 /// task runs (some StageRun of it is not finished).
-async fn status(state: &State, call: &Call<'_>, job_id: &str) -> Response {
+async fn status(state: &Service, call: &Call<'_>, job_id: &str) -> Response {
     match readable_runs(state, call, job_id).await {
         Ok((_, runs)) => json(
             StatusCode::OK,
@@ -422,7 +422,7 @@ pub fn history_page(
 }
 
 /// `GET /v3/jobs/{job_id}/history`.
-async fn history(state: &State, call: &Call<'_>, job_id: &str) -> Response {
+async fn history(state: &Service, call: &Call<'_>, job_id: &str) -> Response {
     let (_, runs) = match readable_runs(state, call, job_id).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -521,7 +521,7 @@ pub fn history_details_of(
 
 /// `GET /v3/jobs/{job_id}/{build_number}/history-details`.
 async fn history_details(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     job_id: &str,
     build_number: &str,
@@ -562,11 +562,11 @@ async fn history_details(
 
 /// `POST /v3/jobs/stop` (body) and `POST /v3/jobs/{job_id}/{build_no}/stop` (path).
 async fn stop(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     params: Result<StopRequest, (&'static str, String)>,
 ) -> Response {
-    let who = match state.identify(call).await {
+    let who = match state.identify(call, Signing::Accepted).await {
         Ok(id) => id,
         Err(f) => return refused(&f, ""),
     };

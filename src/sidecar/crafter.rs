@@ -3,19 +3,17 @@
 //! pipeline; a package id is a StageRun uid. All or nothing: every id is
 //! checked before anything is cancelled.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::State;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CrafterRoute;
-use super::service::{CancelCall, Failure};
-use crate::crd::StageRun;
+use super::service::Service;
+use super::service::{Failure, Signing};
+use super::studio::{Missing, cancel_packages, site_packages};
 
 #[derive(Serialize)]
 struct Message<'a> {
@@ -75,7 +73,7 @@ fn refused(f: &Failure) -> Response {
     }
 }
 
-pub async fn handle(state: &State, route: &CrafterRoute, call: &Call<'_>) -> Response {
+pub async fn handle(state: &Service, route: &CrafterRoute, call: &Call<'_>) -> Response {
     match route {
         CrafterRoute::CancelV1 => cancel(state, call).await,
         CrafterRoute::CancelV2 => super::studio::cancel(state, call).await,
@@ -121,43 +119,25 @@ pub fn parse_body(body: &[u8]) -> Option<CancelParams> {
 }
 
 /// `POST /api/1/services/api/1/publish/cancel-publish-requests.json`.
-async fn cancel(state: &State, call: &Call<'_>) -> Response {
-    let who = match state.identify(call).await {
+async fn cancel(state: &Service, call: &Call<'_>) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
         Ok(id) => id,
         Err(f) => return refused(&f),
     };
     let Some(params) = parse_body(call.body) else {
         return invalid();
     };
-    let site = state.cache.by_pipeline(&params.site_id);
-    if site.is_empty() {
-        return message(StatusCode::NOT_FOUND, "Site not found");
-    }
-    let mut packages: Vec<Arc<StageRun>> = Vec::with_capacity(params.package_ids.len());
-    for id in &params.package_ids {
-        match site
-            .iter()
-            .find(|r| r.metadata.uid.as_deref() == Some(id.as_str()))
-        {
-            Some(r) => packages.push(r.clone()),
-            None => return message(StatusCode::NOT_FOUND, "Package ID not found"),
-        }
-    }
+    let packages = match site_packages(state, &params.site_id, &params.package_ids) {
+        Ok(packages) => packages,
+        Err(Missing::Site) => return message(StatusCode::NOT_FOUND, "Site not found"),
+        Err(Missing::Package(_)) => return message(StatusCode::NOT_FOUND, "Package ID not found"),
+    };
     let reason = format!(
         "publish requests of site {} cancelled through the CrafterCMS API",
         params.site_id
     );
-    match state
-        .cancel(CancelCall {
-            api: "crafter",
-            who: &who,
-            runs: packages,
-            reason,
-            hide_unreadable: false,
-        })
-        .await
-    {
-        Ok(_) => message(StatusCode::OK, "OK"),
+    match cancel_packages(state, &who, packages, reason).await {
+        Ok(()) => message(StatusCode::OK, "OK"),
         Err(f) => refused(&f),
     }
 }

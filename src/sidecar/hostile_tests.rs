@@ -13,9 +13,10 @@ use serde_json::Value;
 use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 use super::auth::{self, AuthMode};
-use super::render::errors_for;
 use super::routes::{self, Family};
-use super::{Config, Limits, State, aksk, handle, start};
+use super::server::{errors_for, handle};
+use super::service::Service;
+use super::{Config, Limits, aksk, start};
 
 /// bcrypt of "badger" at the smallest cost, so that Basic checks stay fast.
 const USERS: &str = r#"
@@ -41,8 +42,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// A sidecar state per authentication mode, sharing one runtime.
-fn states() -> &'static [Arc<State>; 2] {
-    static STATES: OnceLock<[Arc<State>; 2]> = OnceLock::new();
+fn states() -> &'static [Arc<Service>; 2] {
+    static STATES: OnceLock<[Arc<Service>; 2]> = OnceLock::new();
     STATES.get_or_init(|| {
         runtime().block_on(async {
             let users = std::env::temp_dir()
@@ -64,7 +65,7 @@ fn states() -> &'static [Arc<State>; 2] {
 
 /// A sidecar state whose Kubernetes client points at port 1 on loopback:
 /// refused, so every Kubernetes call fails at once. Needs the runtime.
-fn new_state(auth: AuthMode, users: Option<&std::path::Path>, limits: Limits) -> Arc<State> {
+fn new_state(auth: AuthMode, users: Option<&std::path::Path>, limits: Limits) -> Arc<Service> {
     let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
     start(
@@ -105,7 +106,7 @@ fn send(auth: usize, req: &Request) -> Answer {
     send_to(states()[auth].clone(), req)
 }
 
-fn send_to(state: Arc<State>, req: &Request) -> Answer {
+fn send_to(state: Arc<Service>, req: &Request) -> Answer {
     let mut headers = HeaderMap::new();
     for (name, value) in &req.headers {
         // hyper refuses what does not parse before any handler runs.
@@ -549,7 +550,7 @@ fn a_body_over_the_limit_gets_413_in_the_api_format() {
         path: "/v3/jobs/stop".into(),
         query: String::new(),
         headers: vec![("content-type".into(), b"application/json".to_vec())],
-        body: vec![b' '; super::BODY_LIMIT + 1],
+        body: vec![b' '; Limits::default().body_limit + 1],
     };
     for auth in 0..2 {
         let answer = send(auth, &req);

@@ -1,12 +1,11 @@
 //! Errors every API must be able to answer, each in its own format. One
-//! implementation per API family; the request pipeline picks it by path.
+//! implementation per API family; the server picks it by path
+//! (`server::errors_for`).
 
-use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use super::http::text;
-use super::routes::Family;
-use super::{cloudfoundry, codearts, crafter, gocd, studio, uaa};
 
 /// The errors of one API family.
 pub trait ApiErrors {
@@ -24,19 +23,6 @@ pub trait ApiErrors {
     fn unauthenticated(&self) -> Response;
     /// The Kubernetes API could not be asked; `why` is logged, not shown.
     fn unavailable(&self, why: &str) -> Response;
-}
-
-/// The error format of `family`; GoCD's depends on the Accept header.
-pub fn errors_for(family: Family, headers: &HeaderMap) -> Box<dyn ApiErrors + '_> {
-    match family {
-        Family::GoCd => Box::new(gocd::Errors { headers }),
-        Family::CodeArts => Box::new(codearts::Errors),
-        Family::Crafter => Box::new(crafter::Errors),
-        Family::StudioV2 => Box::new(studio::Errors),
-        Family::CloudFoundry => Box::new(cloudfoundry::Errors),
-        Family::Uaa => Box::new(uaa::Errors),
-        Family::Operations => Box::new(Operations),
-    }
 }
 
 /// `Allow` on a 405.

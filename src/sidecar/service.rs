@@ -1,4 +1,6 @@
-//! The one cancel pipeline every API goes through: identify the caller,
+//! The service behind every API: its state (the watch cache, the
+//! authenticator, metrics, limits) and the one cancel pipeline every API
+//! goes through: identify the caller,
 //! authorise per namespace, keep the active runs, write CancelRequests, and
 //! report a domain outcome that each API renders in its own format. Finding
 //! the runs stays with each API, since what "not found" means differs.
@@ -9,13 +11,91 @@ use std::sync::Arc;
 use kube::Api;
 use kube::api::PostParams;
 
-use super::State;
+use kube::Client;
+use tokio::sync::Semaphore;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+
+use super::Config;
+use super::Limits;
 use super::aksk::SignedRequest;
+use super::auth::{self, Authenticator};
 use super::auth::{AuthError, AuthMode, Credentials, Identity};
+use super::cache::StageRunCache;
 use super::http::Call;
-use super::routes::{Family, family_of};
+use super::metrics::Metrics;
 use crate::crd::{CancelRequest, CancelTarget, StageRun};
 use crate::request::{Naming, NewCancelRequest, name_for_uids};
+
+/// Everything a request handler needs.
+pub struct Service {
+    pub client: Client,
+    pub cache: Arc<StageRunCache>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    /// Base of absolute links (Cloud Foundry); from the Host header when unset.
+    pub external_url: Option<String>,
+    pub limits: Limits,
+    /// One permit per API request being handled.
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// A client for the calls made on behalf of requests: at most
+/// `kube_in_flight` at once (further calls fail at once rather than queue,
+/// so that an unreachable API server cannot pile requests up) and each
+/// bounded by `kube_timeout`. The watch cache keeps the unbounded client.
+pub fn request_client(client: Client, limits: &Limits) -> Client {
+    let timeout = limits.kube_timeout;
+    let namespace = client.default_namespace().to_string();
+    let send = tower::service_fn(move |request: warp::http::Request<kube::client::Body>| {
+        let client = client.clone();
+        async move {
+            match tokio::time::timeout(timeout, client.send(request)).await {
+                Ok(answer) => answer.map_err(tower::BoxError::from),
+                Err(_) => Err(tower::BoxError::from(format!(
+                    "no answer from the Kubernetes API within {timeout:?}"
+                ))),
+            }
+        }
+    });
+    kube::client::ClientBuilder::new(send, namespace)
+        .with_layer(&ConcurrencyLimitLayer::new(limits.kube_in_flight.max(1)))
+        .with_layer(&LoadShedLayer::new())
+        .build()
+}
+
+/// Builds the service and starts the watch cache.
+pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<Service>> {
+    let users = match &config.users_file {
+        Some(path) => auth::UsersFile::load(path)?,
+        None => auth::UsersFile::default(),
+    };
+    let cache = Arc::new(StageRunCache::new(config.namespaces.clone()));
+    tokio::spawn(cache.clone().run(client.clone()));
+    let client = request_client(client, &config.limits);
+    let auth = Authenticator::new(
+        config.auth,
+        client.clone(),
+        users,
+        config.auth_cache_ttl,
+        config.signing,
+    );
+    if let Some(path) = &config.users_file {
+        tokio::spawn(
+            auth.clone()
+                .watch_users_file(path.clone(), config.users_file_poll),
+        );
+    }
+    Ok(Arc::new(Service {
+        auth,
+        client,
+        cache,
+        metrics: Metrics::new(),
+        external_url: config.external_url.clone(),
+        limits: config.limits.clone(),
+        in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
+    }))
+}
 
 /// Why a call was refused before anything was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +122,14 @@ impl From<AuthError> for Failure {
             AuthError::Rejected(why) => Failure::Rejected(why),
         }
     }
+}
+
+/// Whether an API takes Huawei's AK/SK request signatures (only CodeArts
+/// does); elsewhere a signed request is unauthenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    Accepted,
+    Refused,
 }
 
 /// What a cancel did.
@@ -96,13 +184,13 @@ pub struct Rights {
     pub cancel: bool,
 }
 
-impl State {
-    /// Who is calling.
-    pub async fn identify(&self, call: &Call<'_>) -> Result<Identity, Failure> {
+impl Service {
+    /// Who is calling. A signed request authenticates only on an API that
+    /// takes `signing`.
+    pub async fn identify(&self, call: &Call<'_>, signing: Signing) -> Result<Identity, Failure> {
         let creds = super::auth::credentials(call.headers);
         if let Credentials::Signed(signed) = &creds {
-            // Huawei's signing belongs to the CodeArts API only.
-            if family_of(call.path) != Family::CodeArts || self.auth.mode() == AuthMode::None {
+            if signing == Signing::Refused || self.auth.mode() == AuthMode::None {
                 return Ok(self
                     .auth
                     .authenticate(&Credentials::Malformed(None))

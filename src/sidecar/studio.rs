@@ -12,10 +12,11 @@ use serde_json::{Map, Value, json};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::State;
+use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
-use super::service::{CancelCall, Failure};
+use super::service::Service;
+use super::service::{CancelCall, Failure, Signing};
 use crate::crd::{RunResult, StagePhase, StageRun};
 
 /// The `response` object of every answer.
@@ -258,8 +259,8 @@ pub fn parse_cancel(body: &[u8]) -> Result<CancelParams, Vec<FieldError>> {
 }
 
 /// `POST /studio/api/2/publish/cancel`: all or nothing, like the v1 route.
-pub async fn cancel(state: &State, call: &Call<'_>) -> Response {
-    let who = match state.identify(call).await {
+pub async fn cancel(state: &Service, call: &Call<'_>) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
         Ok(id) => id,
         Err(f) => return refused(&f),
     };
@@ -267,44 +268,73 @@ pub async fn cancel(state: &State, call: &Call<'_>) -> Response {
         Ok(p) => p,
         Err(errors) => return invalid(&errors),
     };
-    let site = state.cache.by_pipeline(&params.site_id);
-    if site.is_empty() {
-        return answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found());
-    }
-    let mut packages: Vec<Arc<StageRun>> = Vec::with_capacity(params.package_ids.len());
-    for id in &params.package_ids {
-        match site
-            .iter()
-            .find(|r| r.metadata.uid.as_deref() == Some(id.as_str()))
-        {
-            Some(r) => packages.push(r.clone()),
-            None => {
-                let mut r = ApiResponse::content_not_found();
-                r.remedial_action = format!(
-                    "Check that package '{id}' exists in site '{}'",
-                    params.site_id
-                );
-                return answer(StatusCode::NOT_FOUND, r);
-            }
+    let packages = match site_packages(state, &params.site_id, &params.package_ids) {
+        Ok(packages) => packages,
+        Err(Missing::Site) => return answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found()),
+        Err(Missing::Package(id)) => {
+            let mut r = ApiResponse::content_not_found();
+            r.remedial_action = format!(
+                "Check that package '{id}' exists in site '{}'",
+                params.site_id
+            );
+            return answer(StatusCode::NOT_FOUND, r);
         }
-    }
+    };
     let reason = format!(
         "publishing packages of site {} cancelled through the CrafterCMS Studio API",
         params.site_id
     );
-    match state
+    match cancel_packages(state, &who, packages, reason).await {
+        Ok(()) => answer(StatusCode::OK, ApiResponse::ok()),
+        Err(f) => refused(&f),
+    }
+}
+
+/// What a cancel named that does not exist.
+pub(crate) enum Missing {
+    Site,
+    Package(String),
+}
+
+/// The packages (StageRuns, by uid) of a site (a pipeline), all of them or
+/// which is missing: Studio's cancels are all or nothing.
+pub(crate) fn site_packages(
+    state: &Service,
+    site_id: &str,
+    package_ids: &[String],
+) -> Result<Vec<Arc<StageRun>>, Missing> {
+    let site = state.cache.by_pipeline(site_id);
+    if site.is_empty() {
+        return Err(Missing::Site);
+    }
+    package_ids
+        .iter()
+        .map(|id| {
+            site.iter()
+                .find(|r| r.metadata.uid.as_deref() == Some(id.as_str()))
+                .cloned()
+                .ok_or_else(|| Missing::Package(id.clone()))
+        })
+        .collect()
+}
+
+/// Cancels publishing packages on behalf of `who` (both Studio APIs).
+pub(crate) async fn cancel_packages(
+    state: &Service,
+    who: &Identity,
+    packages: Vec<Arc<StageRun>>,
+    reason: String,
+) -> Result<(), Failure> {
+    state
         .cancel(CancelCall {
             api: "crafter",
-            who: &who,
+            who,
             runs: packages,
             reason,
             hide_unreadable: false,
         })
         .await
-    {
-        Ok(_) => answer(StatusCode::OK, ApiResponse::ok()),
-        Err(f) => refused(&f),
-    }
+        .map(|_| ())
 }
 
 // ---------------------------------------------------------------------------
@@ -312,7 +342,6 @@ pub async fn cancel(state: &State, call: &Call<'_>) -> Response {
 
 /// Studio's package states.
 pub const READY_FOR_LIVE: &str = "READY_FOR_LIVE";
-pub const PROCESSING: &str = "PROCESSING";
 pub const COMPLETED: &str = "COMPLETED";
 pub const CANCELLED: &str = "CANCELLED";
 pub const BLOCKED: &str = "BLOCKED";
@@ -469,8 +498,8 @@ pub fn packages_page(runs: &[Arc<StageRun>], q: &PackagesQuery) -> (usize, Vec<P
 
 /// `GET /studio/api/2/publish/packages`: the site's packages the caller may
 /// read; 404 for an unknown site, 403 when it may read none of them.
-pub async fn packages(state: &State, call: &Call<'_>) -> Response {
-    let who = match state.identify(call).await {
+pub async fn packages(state: &Service, call: &Call<'_>) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
         Ok(id) => id,
         Err(f) => return refused(&f),
     };

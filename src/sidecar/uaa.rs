@@ -13,11 +13,11 @@ use serde::Serialize;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use super::State;
 use super::auth::{AuthError, Credentials};
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::UaaRoute;
+use super::service::Service;
 
 #[derive(Serialize)]
 struct OAuthError<'a> {
@@ -146,14 +146,14 @@ pub fn grant(body: &[u8]) -> Grant {
     }
 }
 
-pub async fn handle(state: &State, route: &UaaRoute, call: &Call<'_>) -> Response {
+pub async fn handle(state: &Service, route: &UaaRoute, call: &Call<'_>) -> Response {
     match route {
         UaaRoute::Token => token(state, call).await,
     }
 }
 
 /// `POST /oauth/token`.
-async fn token(state: &State, call: &Call<'_>) -> Response {
+async fn token(state: &Service, call: &Call<'_>) -> Response {
     let token = match grant(call.body) {
         Grant::Refresh(t) => t,
         Grant::Invalid {

@@ -14,12 +14,11 @@ use serde_json::Value;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-use super::State;
-use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CfRoute;
-use super::service::{CancelCall, Failure};
+use super::service::Service;
+use super::service::{CancelCall, Failure, Signing};
 use crate::crd::{StagePhase, StageRun};
 
 #[derive(Serialize)]
@@ -402,7 +401,7 @@ pub fn v3_root(base_url: &str) -> Value {
     })
 }
 
-pub async fn handle(state: &State, route: &CfRoute, call: &Call<'_>) -> Response {
+pub async fn handle(state: &Service, route: &CfRoute, call: &Call<'_>) -> Response {
     match route {
         CfRoute::Root => json(StatusCode::OK, &root(&base_url(state, call))),
         CfRoute::V3Root => json(StatusCode::OK, &v3_root(&base_url(state, call))),
@@ -413,32 +412,35 @@ pub async fn handle(state: &State, route: &CfRoute, call: &Call<'_>) -> Response
     }
 }
 
-fn base_url(state: &State, call: &Call<'_>) -> String {
+fn base_url(state: &Service, call: &Call<'_>) -> String {
     call.base_url(state.external_url.as_deref())
 }
 
 /// The task, if it exists and the caller may read it (CF hides the rest).
 async fn visible_task(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     guid: &str,
-) -> Result<(Identity, Arc<StageRun>), Response> {
-    let who = state.identify(call).await.map_err(|f| refused(&f))?;
+) -> Result<Arc<StageRun>, Response> {
+    let who = state
+        .identify(call, Signing::Refused)
+        .await
+        .map_err(|f| refused(&f))?;
     let Some(run) = state.cache.by_uid(guid) else {
         return Err(task_not_found());
     };
     let ns = run.metadata.namespace.clone().unwrap_or_default();
     match state.auth.can_read(&who, &ns).await {
-        Ok(true) => Ok((who, run)),
+        Ok(true) => Ok(run),
         Ok(false) => Err(task_not_found()),
         Err(why) => Err(Errors.unavailable(&why)),
     }
 }
 
 /// `GET /v3/tasks/{guid}`.
-async fn get(state: &State, call: &Call<'_>, guid: &str) -> Response {
+async fn get(state: &Service, call: &Call<'_>, guid: &str) -> Response {
     match visible_task(state, call, guid).await {
-        Ok((_, run)) => json(StatusCode::OK, &task(&run, &base_url(state, call), false)),
+        Ok(run) => json(StatusCode::OK, &task(&run, &base_url(state, call), false)),
         Err(r) => r,
     }
 }
@@ -446,8 +448,8 @@ async fn get(state: &State, call: &Call<'_>, guid: &str) -> Response {
 /// `GET /v3/tasks` and `GET /v3/apps/{app_guid}/tasks`: the tasks the
 /// caller may read (per namespace), filtered and paged as the query says.
 /// An app is a pipeline; one the caller cannot see is not found.
-async fn list_tasks(state: &State, call: &Call<'_>, app: Option<&str>) -> Response {
-    let who = match state.identify(call).await {
+async fn list_tasks(state: &Service, call: &Call<'_>, app: Option<&str>) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
         Ok(who) => who,
         Err(f) => return refused(&f),
     };
@@ -475,10 +477,15 @@ async fn list_tasks(state: &State, call: &Call<'_>, app: Option<&str>) -> Respon
 }
 
 /// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
-async fn cancel(state: &State, call: &Call<'_>, guid: &str) -> Response {
-    let (who, run) = match visible_task(state, call, guid).await {
-        Ok(v) => v,
-        Err(r) => return r,
+/// Whether the caller may read the task is the service's question
+/// (`hide_unreadable`), asked once with whether it may cancel it.
+async fn cancel(state: &Service, call: &Call<'_>, guid: &str) -> Response {
+    let who = match state.identify(call, Signing::Refused).await {
+        Ok(who) => who,
+        Err(f) => return refused(&f),
+    };
+    let Some(run) = state.cache.by_uid(guid) else {
+        return task_not_found();
     };
     let outcome = state
         .cancel(CancelCall {

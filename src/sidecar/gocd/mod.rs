@@ -13,12 +13,12 @@ use serde::Serialize;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use super::State;
 use super::auth::Identity;
 use super::http::{Call, html, json, json_as, text};
 use super::render::ApiErrors;
 use super::routes::GoCdRoute;
-use super::service::{CancelCall, Failure, Rights};
+use super::service::Service;
+use super::service::{CancelCall, Failure, Rights, Signing};
 use crate::crd::StageRun;
 use shapes::{
     Cursor, History, Href, LegacyPipelineHistory, PAGE_SIZE, PageLinks, Pagination,
@@ -215,7 +215,7 @@ impl ApiErrors for Errors<'_> {
     }
 }
 
-pub async fn handle(state: &State, route: &GoCdRoute, call: &Call<'_>) -> Response {
+pub async fn handle(state: &Service, route: &GoCdRoute, call: &Call<'_>) -> Response {
     let versioned = !requested(call.headers).is_empty();
     match route {
         GoCdRoute::Cancel { pipeline, stage } => cancel_stage(state, call, pipeline, stage).await,
@@ -295,9 +295,13 @@ fn url_incorrect() -> Response {
     text(StatusCode::NOT_FOUND, URL_INCORRECT)
 }
 
-async fn identify(state: &State, call: &Call<'_>, flavour: Flavour) -> Result<Identity, Response> {
+async fn identify(
+    state: &Service,
+    call: &Call<'_>,
+    flavour: Flavour,
+) -> Result<Identity, Response> {
     state
-        .identify(call)
+        .identify(call, Signing::Refused)
         .await
         .map_err(|f| flavour.refused(call.headers, &f, ""))
 }
@@ -305,7 +309,7 @@ async fn identify(state: &State, call: &Call<'_>, flavour: Flavour) -> Result<Id
 /// A current route: the caller is authenticated first (as GoCD's filters
 /// do), then `Accept` must name a version the route serves.
 async fn current(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     served: &[u32],
 ) -> Result<(Identity, Flavour), Response> {
@@ -324,7 +328,7 @@ async fn current(
 
 /// A legacy route (`served` None) or a current one.
 async fn legacy_or_current(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     served: Option<&[u32]>,
 ) -> Result<(Identity, Flavour), Response> {
@@ -339,7 +343,7 @@ async fn legacy_or_current(
 
 /// `POST /go/api/stages/{pipeline}/{stage}/cancel` (seed): every active
 /// instance of the stage.
-async fn cancel_stage(state: &State, call: &Call<'_>, pipeline: &str, stage: &str) -> Response {
+async fn cancel_stage(state: &Service, call: &Call<'_>, pipeline: &str, stage: &str) -> Response {
     let flavour = Flavour::Legacy;
     let who = match identify(state, call, flavour).await {
         Ok(id) => id,
@@ -360,7 +364,7 @@ async fn cancel_stage(state: &State, call: &Call<'_>, pipeline: &str, stage: &st
 /// (current): one stage instance. Needs a versioned `Accept` and, with no
 /// JSON body, `X-GoCD-Confirm`.
 async fn cancel_instance(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     pipeline: &str,
     pipeline_counter: &str,
@@ -410,7 +414,7 @@ fn instance_not_found(stage: &str, stage_counter: &str) -> String {
 
 /// The runs of one stage instance, if the counters are counters and it exists.
 fn find_instance(
-    state: &State,
+    state: &Service,
     pipeline: &str,
     pipeline_counter: &str,
     stage: &str,
@@ -430,7 +434,7 @@ fn find_instance(
 }
 
 async fn cancel_runs(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     flavour: Flavour,
     who: &Identity,
@@ -471,7 +475,7 @@ async fn cancel_runs(
 /// The runs of `all` the caller may read, with their rights; a refusal when
 /// there are none.
 async fn readable(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     flavour: Flavour,
     who: &Identity,
@@ -499,7 +503,7 @@ fn can_operate(rights: &BTreeMap<String, Rights>, run: &StageRun) -> bool {
 
 /// `GET /go/api/stages/{pipeline}/{stage}/history[/{offset}]` (seed).
 async fn offset_history(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     pipeline: &str,
     stage: &str,
@@ -596,7 +600,7 @@ fn path_segment(s: &str) -> String {
 /// `GET /go/api/stages/{pipeline}/{stage}/history` with `Accept:
 /// application/vnd.go.cd.v3+json`: newest first by stage id, paged by
 /// `after`/`before` ids.
-async fn cursor_history(state: &State, call: &Call<'_>, pipeline: &str, stage: &str) -> Response {
+async fn cursor_history(state: &Service, call: &Call<'_>, pipeline: &str, stage: &str) -> Response {
     let (who, flavour) = match current(state, call, STAGE_API).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -650,7 +654,7 @@ async fn cursor_history(state: &State, call: &Call<'_>, pipeline: &str, stage: &
 
 /// A stage instance, legacy or current (v3).
 async fn stage_instance_read(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     served: Option<&[u32]>,
     (pipeline, pipeline_counter, stage, stage_counter): (&str, &str, &str, &str),
@@ -689,7 +693,7 @@ fn pipeline_not_found(pipeline: &str) -> String {
 
 /// `GET /go/api/pipelines/{pipeline}/history[/{offset}]` (legacy).
 async fn pipeline_offset_history(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     pipeline: &str,
     offset: Option<&str>,
@@ -745,7 +749,7 @@ async fn pipeline_offset_history(
 
 /// `GET /go/api/pipelines/{pipeline}/history` with `Accept:
 /// application/vnd.go.cd.v1+json`: paged by pipeline counter.
-async fn pipeline_cursor_history(state: &State, call: &Call<'_>, pipeline: &str) -> Response {
+async fn pipeline_cursor_history(state: &Service, call: &Call<'_>, pipeline: &str) -> Response {
     let (who, flavour) = match current(state, call, PIPELINE_API).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -791,7 +795,7 @@ async fn pipeline_cursor_history(state: &State, call: &Call<'_>, pipeline: &str)
 
 /// A pipeline instance: legacy (`/instance/{counter}`) or current (v1).
 async fn pipeline_instance(
-    state: &State,
+    state: &Service,
     call: &Call<'_>,
     served: Option<&[u32]>,
     pipeline: &str,
@@ -866,7 +870,7 @@ fn full_version() -> String {
 }
 
 /// `GET /go/api/version` (v1).
-async fn version(state: &State, call: &Call<'_>) -> Response {
+async fn version(state: &Service, call: &Call<'_>) -> Response {
     let flavour = match current(state, call, VERSION_API).await {
         Ok((_, flavour)) => flavour,
         Err(r) => return r,
@@ -894,7 +898,7 @@ async fn version(state: &State, call: &Call<'_>) -> Response {
 
 /// `GET /go/about`: the HTML page whose table clients read the server
 /// version from.
-async fn about(state: &State, call: &Call<'_>) -> Response {
+async fn about(state: &Service, call: &Call<'_>) -> Response {
     if let Err(r) = identify(state, call, Flavour::Legacy).await {
         return r;
     }
