@@ -33,9 +33,14 @@ pub struct ObservedJob {
     /// Its spec asks for it to be suspended.
     pub suspended: bool,
     /// The job controller has said it will create no more pods for it: its
-    /// status carries `Suspended=True` or a finished condition, written
-    /// once the job controller's own cache had seen the suspension (or the
-    /// end), so every later pass of the job controller sees it too.
+    /// status carries `Suspended=True` (with the suspension in its spec), a
+    /// finished condition, or the interim `FailureTarget` or
+    /// `SuccessCriteriaMet` that precede one. The job controller writes each
+    /// from a cache that has seen the suspension (or the end), and creates no
+    /// pod for a Job that carries any of them. The interim ones count on their
+    /// own because a suspended Job whose pods failed can keep `FailureTarget`
+    /// for good: suspending it cleared its `startTime`, which the API server
+    /// then requires of the `Failed` write (refused with 422, every retry).
     pub stopped: bool,
     /// The job id it was created with (label).
     pub id: Option<i64>,
@@ -63,7 +68,10 @@ impl ObservedJob {
         Some(ObservedJob {
             resource_name: meta.name.clone()?,
             job: name,
-            stopped: finished.is_some() || (suspended && cond("Suspended").is_some()),
+            stopped: finished.is_some()
+                || (suspended && cond("Suspended").is_some())
+                || cond("FailureTarget").is_some()
+                || cond("SuccessCriteriaMet").is_some(),
             finished,
             deleting: meta.deletion_timestamp.is_some(),
             suspended,

@@ -2067,14 +2067,27 @@ fn from_job_table() {
                 -3,
             )),
         ),
+        // Pods may still be stopping, so not finished; but the job
+        // controller creates no pod for it any more.
         (
-            "FailureTarget only: pods may still run",
+            "FailureTarget only",
             annotated_job(json!({"conditions": [job_condition("FailureTarget", "True", -3)]})),
-            not_finished.clone(),
+            Some(ObservedJob {
+                stopped: true,
+                ..observed_job(UNIT_JOB, "unit")
+            }),
         ),
         (
-            "SuccessCriteriaMet only: pods may still run",
+            "SuccessCriteriaMet only",
             annotated_job(json!({"conditions": [job_condition("SuccessCriteriaMet", "True", -3)]})),
+            Some(ObservedJob {
+                stopped: true,
+                ..observed_job(UNIT_JOB, "unit")
+            }),
+        ),
+        (
+            "FailureTarget but False",
+            annotated_job(json!({"conditions": [job_condition("FailureTarget", "False", -3)]})),
             not_finished.clone(),
         ),
         (
@@ -2088,6 +2101,32 @@ fn from_job_table() {
         let expected = expected.map(|j| ObservedJob { id: Some(501), ..j });
         assert_eq!(ObservedJob::from_job(&k8s_job(value)), expected, "{label}");
     }
+}
+
+/// Seen in a chaos run: a suspended Job whose pods were force-deleted at the
+/// force deadline is failed by the job controller, which writes the interim
+/// `FailureTarget` but can never write `Failed` (the suspension cleared
+/// `startTime`, and the API server refuses a finished Job without one), nor
+/// `Suspended=True`. It is stopped all the same: deleted, and the run ends.
+#[test]
+fn a_suspended_job_the_job_controller_failed_but_cannot_finish_is_stopped() {
+    let mut value = annotated_job(json!({
+        "conditions": [job_condition("FailureTarget", "True", -3)],
+        "uncountedTerminatedPods": {},
+    }));
+    value["spec"]["suspend"] = json!(true);
+    let observed = ObservedJob::from_job(&k8s_job(value)).unwrap();
+    assert!(observed.suspended && observed.stopped && observed.finished.is_none());
+
+    let mut w = baseline(Start::Canceling);
+    w.jobs = vec![observed];
+    w.pods.clear();
+    w.now = at(60);
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![delete_job(UNIT_JOB)]);
+    assert_invariants("FailureTarget", &w, &p);
+    w.jobs.clear();
+    assert_eq!(w.plan().status.result, Some(RunResult::Cancelled));
 }
 
 #[test]
