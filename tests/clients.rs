@@ -17,7 +17,7 @@ use kube::api::PostParams;
 use serde_json::{Value, json};
 use support::python::{repo, venv};
 use support::world;
-use support::{TestNamespace, User, eventually, wait_for};
+use support::{TestNamespace, User, eventually, stage_run, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -52,32 +52,19 @@ async fn pytest(venv: &Path, file: &str, env: Vec<(&'static str, String)>) {
 }
 
 fn task(name: &str, counter: i64, sim: Value, labels: Value) -> StageRun {
-    stage_run(name, "py-app", counter, "tasks", sim, labels)
+    client_run(name, ("py-app", counter, "tasks"), sim, labels)
 }
 
-/// A StageRun of `pipeline` run `counter`, stage `stage`, with one job whose
-/// pod template carries the simulation annotations `sim`.
-fn stage_run(
-    name: &str,
-    pipeline: &str,
-    counter: i64,
-    stage: &str,
-    sim: Value,
-    labels: Value,
-) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
-            "cancelGracePeriodSeconds": 5,
-            "jobs": [{"name": "run", "template": {
-                "metadata": {"annotations": sim},
-                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
-            }}]
-        }
-    }))
-    .expect("stagerun")
+/// A StageRun of (pipeline, counter, stage) with one job whose pod template
+/// carries the simulation annotations `sim`.
+fn client_run(name: &str, of: (&str, i64, &str), sim: Value, labels: Value) -> StageRun {
+    stage_run(name)
+        .labels(labels)
+        .of(of)
+        .grace(5)
+        .command(&["sleep", "3600"])
+        .job("run", sim)
+        .build()
 }
 
 fn phase(sr: &StageRun) -> Option<StagePhase> {
@@ -95,7 +82,7 @@ async fn start_running(w: &world::Served, stages: &[(&str, &str, &str)]) {
     let runs = w.ns.api::<StageRun>();
     let running = json!({"sim.cancel.dev/run-for": "1h"});
     for (name, pipeline, stage) in stages {
-        let sr = stage_run(name, pipeline, 1, stage, running.clone(), json!({}));
+        let sr = client_run(name, (pipeline, 1, stage), running.clone(), json!({}));
         runs.create(&PostParams::default(), &sr).await.unwrap();
     }
     for (name, pipeline, stage) in stages {

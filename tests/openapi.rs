@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, wait_for};
+use support::{TestNamespace, User, stage_run, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warp::http::Method;
 
@@ -170,23 +170,8 @@ async fn setup() -> World {
     }
 }
 
-fn stagerun(
-    name: &str,
-    (pipeline, counter, stage): (&str, i64, &str),
-    annotations: Value,
-) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name},
-        "spec": {
-            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
-            "jobs": [{"name": "UnitTest", "template": {
-                "metadata": {"annotations": annotations},
-                "spec": {"containers": [{"name": "main", "image": "busybox"}]}
-            }}]
-        }
-    }))
-    .unwrap()
+fn stagerun(name: &str, of: (&str, i64, &str), sim: Value) -> StageRun {
+    stage_run(name).of(of).job("UnitTest", sim).build()
 }
 
 // ---------------------------------------------------------------------------

@@ -18,8 +18,11 @@ use serde::de::DeserializeOwned;
 
 use cancel_operator::crd::{CancelRequest, StageRun};
 
+pub mod fixture;
 pub mod python;
 pub mod world;
+
+pub use fixture::stage_run;
 
 /// A user of the test control plane (static tokens).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
