@@ -950,7 +950,7 @@ async fn finished_history(runs: &Api<StageRun>, count: usize, labels: Value) {
             async move {
                 let name = format!("foo-h{i}-dev");
                 let sr = stage_run(&name)
-                    .counter(1000 + i)
+                    .counter(1000 + i as i64)
                     .labels(labels)
                     .job("UnitTest", json!({}))
                     .build();

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, eventually, stage_run, wait_for};
+use support::{TestNamespace, User, eventually, eventually_json, stage_run, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -789,24 +789,13 @@ async fn gocd_history_has_the_documented_shape_and_pages() {
             .build(),
     )
     .await;
-    let (http, url) = (s.http.clone(), s.url("/go/api/stages/paged/DEV/history/0"));
-    eventually("all 13 instances in the history", T, || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let v: Value = http
-                .get(&url)
-                .basic_auth("admin", Some(PASSWORD))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            (v["pagination"]["total"] == 13)
-                .then_some(())
-                .ok_or(v.to_string())
-        }
-    })
+    let url = s.url("/go/api/stages/paged/DEV/history/0");
+    eventually_json(
+        "all 13 instances in the history",
+        T,
+        || s.http.get(&url).basic_auth("admin", Some(PASSWORD)),
+        |v| v["pagination"]["total"] == 13,
+    )
     .await;
     let order = |v: &Value| -> Vec<(i64, String)> {
         v["stages"]
@@ -1078,9 +1067,10 @@ async fn codearts_stops_builds() {
 // ---------------------------------------------------------------------------
 // CrafterCMS.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crafter_cancels_publish_requests_all_or_nothing() {
-    let s = setup("sc-crafter").await;
+/// Publish stages of two sites, as the CrafterCMS APIs see them: mysite
+/// runs 1 to 3 running and 4 passed, othersite run 1 running; once the
+/// sidecar's cache shows them so, their uids (package ids) by name.
+async fn publishing_sites(s: &Sidecar) -> BTreeMap<&'static str, String> {
     for (name, counter, annotations) in [
         ("mysite-1", 1, running()),
         ("mysite-2", 2, running()),
@@ -1103,22 +1093,24 @@ async fn crafter_cancels_publish_requests_all_or_nothing() {
     )
     .await;
     let mut runs = BTreeMap::new();
-    for (name, want) in [
-        ("mysite-1", StagePhase::Running),
-        ("mysite-2", StagePhase::Running),
-        ("mysite-3", StagePhase::Running),
-        ("mysite-4", StagePhase::Succeeded),
-        ("othersite-1", StagePhase::Running),
+    for (name, want, state) in [
+        ("mysite-1", StagePhase::Running, "RUNNING"),
+        ("mysite-2", StagePhase::Running, "RUNNING"),
+        ("mysite-3", StagePhase::Running, "RUNNING"),
+        ("mysite-4", StagePhase::Succeeded, "SUCCEEDED"),
+        ("othersite-1", StagePhase::Running, "RUNNING"),
     ] {
         let sr = s.wait_phase(name, want).await;
-        let state = if want == StagePhase::Running {
-            "RUNNING"
-        } else {
-            "SUCCEEDED"
-        };
         s.wait_cached(&sr, state).await;
         runs.insert(name, uid(&sr));
     }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafter_cancels_publish_requests_all_or_nothing() {
+    let s = setup("sc-crafter").await;
+    let runs = publishing_sites(&s).await;
     let path = "/api/1/services/api/1/publish/cancel-publish-requests.json";
     let op = Caller::Bearer(User::Operator);
     let message = |m: &str| json!({ "message": m });
@@ -1239,39 +1231,7 @@ fn package_ids(v: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn studio_cancels_packages_and_lists_the_publishing_queue() {
     let s = setup("sc-studio").await;
-    for (name, counter, annotations) in [
-        ("mysite-1", 1, running()),
-        ("mysite-2", 2, running()),
-        ("mysite-3", 3, running()),
-        ("mysite-4", 4, passing()),
-    ] {
-        s.create(
-            stage_run(name)
-                .of(("mysite", counter, "publish"))
-                .job("deploy", annotations)
-                .build(),
-        )
-        .await;
-    }
-    s.create(
-        stage_run("othersite-1")
-            .of(("othersite", 1, "publish"))
-            .job("deploy", running())
-            .build(),
-    )
-    .await;
-    let mut runs = BTreeMap::new();
-    for (name, want, state) in [
-        ("mysite-1", StagePhase::Running, "RUNNING"),
-        ("mysite-2", StagePhase::Running, "RUNNING"),
-        ("mysite-3", StagePhase::Running, "RUNNING"),
-        ("mysite-4", StagePhase::Succeeded, "SUCCEEDED"),
-        ("othersite-1", StagePhase::Running, "RUNNING"),
-    ] {
-        let sr = s.wait_phase(name, want).await;
-        s.wait_cached(&sr, state).await;
-        runs.insert(name, uid(&sr));
-    }
+    let runs = publishing_sites(&s).await;
     let cancel = "/studio/api/2/publish/cancel";
     let queue = "/studio/api/2/publish/packages?siteId=mysite";
     let op = Caller::Bearer(User::Operator);
@@ -1447,28 +1407,20 @@ async fn studio_cancels_packages_and_lists_the_publishing_queue() {
         );
     }
     // The queue shows them cancelled.
-    let (http, url, token) = (
-        s.http.clone(),
+    let (url, token) = (
         s.url(&format!("{queue}&states=CANCELLED")),
         support::token(User::Viewer),
     );
-    eventually("the queue to show two cancelled packages", T, || {
-        let (http, url, token, want) = (http.clone(), url.clone(), token.clone(), want.clone());
-        async move {
-            let v: Value = http
-                .get(&url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut ids = package_ids(&v);
+    eventually_json(
+        "the queue to show two cancelled packages",
+        T,
+        || s.http.get(&url).bearer_auth(&token),
+        |v| {
+            let mut ids = package_ids(v);
             ids.sort();
-            (ids == want).then_some(()).ok_or(v.to_string())
-        }
-    })
+            ids == want
+        },
+    )
     .await;
     // Again, and with a finished package: OK, nothing more is written.
     s.post_json(cancel, Caller::Basic("admin"), &both)
@@ -2634,33 +2586,17 @@ async fn bad_input_is_refused_in_each_api_format_and_writes_nothing() {
 /// connection (HTTP clients do not send such things); answers (status,
 /// content type, body).
 async fn raw_malformed_chunked_post(base: String, path: String) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = base.trim_start_matches("http://").to_string();
-    let mut conn = tokio::net::TcpStream::connect(&host).await.unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nnot a chunk\r\n0\r\n\r\n"
     );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, conn.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let out = String::from_utf8(out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let ctype = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default();
+    let answer = support::raw_http::exchange(&host, &req, T).await;
+    let (status, body) = (answer.status, answer.body.as_str());
+    // As written on the wire, but in lower case.
+    let ctype = answer
+        .header("content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     assert!(status < 500, "POST {path} answered {status}: {body}");
     (status, ctype, body.to_string())
 }
