@@ -3,7 +3,7 @@ SHELL := bash
 CLUSTER := tests/cluster/cluster.sh
 BIN := $(or $(CANCEL_OPERATOR_CACHE),$(HOME)/.cache/cancel-operator)/bin
 
-.PHONY: all build crds cluster-build cluster-up cluster-down node-up node-down test unit-test fuzz bench bench-requests chaos run lint lint-workflows fmt image
+.PHONY: all build crds cluster-build cluster-up cluster-down node-up node-down test unit-test fuzz bench bench-requests chaos run lint lint-scripts lint-workflows fmt image
 
 all: build
 
@@ -66,10 +66,14 @@ unit-test:
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-20000} cargo test --lib sidecar::hostile_tests
 
-## cargo fmt --check, clippy -D warnings, and the GitHub workflows.
-lint: lint-workflows
+## cargo fmt --check, clippy -D warnings, every shell script and the GitHub workflows.
+lint: lint-scripts lint-workflows
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+## Every shell script (scripts/, tests/cluster/, tests/clients/, tests/run-tests.sh, .ci/run): shellcheck.
+lint-scripts:
+	scripts/lint-scripts.sh
 
 ## The GitHub workflows: actionlint (built into the tool cache) with shellcheck.
 lint-workflows:

@@ -39,7 +39,8 @@ fi
 # and memory figures are for what runs in a cluster.
 if [[ -z ${BENCH_BIN:-} ]]; then
   scripts/image.sh >&2
-  export BENCH_BIN=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cancel-operator/target}/$(uname -m)-unknown-linux-musl/release/cancel-operator
+  BENCH_BIN=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cancel-operator/target}/$(uname -m)-unknown-linux-musl/release/cancel-operator
+  export BENCH_BIN
 fi
 export BENCH_COMMAND=${BENCH_COMMAND:-"$(env | grep -E '^BENCH_[A-Z_]+=' | grep -v '^BENCH_COMMAND=' | sort | tr '\n' ' ')make bench"}
 # The control plane is stopped on exit, failure or interrupt (with-cluster.sh),

@@ -4,9 +4,8 @@
 #
 # actionlint is built from its Go module into the tool cache beside the control
 # plane's tools (~/.cache/cancel-operator/bin), at the version pinned below, and
-# reused while that version is the one installed. shellcheck comes from the
-# system; on Debian or Ubuntu it is installed with apt-get when missing, as
-# root or through password-less sudo.
+# reused while that version is the one installed. shellcheck is obtained as
+# scripts/need-shellcheck.sh says.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$SECONDS
@@ -27,19 +26,9 @@ if [[ ! -x $actionlint || $("$actionlint" -version 2>/dev/null | head -1) != "$A
     "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 fi
 
-if ! command -v shellcheck >/dev/null; then
-  # As root, or through sudo when it asks for no password (as on CI runners).
-  as_root=()
-  [[ $(id -u) == 0 ]] || as_root=(sudo -n)
-  if command -v apt-get >/dev/null && { ((${#as_root[@]} == 0)) || sudo -n true 2>/dev/null; }; then
-    log "installing shellcheck"
-    apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
-    "${apt[@]}" install -y --no-install-recommends shellcheck >/dev/null ||
-      { "${apt[@]}" update >/dev/null && "${apt[@]}" install -y --no-install-recommends shellcheck >/dev/null; }
-  else
-    die "needs shellcheck for the workflows' run: scripts (Debian: apt-get install shellcheck)"
-  fi
-fi
+# shellcheck source=need-shellcheck.sh
+. scripts/need-shellcheck.sh
+need_shellcheck
 
 "$actionlint" -shellcheck "$(command -v shellcheck)" -pyflakes= "$@"
 log "$(find .github/workflows -name '*.y*ml' | wc -l) workflows clean ($((SECONDS - start))s)"

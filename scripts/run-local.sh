@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs cancel-operator for real on the local control plane: installs the CRDs,
 # starts the controller and the REST sidecar, and loads the demo data from
-# the API documents. Ctrl-C stops everything, the control plane included.
+# the API documents. Ctrl-C stops everything it started: the control plane
+# too when it started it, but not one that was already running.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -15,10 +16,21 @@ if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 fi
 
 cargo build --quiet
-bin=$root/target/debug/cancel-operator
-"$cluster" up >/dev/null
-eval "$("$cluster" env)"
+# Cargo builds into CARGO_TARGET_DIR when it is set (relative to this directory).
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target=$root/$target
+bin=$target/debug/cancel-operator
 state=${CANCEL_OPERATOR_CLUSTER_LINK:-$root/.cluster}
+
+# A control plane that answers already is someone else's: used, not stopped.
+own_cluster=true
+if [[ -f $state/ready ]] &&
+  "$state/bin/kubectl" --kubeconfig="$state/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; then
+  own_cluster=false
+  log "using the control plane already running at $state"
+else
+  "$cluster" up >/dev/null
+fi
 
 pids=()
 stop() {
@@ -26,9 +38,14 @@ stop() {
   log "stopping"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  "$cluster" down
+  if $own_cluster; then
+    "$cluster" down
+  else
+    log "leaving the control plane at $state running"
+  fi
 }
 trap stop EXIT INT TERM
+eval "$("$cluster" env)"
 
 log "installing the CRDs"
 kubectl apply --server-side -f crds/cancel.dev.yaml >/dev/null

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use support::{TestNamespace, wait_for, world};
+use support::{TestNamespace, stage_run, wait_for, world};
 
 const T: Duration = Duration::from_secs(120);
 /// Waits for work that spans the restart (pods deleted past their grace).
@@ -21,14 +21,14 @@ const AFTER_RESTART: Duration = Duration::from_secs(240);
 /// How soon after the API server is back new objects are acted on.
 const RECOVERY: Duration = Duration::from_secs(5);
 
-fn stagerun(name: &str, counter: i64, annotations: serde_json::Value) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": name},
-        "spec": {"pipeline": "foo", "pipelineCounter": counter, "stage": "DEV", "cancelGracePeriodSeconds": 5,
-                 "jobs": [{"name": "UnitTest", "template": {"metadata": {"annotations": annotations},
-                           "spec": {"containers": [{"name": "main", "image": "ant"}]}}}]}
-    }))
-    .expect("stagerun")
+/// foo/DEV run `counter` with one job, UnitTest, whose pod carries `sim`.
+fn stagerun(name: &str, counter: i64, sim: serde_json::Value) -> StageRun {
+    stage_run(name)
+        .counter(counter)
+        .grace(5)
+        .image("ant")
+        .job("UnitTest", sim)
+        .build()
 }
 
 fn phase(r: &StageRun) -> Option<StagePhase> {

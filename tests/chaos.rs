@@ -27,7 +27,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, wait_list};
+use support::{TestNamespace, User, stage_run, wait_list};
 
 const LEASE: &str = "cancel-operator-controller";
 const REPLICAS: [&str; 2] = ["chaos-a", "chaos-b"];
@@ -99,17 +99,14 @@ fn stagerun(i: usize, way: Way) -> StageRun {
     } else {
         json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"})
     };
-    let job = |name: &str| {
-        json!({"name": name, "template": {"metadata": {"annotations": annotations},
-               "spec": {"containers": [{"name": "main", "image": "ant"}]}}})
-    };
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": format!("chaos{i}-1-build"), "labels": {"chaos": way.label()}},
-        "spec": {"pipeline": format!("chaos{i}"), "pipelineCounter": 1, "stage": "build",
-                 "cancelGracePeriodSeconds": GRACE, "jobs": [job("compile"), job("test")]}
-    }))
-    .expect("stagerun")
+    stage_run(&format!("chaos{i}-1-build"))
+        .labels(json!({"chaos": way.label()}))
+        .of((&format!("chaos{i}"), 1, "build"))
+        .grace(GRACE)
+        .image("ant")
+        .job("compile", annotations.clone())
+        .job("test", annotations)
+        .build()
 }
 
 fn phase(r: &StageRun) -> Option<StagePhase> {

@@ -22,7 +22,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
-use support::{TestNamespace, User, wait_for, world};
+use support::{TestNamespace, User, stage_run, wait_for, world};
 
 fn chart() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/cancel-operator")
@@ -267,14 +267,10 @@ async fn allowed(
 }
 
 fn stagerun(name: &str) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": name},
-        "spec": {"pipeline": "demo_pipeline", "pipelineCounter": 1, "stage": "first_stage",
-                 "jobs": [{"name": "first_job", "template": {
-                     "metadata": {"annotations": {"sim.cancel.dev/run-for": "1h"}},
-                     "spec": {"containers": [{"name": "main", "image": "busybox"}]}}}]}
-    }))
-    .expect("stagerun")
+    stage_run(name)
+        .of(("demo_pipeline", 1, "first_stage"))
+        .job("first_job", json!({"sim.cancel.dev/run-for": "1h"}))
+        .build()
 }
 
 /// What a ServiceAccount may do in a namespace, as the API server itself

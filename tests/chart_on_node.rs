@@ -26,7 +26,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::world::{self, PASSWORD};
-use support::{TestNamespace, User, eventually, wait_for};
+use support::{TestNamespace, User, eventually, stage_run, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 /// The node `cluster.sh node up` joins, and the kwok node.
@@ -202,24 +202,11 @@ async fn curl(command: String) -> (u16, String) {
     (code.parse().unwrap(), body.to_string())
 }
 
-fn stagerun(
-    name: &str,
-    (pipeline, counter, stage): (&str, i64, &str),
-    job: &str,
-    run_for: &str,
-) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name},
-        "spec": {
-            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
-            "jobs": [{"name": job, "template": {
-                "metadata": {"annotations": {"sim.cancel.dev/run-for": run_for}},
-                "spec": {"containers": [{"name": "main", "image": "busybox"}]}
-            }}]
-        }
-    }))
-    .expect("stagerun")
+fn stagerun(name: &str, of: (&str, i64, &str), job: &str, run_for: &str) -> StageRun {
+    stage_run(name)
+        .of(of)
+        .job(job, json!({"sim.cancel.dev/run-for": run_for}))
+        .build()
 }
 
 fn phase(sr: &StageRun) -> Option<StagePhase> {

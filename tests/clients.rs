@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use kube::api::PostParams;
 use serde_json::{Value, json};
 use support::python::{repo, venv};
 use support::world;
-use support::{TestNamespace, User, eventually, wait_for};
+use support::{TestNamespace, User, eventually_json, stage_run, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -52,40 +52,37 @@ async fn pytest(venv: &Path, file: &str, env: Vec<(&'static str, String)>) {
 }
 
 fn task(name: &str, counter: i64, sim: Value, labels: Value) -> StageRun {
-    stage_run(name, "py-app", counter, "tasks", sim, labels)
+    client_run(name, ("py-app", counter, "tasks"), sim, labels)
 }
 
-/// A StageRun of `pipeline` run `counter`, stage `stage`, with one job whose
-/// pod template carries the simulation annotations `sim`.
-fn stage_run(
-    name: &str,
-    pipeline: &str,
-    counter: i64,
-    stage: &str,
-    sim: Value,
-    labels: Value,
-) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
-            "cancelGracePeriodSeconds": 5,
-            "jobs": [{"name": "run", "template": {
-                "metadata": {"annotations": sim},
-                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
-            }}]
-        }
-    }))
-    .expect("stagerun")
+/// A StageRun of (pipeline, counter, stage) with one job whose pod template
+/// carries the simulation annotations `sim`.
+fn client_run(name: &str, of: (&str, i64, &str), sim: Value, labels: Value) -> StageRun {
+    stage_run(name)
+        .labels(labels)
+        .of(of)
+        .grace(5)
+        .command(&["sleep", "3600"])
+        .job("run", sim)
+        .build()
 }
 
 fn phase(sr: &StageRun) -> Option<StagePhase> {
     sr.status.as_ref().and_then(|s| s.phase)
 }
 
-async fn world_with_users(prefix: &str, users: &Path) -> world::Served {
-    world::serve(TestNamespace::new(prefix).await, Some(users)).await
+/// The clients' virtualenv and a served namespace whose users file they log
+/// in with (the file named after `prefix`), with `stages` running in it (see
+/// [`start_running`]).
+async fn with_users(
+    prefix: &str,
+    stages: &[(&str, &str, &str)],
+) -> (PathBuf, world::Served, world::UsersFile) {
+    let venv = venv().await;
+    let users = world::UsersFile::new(&format!("{prefix}-{}", std::process::id()));
+    let w = world::serve(TestNamespace::new(prefix).await, Some(&users.path)).await;
+    start_running(&w, stages).await;
+    (venv, w, users)
 }
 
 /// Creates a running StageRun of each (name, pipeline, stage), all with
@@ -95,7 +92,7 @@ async fn start_running(w: &world::Served, stages: &[(&str, &str, &str)]) {
     let runs = w.ns.api::<StageRun>();
     let running = json!({"sim.cancel.dev/run-for": "1h"});
     for (name, pipeline, stage) in stages {
-        let sr = stage_run(name, pipeline, 1, stage, running.clone(), json!({}));
+        let sr = client_run(name, (pipeline, 1, stage), running.clone(), json!({}));
         runs.create(&PostParams::default(), &sr).await.unwrap();
     }
     for (name, pipeline, stage) in stages {
@@ -107,28 +104,24 @@ async fn start_running(w: &world::Served, stages: &[(&str, &str, &str)]) {
             "http://{}/go/api/stages/{pipeline}/{stage}/history/0",
             w.addr
         );
-        eventually(&format!("the sidecar to show {name} building"), T, || {
-            let (http, url) = (w.http.clone(), url.clone());
-            async move {
-                let v: Value = http
-                    .get(url)
+        eventually_json(
+            &format!("the sidecar to show {name} building"),
+            T,
+            || {
+                w.http
+                    .get(&url)
                     .basic_auth("admin", Some(world::PASSWORD))
                     .header("Accept", "application/json")
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let building = v["stages"].as_array().is_some_and(|s| {
+            },
+            |v| {
+                v["stages"].as_array().is_some_and(|s| {
                     s.len() == 1
                         && s[0]["jobs"].as_array().is_some_and(|jobs| {
                             !jobs.is_empty() && jobs.iter().all(|j| j["state"] == "Building")
                         })
-                });
-                building.then_some(()).ok_or(v.to_string())
-            }
-        })
+                })
+            },
+        )
         .await;
     }
 }
@@ -150,8 +143,8 @@ async fn wait_cancelled(w: &world::Served, name: &str) -> String {
 
 /// Asserts that the sidecar at `addr` counted each of `wants` (lines of its
 /// `http_requests_total`): what the client called.
-async fn assert_counted(http: &reqwest::Client, addr: std::net::SocketAddr, wants: &[&str]) {
-    let metrics = support::get_text(http, &format!("http://{addr}/metrics")).await;
+async fn assert_counted(w: &world::Served, wants: &[&str]) {
+    let metrics = support::get_text(&w.http, &format!("http://{}/metrics", w.addr)).await;
     for want in wants {
         assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
     }
@@ -160,12 +153,8 @@ async fn assert_counted(http: &reqwest::Client, addr: std::net::SocketAddr, want
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
     let venv = venv().await;
-    let world::Served {
-        ns,
-        addr,
-        http,
-        tasks: _tasks,
-    } = world::serve(TestNamespace::new("clients-cf").await, None).await;
+    let w = world::serve(TestNamespace::new("clients-cf").await, None).await;
+    let (ns, addr, http) = (&w.ns, w.addr, &w.http);
 
     let running = json!({"sim.cancel.dev/run-for": "1h"});
     let runs = ns.api::<StageRun>();
@@ -186,25 +175,17 @@ async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
     }
     // The sidecar answers from its cache: wait until it shows them running.
     let admin = support::token(User::Admin);
-    eventually("the sidecar to list the tasks running", T, || {
-        let (http, admin) = (http.clone(), admin.clone());
-        async move {
-            let v: Value = http
-                .get(format!(
-                    "http://{addr}/v3/tasks?states=RUNNING&label_selector=client"
-                ))
-                .bearer_auth(admin)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            (v["pagination"]["total_results"] == 3)
-                .then_some(())
-                .ok_or(v.to_string())
-        }
-    })
+    eventually_json(
+        "the sidecar to list the tasks running",
+        T,
+        || {
+            http.get(format!(
+                "http://{addr}/v3/tasks?states=RUNNING&label_selector=client"
+            ))
+            .bearer_auth(&admin)
+        },
+        |v| v["pagination"]["total_results"] == 3,
+    )
     .await;
 
     pytest(
@@ -240,8 +221,7 @@ async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
 
     // What the client called, as the sidecar counted it.
     assert_counted(
-        &http,
-        addr,
+        &w,
         &[
             r#"http_requests_total{route="cf_root",code="200"}"#,
             r#"http_requests_total{route="uaa_token",code="200"}"#,
@@ -255,10 +235,7 @@ async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huawei_codearts_sdk_stops_a_build_with_aksk() {
-    let venv = venv().await;
-    let users = world::UsersFile::new(&format!("clients-codearts-{}", std::process::id()));
-    let w = world_with_users("clients-codearts", &users.path).await;
-    start_running(&w, &[("ca-1", "ca-app", "build")]).await;
+    let (venv, w, _users) = with_users("clients-codearts", &[("ca-1", "ca-app", "build")]).await;
 
     pytest(
         &venv,
@@ -275,8 +252,7 @@ async fn huawei_codearts_sdk_stops_a_build_with_aksk() {
 
     assert_eq!(wait_cancelled(&w, "ca-1").await, "jez");
     assert_counted(
-        &w.http,
-        w.addr,
+        &w,
         &[
             r#"http_requests_total{route="codearts_status",code="200"}"#,
             r#"http_requests_total{route="codearts_status",code="401"} 1"#,
@@ -290,11 +266,8 @@ async fn huawei_codearts_sdk_stops_a_build_with_aksk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_gocd_clients_cancel_running_stages() {
-    let venv = venv().await;
-    let users = world::UsersFile::new(&format!("clients-gocd-{}", std::process::id()));
-    let w = world_with_users("clients-gocd", &users.path).await;
-    start_running(
-        &w,
+    let (venv, w, _users) = with_users(
+        "clients-gocd",
         &[
             ("pygocd-1", "pygocd-app", "build"),
             ("yagocd-1", "yagocd-app", "deploy"),
@@ -327,8 +300,7 @@ async fn python_gocd_clients_cancel_running_stages() {
     assert_eq!(phase(&bystander), Some(StagePhase::Running));
 
     assert_counted(
-        &w.http,
-        w.addr,
+        &w,
         &[
             r#"http_requests_total{route="gocd_about",code="200"}"#,
             r#"http_requests_total{route="gocd_cancel",code="200"} 4"#,

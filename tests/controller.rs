@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::{TestNamespace, wait_for, wait_list, world};
+use support::{TestNamespace, stage_run, wait_for, wait_list, world};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -37,34 +37,6 @@ fn with_controller(ns: TestNamespace) -> Setup {
         ns,
         _controller: world::AbortOnDrop(vec![handle.abort_handle()]),
     }
-}
-
-/// A StageRun of `foo`/`DEV` whose jobs carry the given pod annotations.
-fn stagerun(name: &str, jobs: &[(&str, Value)], extra: Value) -> StageRun {
-    let jobs: Vec<Value> = jobs
-        .iter()
-        .map(|(job, annotations)| {
-            json!({
-                "name": job,
-                "template": {
-                    "metadata": {"annotations": annotations},
-                    "spec": {"containers": [{"name": "main", "image": "busybox"}]}
-                }
-            })
-        })
-        .collect();
-    let mut spec = json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": jobs});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    let mut obj = json!({"apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": name}, "spec": spec});
-    if let Some(labels) = extra.get("labels") {
-        obj["metadata"]["labels"] = labels.clone();
-        obj["spec"].as_object_mut().map(|s| s.remove("labels"));
-    }
-    serde_json::from_value(obj).expect("stagerun")
 }
 
 fn cancel_request(name: &str, target: Value, extra: Value) -> CancelRequest {
@@ -191,7 +163,7 @@ async fn runs_whose_names_meet_each_run_their_own_job() {
     ] {
         runs.create(
             &PostParams::default(),
-            &stagerun(run, &[(job, quick.clone())], json!({})),
+            &stage_run(run).job(job, quick.clone()).build(),
         )
         .await
         .unwrap();
@@ -215,11 +187,10 @@ async fn a_stage_runs_its_jobs_to_success() {
     let quick = json!({"sim.cancel.dev/run-for": "1s"});
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", quick.clone()), ("Lint", quick)],
-            json!({}),
-        ),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", quick.clone())
+            .job("Lint", quick)
+            .build(),
     )
     .await
     .unwrap();
@@ -256,11 +227,10 @@ async fn a_stage_runs_its_jobs_to_success() {
     // A second run gets fresh ids.
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-2-dev",
-            &[("UnitTest", json!({}))],
-            json!({"pipelineCounter": 2}),
-        ),
+        &stage_run("foo-2-dev")
+            .counter(2)
+            .job("UnitTest", json!({}))
+            .build(),
     )
     .await
     .unwrap();
@@ -276,14 +246,10 @@ async fn a_failing_job_fails_the_stage() {
     let runs: Api<StageRun> = s.ns.api();
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[
-                ("UnitTest", json!({"sim.cancel.dev/exit-code": "1"})),
-                ("Lint", json!({"sim.cancel.dev/run-for": "2s"})),
-            ],
-            json!({}),
-        ),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", json!({"sim.cancel.dev/exit-code": "1"}))
+            .job("Lint", json!({"sim.cancel.dev/run-for": "2s"}))
+            .build(),
     )
     .await
     .unwrap();
@@ -313,11 +279,11 @@ async fn cancelling_a_pending_stage_never_creates_its_jobs() {
     let requests: Api<CancelRequest> = s.ns.api();
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-uat",
-            &[("UAT", json!({}))],
-            json!({"stage": "UATTest", "approvalType": "manual"}),
-        ),
+        &stage_run("foo-1-uat")
+            .stage("UATTest")
+            .manual()
+            .job("UAT", json!({}))
+            .build(),
     )
     .await
     .unwrap();
@@ -379,11 +345,10 @@ async fn cancelling_a_running_stage_stops_its_pods_then_fails_it() {
     let slow_stop = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "2s"});
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", slow_stop.clone()), ("Lint", slow_stop)],
-            json!({}),
-        ),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", slow_stop.clone())
+            .job("Lint", slow_stop)
+            .build(),
     )
     .await
     .unwrap();
@@ -449,11 +414,10 @@ async fn a_second_cancel_during_canceling_causes_no_second_cancellation() {
     let stubborn = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"});
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", stubborn)],
-            json!({"cancelGracePeriodSeconds": 3}),
-        ),
+        &stage_run("foo-1-dev")
+            .grace(3)
+            .job("UnitTest", stubborn)
+            .build(),
     )
     .await
     .unwrap();
@@ -501,7 +465,7 @@ async fn a_finished_stage_keeps_its_result_when_cancelled_late() {
     let requests: Api<CancelRequest> = s.ns.api();
     runs.create(
         &PostParams::default(),
-        &stagerun("foo-1-dev", &[("UnitTest", json!({}))], json!({})),
+        &stage_run("foo-1-dev").job("UnitTest", json!({})).build(),
     )
     .await
     .unwrap();
@@ -560,20 +524,19 @@ async fn a_selector_cancels_fifty_stages_and_nothing_else() {
     let requests: Api<CancelRequest> = s.ns.api();
     let long = json!({"sim.cancel.dev/run-for": "1h"});
     for i in 1..=50 {
-        let sr = stagerun(
-            &format!("bulk-{i}"),
-            &[("UnitTest", long.clone())],
-            json!({"pipelineCounter": i, "labels": {"team": "bulk"}}),
-        );
+        let sr = stage_run(&format!("bulk-{i}"))
+            .counter(i)
+            .labels(json!({"team": "bulk"}))
+            .job("UnitTest", long.clone())
+            .build();
         runs.create(&PostParams::default(), &sr).await.unwrap();
     }
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "other",
-            &[("UnitTest", long.clone())],
-            json!({"labels": {"team": "other"}}),
-        ),
+        &stage_run("other")
+            .labels(json!({"team": "other"}))
+            .job("UnitTest", long.clone())
+            .build(),
     )
     .await
     .unwrap();
@@ -611,11 +574,11 @@ async fn a_selector_cancels_fifty_stages_and_nothing_else() {
     // Created after acceptance: never matched by the old request.
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "bulk-late",
-            &[("UnitTest", long)],
-            json!({"pipelineCounter": 51, "labels": {"team": "bulk"}}),
-        ),
+        &stage_run("bulk-late")
+            .counter(51)
+            .labels(json!({"team": "bulk"}))
+            .job("UnitTest", long)
+            .build(),
     )
     .await
     .unwrap();
@@ -666,11 +629,10 @@ async fn pods_still_present_after_the_grace_period_are_force_deleted() {
     let stuck = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/unresponsive": "true"});
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", stuck)],
-            json!({"cancelGracePeriodSeconds": 2}),
-        ),
+        &stage_run("foo-1-dev")
+            .grace(2)
+            .job("UnitTest", stuck)
+            .build(),
     )
     .await
     .unwrap();
@@ -708,11 +670,10 @@ async fn an_active_deadline_times_the_stage_out_through_the_cancel_path() {
     let runs: Api<StageRun> = s.ns.api();
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))],
-            json!({"activeDeadlineSeconds": 2}),
-        ),
+        &stage_run("foo-1-dev")
+            .deadline(2)
+            .job("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))
+            .build(),
     )
     .await
     .unwrap();
@@ -758,11 +719,11 @@ async fn a_controller_killed_mid_cancel_completes_it_exactly_once_after_restart(
     let stubborn = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"});
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", stubborn.clone()), ("Lint", stubborn)],
-            json!({"cancelGracePeriodSeconds": 4}),
-        ),
+        &stage_run("foo-1-dev")
+            .grace(4)
+            .job("UnitTest", stubborn.clone())
+            .job("Lint", stubborn)
+            .build(),
     )
     .await
     .unwrap();
@@ -812,11 +773,9 @@ async fn finished_requests_are_deleted_after_their_ttl() {
     let requests: Api<CancelRequest> = s.ns.api();
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))],
-            json!({}),
-        ),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))
+            .build(),
     )
     .await
     .unwrap();
@@ -856,11 +815,11 @@ async fn pods_are_deleted_directly_with_the_requests_grace_then_forced() {
     let stuck = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/unresponsive": "true"});
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-1-dev",
-            &[("UnitTest", stuck.clone()), ("Lint", stuck)],
-            json!({"cancelGracePeriodSeconds": 60}),
-        ),
+        &stage_run("foo-1-dev")
+            .grace(60)
+            .job("UnitTest", stuck.clone())
+            .job("Lint", stuck)
+            .build(),
     )
     .await
     .unwrap();
@@ -929,13 +888,10 @@ async fn a_job_the_api_refuses_fails_the_stage_once_and_is_never_retried() {
     let s = setup("ctl-refused").await;
     let runs: Api<StageRun> = s.ns.api();
     // A container name the Job API refuses (not a DNS label).
-    let sr: StageRun = serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": "foo-1-dev"},
-        "spec": {"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV",
-                 "jobs": [{"name": "UnitTest", "template": {
-                     "spec": {"containers": [{"name": "Not_A_Label", "image": "busybox"}]}}}]}
-    }))
-    .unwrap();
+    let sr = stage_run("foo-1-dev")
+        .container(json!({"name": "Not_A_Label", "image": "busybox"}))
+        .bare_job("UnitTest")
+        .build();
     runs.create(&PostParams::default(), &sr).await.unwrap();
     let failed = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
     let status = failed.status.as_ref().unwrap();
@@ -959,11 +915,10 @@ async fn a_job_the_api_refuses_fails_the_stage_once_and_is_never_retried() {
     // the touched one has been looked at again.
     runs.create(
         &PostParams::default(),
-        &stagerun(
-            "foo-2-dev",
-            &[("UnitTest", json!({"sim.cancel.dev/run-for": "1s"}))],
-            json!({"pipelineCounter": 2}),
-        ),
+        &stage_run("foo-2-dev")
+            .counter(2)
+            .job("UnitTest", json!({"sim.cancel.dev/run-for": "1s"}))
+            .build(),
     )
     .await
     .unwrap();
@@ -994,11 +949,11 @@ async fn finished_history(runs: &Api<StageRun>, count: usize, labels: Value) {
             let now = now.clone();
             async move {
                 let name = format!("foo-h{i}-dev");
-                let sr = stagerun(
-                    &name,
-                    &[("UnitTest", json!({}))],
-                    json!({"pipelineCounter": 1000 + i, "labels": labels}),
-                );
+                let sr = stage_run(&name)
+                    .counter(1000 + i as i64)
+                    .labels(labels)
+                    .job("UnitTest", json!({}))
+                    .build();
                 runs.create(&PostParams::default(), &sr).await?;
                 let (phase, result) = if i % 3 == 0 {
                     ("Failed", "Cancelled")
@@ -1056,11 +1011,11 @@ async fn a_namespace_with_a_long_history_gives_the_same_decisions() {
     for (name, counter) in [("foo-1-dev", 1), ("foo-2-dev", 2)] {
         runs.create(
             &PostParams::default(),
-            &stagerun(
-                name,
-                &[("UnitTest", long.clone())],
-                json!({"pipelineCounter": counter, "labels": {"team": "web"}}),
-            ),
+            &stage_run(name)
+                .counter(counter)
+                .labels(json!({"team": "web"}))
+                .job("UnitTest", long.clone())
+                .build(),
         )
         .await
         .unwrap();

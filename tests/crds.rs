@@ -9,7 +9,7 @@ use std::time::Duration;
 use cancel_operator::crd::{CancelRequest, StageRun, crds_yaml};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::TestNamespace;
+use support::{TestNamespace, stage_run};
 
 #[test]
 fn checked_in_crds_match_the_rust_types() {
@@ -22,6 +22,7 @@ fn checked_in_crds_match_the_rust_types() {
     );
 }
 
+/// A StageRun as raw JSON, for specs the typed fixture cannot express.
 fn stagerun(spec: Value) -> Value {
     json!({"apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": "bad"}, "spec": spec})
 }
@@ -97,10 +98,7 @@ async fn invalid_resources_are_rejected_with_a_clear_message() {
     }
 
     // The spec is immutable.
-    let good: StageRun = serde_json::from_value(stagerun(
-        json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "approvalType": "manual"}),
-    ))
-    .unwrap();
+    let good = stage_run("bad").manual().bare_job("a").build();
     runs.create(&PostParams::default(), &good).await.unwrap();
     match runs
         .patch(

@@ -9,20 +9,17 @@ use std::time::Duration;
 use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use support::{TestNamespace, User, wait_for, wait_list, world};
+use support::{TestNamespace, User, stage_run, wait_for, wait_list, world};
 
 const T: Duration = Duration::from_secs(90);
 
 fn stagerun(name: &str, counter: i64, labels: serde_json::Value) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"pipeline": "foo", "pipelineCounter": counter, "stage": "DEV",
-                 "jobs": [{"name": "UnitTest", "template": {
-                     "metadata": {"annotations": {"sim.cancel.dev/run-for": "1h"}},
-                     "spec": {"containers": [{"name": "main", "image": "ant"}]}}}]}
-    }))
-    .expect("stagerun")
+    stage_run(name)
+        .labels(labels)
+        .counter(counter)
+        .image("ant")
+        .job("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))
+        .build()
 }
 
 /// `kubectl cancel ARGS` as `operator`, with the plugin on PATH.

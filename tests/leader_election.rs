@@ -11,7 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{TestNamespace, wait_for, world};
+use support::{TestNamespace, stage_run, wait_for, world};
 
 const T: Duration = Duration::from_secs(90);
 const LEASE: &str = "cancel-operator-controller";
@@ -75,14 +75,10 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     .await;
 
     let runs: Api<StageRun> = ns.api();
-    let sr: StageRun = serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun", "metadata": {"name": "foo-1-dev"},
-        "spec": {"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV",
-                 "jobs": [{"name": "UnitTest", "template": {
-                     "metadata": {"annotations": {"sim.cancel.dev/run-for": "1h"}},
-                     "spec": {"containers": [{"name": "main", "image": "ant"}]}}}]}
-    }))
-    .unwrap();
+    let sr = stage_run("foo-1-dev")
+        .image("ant")
+        .job("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))
+        .build();
     runs.create(&PostParams::default(), &sr).await.unwrap();
     support::wait_jobs_building(&runs, "foo-1-dev", T).await;
     // Only the leader acted.

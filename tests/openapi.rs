@@ -19,8 +19,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{TestNamespace, User, raw_http, stage_run, wait_for};
 use warp::http::Method;
 
 const T: Duration = Duration::from_secs(90);
@@ -101,48 +100,39 @@ fn documented_as(route: &Route) -> (&'static str, &'static str) {
 }
 
 // ---------------------------------------------------------------------------
-// Harness (as in tests/sidecar.rs).
+// Harness: the namespace served as in the other sidecar tests, and two
+// more sidecars for the answers the first cannot give.
 
 struct World {
-    ns: TestNamespace,
-    /// The sidecar under test.
-    addr: SocketAddr,
+    /// The controller, the grants and the sidecar under test.
+    served: world::Served,
     /// A sidecar whose Kubernetes client has no rights: its TokenReviews and
     /// SubjectAccessReviews fail and its cache never syncs, which is how the
     /// "Kubernetes unreachable" answers (500, 503) are produced.
     broken: SocketAddr,
     /// A sidecar that waits a second for a request body (the 408 answers).
     slow: SocketAddr,
-    http: reqwest::Client,
     /// Kept for the sidecars' lifetime.
     _users: UsersFile,
-    _tasks: world::AbortOnDrop,
+    _sidecars: world::AbortOnDrop,
 }
 
 async fn setup() -> World {
     let ns = TestNamespace::new("sc-openapi").await;
-    support::install_crds(&ns.client).await;
-    let controller = world::spawn_controller(ns.client.clone(), &ns.name);
-    world::grant_readers_and_cancellers(&ns).await;
     let users = UsersFile::new(&ns.name);
+    let served = world::serve(ns, Some(&users.path)).await;
+    let name = served.ns.name.as_str();
     let ttl = Duration::from_secs(1);
-    let (addr, server) = world::spawn_sidecar(
-        support::client(User::Admin).await,
-        &ns.name,
-        Some(&users.path),
-        ttl,
-    )
-    .await;
     let (broken, broken_server) = world::spawn_sidecar(
         support::client(User::Nobody).await,
-        &ns.name,
+        name,
         Some(&users.path),
         ttl,
     )
     .await;
     let (slow, slow_server) = world::spawn_sidecar_limited(
         support::client(User::Admin).await,
-        &[&ns.name],
+        &[name],
         Some(&users.path),
         ttl,
         sidecar::Limits {
@@ -151,42 +141,21 @@ async fn setup() -> World {
         },
     )
     .await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    world::wait_ready(&http, addr).await;
-    world::wait_ready(&http, slow).await;
+    world::wait_ready(&served.http, slow).await;
     World {
-        ns,
-        addr,
+        served,
         broken,
         slow,
-        http,
         _users: users,
-        _tasks: world::AbortOnDrop(vec![
-            controller.abort_handle(),
-            server.abort_handle(),
+        _sidecars: world::AbortOnDrop(vec![
             broken_server.abort_handle(),
             slow_server.abort_handle(),
         ]),
     }
 }
 
-fn stagerun(
-    name: &str,
-    (pipeline, counter, stage): (&str, i64, &str),
-    annotations: Value,
-) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name},
-        "spec": {
-            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
-            "jobs": [{"name": "UnitTest", "template": {
-                "metadata": {"annotations": annotations},
-                "spec": {"containers": [{"name": "main", "image": "busybox"}]}
-            }}]
-        }
-    }))
-    .unwrap()
+fn stagerun(name: &str, of: (&str, i64, &str), sim: Value) -> StageRun {
+    stage_run(name).of(of).job("UnitTest", sim).build()
 }
 
 // ---------------------------------------------------------------------------
@@ -267,14 +236,14 @@ impl World {
         body: &Body,
     ) -> Reply {
         let addr = match server {
-            Server::Main => self.addr,
+            Server::Main => self.served.addr,
             Server::Broken => self.broken,
             Server::Slow => self.slow,
         };
         if matches!(body, Body::Broken | Body::Stalled | Body::Crowded) {
             return raw_request(addr, method, path, headers, body).await;
         }
-        let mut req = self.http.request(
+        let mut req = self.served.http.request(
             reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
             format!("http://{addr}{path}"),
         );
@@ -319,7 +288,6 @@ async fn raw_request(
     headers: &[(&str, &str)],
     body: &Body,
 ) -> Reply {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -337,37 +305,20 @@ async fn raw_request(
         }
         Body::None | Body::Bytes(_) => unreachable!("sent by reqwest"),
     }
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, conn.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let out = String::from_utf8(out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let mut content_type = String::new();
-    let mut allow = None;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-type" => content_type = v.trim().to_string(),
-                "allow" => allow = Some(v.trim().to_string()),
-                "transfer-encoding" => panic!("unexpected chunked answer: {out}"),
-                _ => {}
-            }
-        }
+    let answer = raw_http::exchange(&addr.to_string(), &req, T).await;
+    if answer.header("transfer-encoding").is_some() {
+        panic!("unexpected chunked answer: {}", answer.raw);
     }
+    let content_type = answer
+        .header("content-type")
+        .unwrap_or_default()
+        .to_string();
+    let allow = answer.header("allow").map(str::to_string);
     Reply {
-        status,
+        status: answer.status,
         content_type,
         allow,
-        body: body.to_string(),
+        body: answer.body,
     }
 }
 
@@ -575,7 +526,7 @@ async fn the_openapi_document_matches_the_server() {
     let doc = document();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let w = setup().await;
-    let runs: Api<StageRun> = w.ns.api();
+    let runs: Api<StageRun> = w.served.ns.api();
     for (name, key, annotations) in [
         (
             "foo-1-dev",
@@ -614,8 +565,8 @@ async fn the_openapi_document_matches_the_server() {
         })
         .await;
         world::wait_cached(
-            &w.http,
-            &format!("http://{}", w.addr),
+            &w.served.http,
+            &format!("http://{}", w.served.addr),
             &sr.uid().unwrap(),
             state,
         )

@@ -23,7 +23,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use support::python::{repo, venv};
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, wait_for};
+use support::{TestNamespace, User, stage_run, wait_for};
 
 const T: Duration = Duration::from_secs(120);
 /// The seed of every run, so that a failure can be replayed.
@@ -34,20 +34,13 @@ const MAX_EXAMPLES: u32 = 10;
 
 /// A StageRun of `pipeline` run `counter`, stage `stage`, with one job whose
 /// pod carries the simulation annotations `sim`.
-fn stage_run(name: &str, (pipeline, counter, stage): (&str, i64, &str), sim: Value) -> StageRun {
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name},
-        "spec": {
-            "pipeline": pipeline, "pipelineCounter": counter, "stage": stage,
-            "cancelGracePeriodSeconds": 2,
-            "jobs": [{"name": "run", "template": {
-                "metadata": {"annotations": sim},
-                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}
-            }}]
-        }
-    }))
-    .expect("stagerun")
+fn seeded_run(name: &str, of: (&str, i64, &str), sim: Value) -> StageRun {
+    stage_run(name)
+        .of(of)
+        .grace(2)
+        .command(&["sleep", "3600"])
+        .job("run", sim)
+        .build()
 }
 
 /// A TOML string.
@@ -334,7 +327,7 @@ async fn schemathesis_finds_nothing_against_seeded_data() {
     for (name, key, sim, _) in &seeds {
         runs.create(
             &PostParams::default(),
-            &stage_run(name, *key, (*sim).clone()),
+            &seeded_run(name, *key, (*sim).clone()),
         )
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, eventually, wait_for};
+use support::{TestNamespace, User, eventually, eventually_json, stage_run, wait_for};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -369,38 +369,6 @@ fn stubborn() -> Value {
     json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"})
 }
 
-/// A StageRun with one job; `extra` adds or overrides spec fields.
-fn stagerun(
-    name: &str,
-    (pipeline, counter, stage): (&str, i64, &str),
-    job: &str,
-    annotations: Value,
-    extra: Value,
-) -> StageRun {
-    let mut spec = json!({
-        "pipeline": pipeline,
-        "pipelineCounter": counter,
-        "stage": stage,
-        "jobs": [{
-            "name": job,
-            "template": {
-                "metadata": {"annotations": annotations},
-                "spec": {"containers": [{"name": "main", "image": "busybox"}]}
-            }
-        }]
-    });
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .expect("stagerun")
-}
-
 fn phase(sr: &StageRun) -> Option<StagePhase> {
     sr.status.as_ref().and_then(|s| s.phase)
 }
@@ -424,37 +392,35 @@ struct Demo {
 }
 
 async fn demo_data(s: &Sidecar) -> Demo {
-    s.create(stagerun(
-        "demo-pipeline-1-first-stage",
-        ("demo_pipeline", 1, "first_stage"),
-        "first_job",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("demo-pipeline-1-first-stage")
+            .of(("demo_pipeline", 1, "first_stage"))
+            .job("first_job", running())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "foo-1-dev",
-        ("foo", 1, "DEV"),
-        "UnitTest",
-        passing(),
-        json!({"approvedBy": "changes"}),
-    ))
+    s.create(
+        stage_run("foo-1-dev")
+            .of(("foo", 1, "DEV"))
+            .approved_by("changes")
+            .job("UnitTest", passing())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "foo-2-dev",
-        ("foo", 2, "DEV"),
-        "UnitTest",
-        failing(),
-        json!({"approvedBy": "admin"}),
-    ))
+    s.create(
+        stage_run("foo-2-dev")
+            .of(("foo", 2, "DEV"))
+            .approved_by("admin")
+            .job("UnitTest", failing())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "foo-2-uattest",
-        ("foo", 2, "UATTest"),
-        "UAT",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("foo-2-uattest")
+            .of(("foo", 2, "UATTest"))
+            .job("UAT", running())
+            .build(),
+    )
     .await;
     let demo = Demo {
         first_stage: s
@@ -804,45 +770,32 @@ async fn gocd_history_has_the_documented_shape_and_pages() {
     assert_documented_history(&r.json(), &demo, false);
 
     // Pagination: 13 instances, newest first by pipeline counter, then stage counter.
-    let manual = json!({"approvalType": "manual"});
     for counter in 1..=12 {
-        s.create(stagerun(
-            &format!("paged-{counter}-dev-1"),
-            ("paged", counter, "DEV"),
-            "UnitTest",
-            json!({}),
-            manual.clone(),
-        ))
+        s.create(
+            stage_run(&format!("paged-{counter}-dev-1"))
+                .of(("paged", counter, "DEV"))
+                .manual()
+                .job("UnitTest", json!({}))
+                .build(),
+        )
         .await;
     }
-    let mut second = manual.clone();
-    second["stageCounter"] = json!(2);
-    s.create(stagerun(
-        "paged-12-dev-2",
-        ("paged", 12, "DEV"),
-        "UnitTest",
-        json!({}),
-        second,
-    ))
+    s.create(
+        stage_run("paged-12-dev-2")
+            .of(("paged", 12, "DEV"))
+            .manual()
+            .stage_counter(2)
+            .job("UnitTest", json!({}))
+            .build(),
+    )
     .await;
-    let (http, url) = (s.http.clone(), s.url("/go/api/stages/paged/DEV/history/0"));
-    eventually("all 13 instances in the history", T, || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let v: Value = http
-                .get(&url)
-                .basic_auth("admin", Some(PASSWORD))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            (v["pagination"]["total"] == 13)
-                .then_some(())
-                .ok_or(v.to_string())
-        }
-    })
+    let url = s.url("/go/api/stages/paged/DEV/history/0");
+    eventually_json(
+        "all 13 instances in the history",
+        T,
+        || s.http.get(&url).basic_auth("admin", Some(PASSWORD)),
+        |v| v["pagination"]["total"] == 13,
+    )
     .await;
     let order = |v: &Value| -> Vec<(i64, String)> {
         v["stages"]
@@ -943,29 +896,26 @@ async fn gocd_history_has_the_documented_shape_and_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codearts_stops_builds() {
     let s = setup("sc-codearts").await;
-    s.create(stagerun(
-        "build-19",
-        (DOCUMENTED_JOB, 19, "build"),
-        "compile",
-        passing(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("build-19")
+            .of((DOCUMENTED_JOB, 19, "build"))
+            .job("compile", passing())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "build-20",
-        (DOCUMENTED_JOB, 20, "build"),
-        "compile",
-        stubborn(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("build-20")
+            .of((DOCUMENTED_JOB, 20, "build"))
+            .job("compile", stubborn())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "build-21",
-        (DOCUMENTED_JOB, 21, "build"),
-        "compile",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("build-21")
+            .of((DOCUMENTED_JOB, 21, "build"))
+            .job("compile", running())
+            .build(),
+    )
     .await;
     let b19 = s.wait_phase("build-19", StagePhase::Succeeded).await;
     let b20 = s.wait_phase("build-20", StagePhase::Running).await;
@@ -1117,49 +1067,50 @@ async fn codearts_stops_builds() {
 // ---------------------------------------------------------------------------
 // CrafterCMS.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crafter_cancels_publish_requests_all_or_nothing() {
-    let s = setup("sc-crafter").await;
+/// Publish stages of two sites, as the CrafterCMS APIs see them: mysite
+/// runs 1 to 3 running and 4 passed, othersite run 1 running; once the
+/// sidecar's cache shows them so, their uids (package ids) by name.
+async fn publishing_sites(s: &Sidecar) -> BTreeMap<&'static str, String> {
     for (name, counter, annotations) in [
         ("mysite-1", 1, running()),
         ("mysite-2", 2, running()),
         ("mysite-3", 3, running()),
         ("mysite-4", 4, passing()),
     ] {
-        s.create(stagerun(
-            name,
-            ("mysite", counter, "publish"),
-            "deploy",
-            annotations,
-            json!({}),
-        ))
+        s.create(
+            stage_run(name)
+                .of(("mysite", counter, "publish"))
+                .job("deploy", annotations)
+                .build(),
+        )
         .await;
     }
-    s.create(stagerun(
-        "othersite-1",
-        ("othersite", 1, "publish"),
-        "deploy",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("othersite-1")
+            .of(("othersite", 1, "publish"))
+            .job("deploy", running())
+            .build(),
+    )
     .await;
     let mut runs = BTreeMap::new();
-    for (name, want) in [
-        ("mysite-1", StagePhase::Running),
-        ("mysite-2", StagePhase::Running),
-        ("mysite-3", StagePhase::Running),
-        ("mysite-4", StagePhase::Succeeded),
-        ("othersite-1", StagePhase::Running),
+    for (name, want, state) in [
+        ("mysite-1", StagePhase::Running, "RUNNING"),
+        ("mysite-2", StagePhase::Running, "RUNNING"),
+        ("mysite-3", StagePhase::Running, "RUNNING"),
+        ("mysite-4", StagePhase::Succeeded, "SUCCEEDED"),
+        ("othersite-1", StagePhase::Running, "RUNNING"),
     ] {
         let sr = s.wait_phase(name, want).await;
-        let state = if want == StagePhase::Running {
-            "RUNNING"
-        } else {
-            "SUCCEEDED"
-        };
         s.wait_cached(&sr, state).await;
         runs.insert(name, uid(&sr));
     }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafter_cancels_publish_requests_all_or_nothing() {
+    let s = setup("sc-crafter").await;
+    let runs = publishing_sites(&s).await;
     let path = "/api/1/services/api/1/publish/cancel-publish-requests.json";
     let op = Caller::Bearer(User::Operator);
     let message = |m: &str| json!({ "message": m });
@@ -1280,41 +1231,7 @@ fn package_ids(v: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn studio_cancels_packages_and_lists_the_publishing_queue() {
     let s = setup("sc-studio").await;
-    for (name, counter, annotations) in [
-        ("mysite-1", 1, running()),
-        ("mysite-2", 2, running()),
-        ("mysite-3", 3, running()),
-        ("mysite-4", 4, passing()),
-    ] {
-        s.create(stagerun(
-            name,
-            ("mysite", counter, "publish"),
-            "deploy",
-            annotations,
-            json!({}),
-        ))
-        .await;
-    }
-    s.create(stagerun(
-        "othersite-1",
-        ("othersite", 1, "publish"),
-        "deploy",
-        running(),
-        json!({}),
-    ))
-    .await;
-    let mut runs = BTreeMap::new();
-    for (name, want, state) in [
-        ("mysite-1", StagePhase::Running, "RUNNING"),
-        ("mysite-2", StagePhase::Running, "RUNNING"),
-        ("mysite-3", StagePhase::Running, "RUNNING"),
-        ("mysite-4", StagePhase::Succeeded, "SUCCEEDED"),
-        ("othersite-1", StagePhase::Running, "RUNNING"),
-    ] {
-        let sr = s.wait_phase(name, want).await;
-        s.wait_cached(&sr, state).await;
-        runs.insert(name, uid(&sr));
-    }
+    let runs = publishing_sites(&s).await;
     let cancel = "/studio/api/2/publish/cancel";
     let queue = "/studio/api/2/publish/packages?siteId=mysite";
     let op = Caller::Bearer(User::Operator);
@@ -1490,28 +1407,20 @@ async fn studio_cancels_packages_and_lists_the_publishing_queue() {
         );
     }
     // The queue shows them cancelled.
-    let (http, url, token) = (
-        s.http.clone(),
+    let (url, token) = (
         s.url(&format!("{queue}&states=CANCELLED")),
         support::token(User::Viewer),
     );
-    eventually("the queue to show two cancelled packages", T, || {
-        let (http, url, token, want) = (http.clone(), url.clone(), token.clone(), want.clone());
-        async move {
-            let v: Value = http
-                .get(&url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut ids = package_ids(&v);
+    eventually_json(
+        "the queue to show two cancelled packages",
+        T,
+        || s.http.get(&url).bearer_auth(&token),
+        |v| {
+            let mut ids = package_ids(v);
             ids.sort();
-            (ids == want).then_some(()).ok_or(v.to_string())
-        }
-    })
+            ids == want
+        },
+    )
     .await;
     // Again, and with a finished package: OK, nothing more is written.
     s.post_json(cancel, Caller::Basic("admin"), &both)
@@ -1570,22 +1479,22 @@ async fn cloud_foundry_cancels_tasks() {
     let s = setup("sc-cf").await;
     let container = json!({"name": "main", "image": "busybox", "command": ["rake"], "args": ["db:migrate"],
                            "resources": {"requests": {"memory": "256Mi"}}});
-    let mut task = stagerun(
-        "migrate",
-        ("app", 7, "tasks"),
-        "migrate",
-        json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"}),
-        json!({"cancelGracePeriodSeconds": 10}),
-    );
-    task.spec.jobs[0].template["spec"]["containers"] = json!([container]);
+    let task = stage_run("migrate")
+        .of(("app", 7, "tasks"))
+        .grace(10)
+        .container(container)
+        .job(
+            "migrate",
+            json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/ignore-sigterm": "true"}),
+        )
+        .build();
     s.create(task).await;
-    s.create(stagerun(
-        "done",
-        ("app", 8, "tasks"),
-        "migrate",
-        passing(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("done")
+            .of(("app", 8, "tasks"))
+            .job("migrate", passing())
+            .build(),
+    )
     .await;
     let running_task = s.wait_phase("migrate", StagePhase::Running).await;
     let done = s.wait_phase("done", StagePhase::Succeeded).await;
@@ -1783,43 +1692,37 @@ async fn cloud_foundry_root_lists_put_cancel_and_tokens() {
     assert_eq!(r.json()["error"], "unsupported_grant_type");
 
     // Tasks: three of app "shop", one of app "other".
-    let labelled = |mut sr: StageRun, labels: &[(&str, &str)]| {
-        sr.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        sr
-    };
-    s.create(labelled(
-        stagerun(
-            "shop-1",
-            ("shop", 1, "tasks"),
-            "t",
-            stubborn(),
-            json!({"cancelGracePeriodSeconds": 2}),
-        ),
-        &[("env", "prod"), ("team", "a")],
-    ))
+    s.create(
+        stage_run("shop-1")
+            .labels(json!({"env": "prod", "team": "a"}))
+            .of(("shop", 1, "tasks"))
+            .grace(2)
+            .job("t", stubborn())
+            .build(),
+    )
     .await;
-    s.create(labelled(
-        stagerun("shop-2", ("shop", 2, "tasks"), "t", passing(), json!({})),
-        &[("env", "dev")],
-    ))
+    s.create(
+        stage_run("shop-2")
+            .labels(json!({"env": "dev"}))
+            .of(("shop", 2, "tasks"))
+            .job("t", passing())
+            .build(),
+    )
     .await;
-    s.create(labelled(
-        stagerun("shop-3", ("shop", 3, "tasks"), "t", running(), json!({})),
-        &[("env", "prod")],
-    ))
+    s.create(
+        stage_run("shop-3")
+            .labels(json!({"env": "prod"}))
+            .of(("shop", 3, "tasks"))
+            .job("t", running())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "other-1",
-        ("other", 1, "tasks"),
-        "t",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("other-1")
+            .of(("other", 1, "tasks"))
+            .job("t", running())
+            .build(),
+    )
     .await;
     let mut uids = BTreeMap::new();
     for (name, want, state) in [
@@ -2095,7 +1998,10 @@ async fn cloud_foundry_root_lists_put_cancel_and_tokens() {
         .api::<StageRun>()
         .create(
             &PostParams::default(),
-            &stagerun("shop-9", ("shop", 9, "tasks"), "t", running(), json!({})),
+            &stage_run("shop-9")
+                .of(("shop", 9, "tasks"))
+                .job("t", running())
+                .build(),
         )
         .await
         .unwrap();
@@ -2175,35 +2081,32 @@ async fn the_documented_examples_work_verbatim_with_curl() {
     let s = setup("sc-docs").await;
     let demo = demo_data(&s).await;
     let build = s
-        .create(stagerun(
-            "build-20",
-            (DOCUMENTED_JOB, 20, "build"),
-            "compile",
-            running(),
-            json!({}),
-        ))
+        .create(
+            stage_run("build-20")
+                .of((DOCUMENTED_JOB, 20, "build"))
+                .job("compile", running())
+                .build(),
+        )
         .await;
     let mut site = Vec::new();
     for i in 1..=3 {
         site.push(
-            s.create(stagerun(
-                &format!("mysite-{i}"),
-                ("mysite", i, "publish"),
-                "deploy",
-                running(),
-                json!({}),
-            ))
+            s.create(
+                stage_run(&format!("mysite-{i}"))
+                    .of(("mysite", i, "publish"))
+                    .job("deploy", running())
+                    .build(),
+            )
             .await,
         );
     }
     let task = s
-        .create(stagerun(
-            "task",
-            ("app", 1, "tasks"),
-            "migrate",
-            running(),
-            json!({}),
-        ))
+        .create(
+            stage_run("task")
+                .of(("app", 1, "tasks"))
+                .job("migrate", running())
+                .build(),
+        )
         .await;
     for sr in site.iter().chain([&build, &task]) {
         let sr = s.wait_phase(&sr.name_any(), StagePhase::Running).await;
@@ -2228,13 +2131,12 @@ async fn the_documented_examples_work_verbatim_with_curl() {
     assert_eq!(sr.status.unwrap().cancel.unwrap().requested_by, "jez");
 
     // The GoCD Stages document's cancel, as admin, on the next run of the stage.
-    s.create(stagerun(
-        "demo-pipeline-2-first-stage",
-        ("demo_pipeline", 2, "first_stage"),
-        "first_job",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("demo-pipeline-2-first-stage")
+            .of(("demo_pipeline", 2, "first_stage"))
+            .job("first_job", running())
+            .build(),
+    )
     .await;
     let next = s
         .wait_phase("demo-pipeline-2-first-stage", StagePhase::Running)
@@ -2364,13 +2266,12 @@ async fn the_same_cancel_twice_creates_one_cancel_request() {
     ];
     let mut uids = BTreeMap::new();
     for name in names {
-        s.create(stagerun(
-            name,
-            (name, 1, "DEV"),
-            "UnitTest",
-            stubborn(),
-            json!({}),
-        ))
+        s.create(
+            stage_run(name)
+                .of((name, 1, "DEV"))
+                .job("UnitTest", stubborn())
+                .build(),
+        )
         .await;
     }
     for name in names {
@@ -2458,21 +2359,19 @@ async fn the_same_cancel_twice_creates_one_cancel_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_in_each_api_format_and_writes_nothing() {
     let s = setup("sc-bad").await;
-    s.create(stagerun(
-        "bad-1",
-        ("bad", 1, "DEV"),
-        "UnitTest",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("bad-1")
+            .of(("bad", 1, "DEV"))
+            .job("UnitTest", running())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "done-1",
-        ("done", 1, "DEV"),
-        "UnitTest",
-        passing(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("done-1")
+            .of(("done", 1, "DEV"))
+            .job("UnitTest", passing())
+            .build(),
+    )
     .await;
     let active = s.wait_phase("bad-1", StagePhase::Running).await;
     let done = s.wait_phase("done-1", StagePhase::Succeeded).await;
@@ -2687,33 +2586,17 @@ async fn bad_input_is_refused_in_each_api_format_and_writes_nothing() {
 /// connection (HTTP clients do not send such things); answers (status,
 /// content type, body).
 async fn raw_malformed_chunked_post(base: String, path: String) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = base.trim_start_matches("http://").to_string();
-    let mut conn = tokio::net::TcpStream::connect(&host).await.unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nnot a chunk\r\n0\r\n\r\n"
     );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(T, conn.read_to_end(&mut out))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let out = String::from_utf8(out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let ctype = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default();
+    let answer = support::raw_http::exchange(&host, &req, T).await;
+    let (status, body) = (answer.status, answer.body.as_str());
+    // As written on the wire, but in lower case.
+    let ctype = answer
+        .header("content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     assert!(status < 500, "POST {path} answered {status}: {body}");
     (status, ctype, body.to_string())
 }
@@ -2731,30 +2614,27 @@ async fn authorisation_matrix() {
     let s = setup("sc-authz").await;
     // Finished, so that allowed calls change nothing and rows stay
     // independent; Cloud Foundry's cancel needs an active task per success.
-    s.create(stagerun(
-        "mx-1-dev",
-        ("mx", 1, "DEV"),
-        "UnitTest",
-        passing(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("mx-1-dev")
+            .of(("mx", 1, "DEV"))
+            .job("UnitTest", passing())
+            .build(),
+    )
     .await;
-    s.create(stagerun(
-        "mxcf-idle",
-        ("mxcf", 1, "tasks"),
-        "t",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("mxcf-idle")
+            .of(("mxcf", 1, "tasks"))
+            .job("t", running())
+            .build(),
+    )
     .await;
     for i in 2..=5 {
-        s.create(stagerun(
-            &format!("mxcf-{i}"),
-            ("mxcf", i, "tasks"),
-            "t",
-            running(),
-            json!({}),
-        ))
+        s.create(
+            stage_run(&format!("mxcf-{i}"))
+                .of(("mxcf", i, "tasks"))
+                .job("t", running())
+                .build(),
+        )
         .await;
     }
     let finished = s.wait_phase("mx-1-dev", StagePhase::Succeeded).await;
@@ -3101,13 +2981,12 @@ const AKSK_JOB: &str = "aksk0000000000000000000000000001";
 #[tokio::test]
 async fn codearts_accepts_huawei_aksk_signatures() {
     let s = setup("sc-aksk").await;
-    s.create(stagerun(
-        "aksk-1",
-        (AKSK_JOB, 1, "build"),
-        "compile",
-        running(),
-        json!({}),
-    ))
+    s.create(
+        stage_run("aksk-1")
+            .of((AKSK_JOB, 1, "build"))
+            .job("compile", running())
+            .build(),
+    )
     .await;
     let b1 = s.wait_phase("aksk-1", StagePhase::Running).await;
     s.wait_cached(&b1, "RUNNING").await;
@@ -3282,13 +3161,12 @@ async fn codearts_reads_status_and_history() {
         ("reads-2", 2, failing()),
         ("reads-3", 3, running()),
     ] {
-        s.create(stagerun(
-            name,
-            (job, counter, "build"),
-            "compile",
-            annotations,
-            json!({}),
-        ))
+        s.create(
+            stage_run(name)
+                .of((job, counter, "build"))
+                .job("compile", annotations)
+                .build(),
+        )
         .await;
     }
     let r1 = s.wait_phase("reads-1", StagePhase::Succeeded).await;

@@ -231,7 +231,7 @@ down() {
 # restart NAME: stop one component and start it again with the same flags
 # (tests use it to restart the kube-apiserver under a running controller).
 restart() {
-  local name=$1 pid n
+  local name=$1 pid
   [[ -f $LINK/ready ]] || die "no control plane is running"
   dir=$(readlink "$LINK")
   [[ -f $dir/$name.cmd ]] || die "no component named $name"

@@ -86,8 +86,9 @@ node_packages() {
   command -v umoci >/dev/null || missing+=(umoci)
   command -v musl-gcc >/dev/null || missing+=(musl-tools)
   ((${#missing[@]})) || return 0
-  [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null ||
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
     die "the node needs ${missing[*]} (Debian: apt-get install ${NODE_PACKAGES[*]})"
+  fi
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
@@ -98,6 +99,7 @@ node_packages() {
 
 # The pause image, built from Kubernetes' pause.c (static, musl) and packed with
 # umoci; cached in $BIN beside the binaries.
+# shellcheck disable=SC2154 # here: set by cluster.sh, which sources this file
 node_pause_image() {
   local src out=$BIN/pause.oci.tar key
   src=$(cd "$here" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
@@ -323,6 +325,7 @@ node_stop_pid() {
 
 # node_down [keep]: removes the node of the control plane at $LINK (or $dir)
 # and undoes what node_up changed; safe to run on a node that started halfway.
+# shellcheck disable=SC2120 # node_up's ERR trap passes keep
 node_down() {
   local d=${dir:-}
   [[ -n $d ]] || { [[ -L $LINK ]] && d=$(readlink "$LINK"); }
@@ -370,9 +373,9 @@ node_down() {
   done
   # Mounts under the node's directory, deepest first.
   local m
-  for m in $(awk -v p="$nd/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+  while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-  done
+  done < <(awk -v p="$nd/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r)
   # The bridge (its veths went with their namespaces; any left go with it).
   for m in $(ip -o link show master "$NODE_BRIDGE" 2>/dev/null | awk '{sub(/@.*/, "", $2); print $2}'); do
     ip link del "$m" 2>/dev/null || true
@@ -383,7 +386,9 @@ node_down() {
   local line
   if [[ -f $nd/before/sysctls ]]; then
     while IFS='=' read -r name line; do
-      [[ -n $line && $(sysctl -n "$name" 2>/dev/null) != "$line" ]] && sysctl -qw "$name=$line" || true
+      if [[ -n $line && $(sysctl -n "$name" 2>/dev/null) != "$line" ]]; then
+        sysctl -qw "$name=$line" || true
+      fi
     done <"$nd/before/sysctls"
   fi
   # The kubelet's cgroups, innermost first (empty once their processes are gone).

@@ -18,8 +18,13 @@ use serde::de::DeserializeOwned;
 
 use cancel_operator::crd::{CancelRequest, StageRun};
 
+pub mod fixture;
 pub mod python;
+pub mod raw_http;
 pub mod world;
+
+#[allow(unused_imports)]
+pub use fixture::stage_run;
 
 /// A user of the test control plane (static tokens).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +271,35 @@ where
             Err(_) => {}
         }
     }
+}
+
+/// Sends the request `request` builds until its JSON answer satisfies
+/// `done`, as [`eventually`] retries; returns that answer.
+pub async fn eventually_json<R, D>(
+    what: &str,
+    timeout: Duration,
+    request: R,
+    done: D,
+) -> serde_json::Value
+where
+    R: Fn() -> reqwest::RequestBuilder,
+    D: Fn(&serde_json::Value) -> bool,
+{
+    let done = &done;
+    eventually(what, timeout, || {
+        let request = request();
+        async move {
+            let v: serde_json::Value = request
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if done(&v) { Ok(v) } else { Err(v.to_string()) }
+        }
+    })
+    .await
 }
 
 /// Waits until every job of the StageRun `name` is Building.
