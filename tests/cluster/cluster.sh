@@ -25,8 +25,12 @@ die() { log "$*"; exit 1; }
 
 # --- build -----------------------------------------------------------------
 
+# What the binaries are built from: the Go module, the tool versions, the
+# multi-call binary's source, the build recipe (bash prints the function
+# without its comments, so that a comment edit rebuilds nothing) and Go.
 build_key() {
-  (cd "$here" && cat go.mod go.sum versions.env cmd/kube/*.go cluster.sh && go version) | sha256sum | cut -d' ' -f1
+  (cd "$here" && cat go.mod go.sum cmd/kube/*.go && grep -v '^#' versions.env && declare -f build && go version) |
+    sha256sum | cut -d' ' -f1
 }
 
 build() {
