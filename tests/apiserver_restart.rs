@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use cancel_operator::crd::{CancelRequest, RequestPhase, RunResult, StagePhase, StageRun};
@@ -80,20 +79,9 @@ async fn a_cancel_survives_an_apiserver_restart() {
         |e: &[Event]| !e.is_empty(),
     )
     .await;
-    let cluster = support::cluster_dir();
-    let status = tokio::task::spawn_blocking(move || {
-        Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/cluster/cluster.sh"
-        ))
-        .args(["restart", "kube-apiserver"])
-        .env("CANCEL_OPERATOR_CLUSTER_LINK", cluster)
-        .status()
-        .expect("run cluster.sh restart")
-    })
-    .await
-    .unwrap();
-    assert!(status.success(), "restarting the API server failed");
+    tokio::task::spawn_blocking(|| support::restart_component("kube-apiserver"))
+        .await
+        .unwrap();
 
     // The watches are back within seconds: a StageRun and a CancelRequest
     // created as soon as the API server answers are acted on within 5 s.

@@ -15,7 +15,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -176,26 +176,14 @@ async fn wait_led(leases: &Api<Lease>, since: Timestamp) -> f64 {
     }
 }
 
-fn restart(component: &str) {
-    let status = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/cluster/cluster.sh"
-    ))
-    .args(["restart", component])
-    .env("CANCEL_OPERATOR_CLUSTER_LINK", support::cluster_dir())
-    .status()
-    .expect("run cluster.sh restart");
-    assert!(status.success(), "restarting {component} failed");
-}
-
 /// Restarts the API server, then kwok. kwok stands in for the nodes' kubelets,
 /// but unlike a kubelet it can drop a pod's pending transition (a job's pod
 /// due to finish) that fell within the outage, and never report it: the run
 /// would then stay Running for good. Restarted, it reads every pod afresh, as
 /// a kubelet reports its pods again once the API server is back.
 fn restart_apiserver() {
-    restart("kube-apiserver");
-    restart("kwok");
+    support::restart_component("kube-apiserver");
+    support::restart_component("kwok");
 }
 
 /// Restarts replicas that exit on their own, as a Deployment would.

@@ -345,3 +345,17 @@ pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
+
+/// Restarts one component of the test control plane with the same flags
+/// (`cluster.sh restart`), waiting until it is back.
+pub fn restart_component(component: &str) {
+    let status = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/cluster.sh"
+    ))
+    .args(["restart", component])
+    .env("CANCEL_OPERATOR_CLUSTER_LINK", cluster_dir())
+    .status()
+    .expect("run cluster.sh restart");
+    assert!(status.success(), "restarting {component} failed");
+}
