@@ -15,6 +15,10 @@ use crate::crd::{
 use crate::labels;
 
 /// Condition types on a StageRun.
+/// How long past the force deadline a suspended Job with no pod left waits
+/// for the job controller to report it stopped before it is deleted anyway.
+pub const STOP_WAIT: Duration = Duration::from_secs(60);
+
 pub const COND_SUCCEEDED: &str = "Succeeded";
 pub const COND_FORCE_DELETED: &str = "PodsForceDeleted";
 
@@ -715,7 +719,7 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
         + SignedDuration::from_secs(grace)
         + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
     let forced = grace == 0 || now >= force_at;
-    stop_jobs(obs, p);
+    stop_jobs(obs, p, force_at);
     delete_pods(obs, p, grace, forced);
     settle_jobs(obs, &mut p.status);
     if !obs.pods.is_empty() || !obs.jobs.is_empty() {
@@ -760,19 +764,28 @@ fn cancel_record(obs: &Observation, status: &mut StageRunStatus) -> CancelRecord
 /// Jobs first: each is suspended, so that the job controller creates no
 /// more pods for it, and deleted only once the job controller says it has
 /// stopped it (`Suspended=True` or finished, written from a cache that had
-/// seen the suspension). Never before, not even past the force deadline: a
-/// Job that is gone can still get a pod from a job controller whose cache
-/// lags behind (an API server restart is enough), after "no pod left" was
-/// confirmed. Its pods are forced meanwhile, replacements included, and the
-/// run stays Canceling until the job controller answers.
-fn stop_jobs(obs: &Observation, p: &mut Plan) {
+/// seen the suspension). Not before, not even at the force deadline: a Job
+/// that is gone can still get a pod from a job controller whose cache lags
+/// behind (an API server restart is enough), after "no pod left" was
+/// confirmed. Its pods are forced meanwhile, replacements included. The one
+/// exception keeps a run from waiting for good on a Job whose status the
+/// job controller cannot write (the API server refuses it, as it does for
+/// some suspended Jobs whose pods failed): a suspended Job with no pod left
+/// [`STOP_WAIT`] past the force deadline is deleted unconfirmed; its lag
+/// would have had that long to show.
+fn stop_jobs(obs: &Observation, p: &mut Plan, force_at: Timestamp) {
     let now = obs.now;
+    let waited_out = SignedDuration::try_from(STOP_WAIT)
+        .ok()
+        .and_then(|wait| force_at.checked_add(wait).ok())
+        .is_some_and(|give_up| now >= give_up);
     for j in &obs.jobs {
         let name = &j.resource_name;
         if j.deleting || obs.issued.job(now, name) {
             continue;
         }
-        if j.stopped {
+        let unanswered = j.suspended && waited_out && pods_of(obs, &j.job).is_empty();
+        if j.stopped || unanswered {
             p.actions.push(Action::DeleteJob {
                 resource_name: name.clone(),
             });

@@ -588,13 +588,21 @@ fn assert_invariants(label: &str, w: &World, p: &Plan) {
     }
     // A Job is deleted only once the job controller has stopped it, even
     // past the force deadline: a Job gone before that can still get a pod
-    // from a job controller whose cache lags behind.
+    // from a job controller whose cache lags behind. The one exception: a
+    // suspended Job with no pod left, STOP_WAIT past the force deadline.
+    let waited_out = p.status.cancel.as_ref().is_some_and(|c| {
+        w.now >= force_at(c, w.force_margin) + SignedDuration::try_from(STOP_WAIT).unwrap()
+    });
     for a in &p.actions {
         if let Action::DeleteJob { resource_name } = a {
             assert!(
-                w.jobs
-                    .iter()
-                    .any(|j| &j.resource_name == resource_name && j.stopped),
+                w.jobs.iter().any(|j| &j.resource_name == resource_name
+                    && (j.stopped
+                        || (j.suspended
+                            && waited_out
+                            && w.pods
+                                .iter()
+                                .all(|pod| pod.job.as_deref() != Some(j.job.as_str()))))),
                 "{label}: Job {resource_name} deleted before the job controller stopped it"
             );
         }
@@ -2101,6 +2109,30 @@ fn from_job_table() {
         let expected = expected.map(|j| ObservedJob { id: Some(501), ..j });
         assert_eq!(ObservedJob::from_job(&k8s_job(value)), expected, "{label}");
     }
+}
+
+/// A Job whose status the job controller cannot write is never reported
+/// stopped: once suspended, with no pod left, STOP_WAIT past the force
+/// deadline, it is deleted anyway, so that its run does not wait for good.
+#[test]
+fn a_suspended_job_never_reported_stopped_is_deleted_once_waited_out() {
+    let mut w = baseline(Start::Canceling);
+    w.jobs = vec![suspended(observed_job(UNIT_JOB, "unit"))];
+    w.pods.clear();
+    // Force deadline at 35 s (grace 30 + margin 10 from acceptance at -5).
+    let give_up = 35 + STOP_WAIT.as_secs() as i64;
+    w.now = at(give_up - 1);
+    assert_eq!(deletions(&w.plan()), vec![]);
+    w.now = at(give_up);
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![delete_job(UNIT_JOB)]);
+    assert_invariants("waited out", &w, &p);
+
+    // A pod of it still there: the pod goes first, the Job stays.
+    w.pods = vec![pod("unit-pod", "unit", PodProgress::Running)];
+    let p = w.plan();
+    assert_eq!(deletions(&p), vec![delete_pods(&["unit-pod"], 0)]);
+    assert_invariants("a pod left", &w, &p);
 }
 
 /// Seen in a chaos run: a suspended Job whose pods were force-deleted at the
