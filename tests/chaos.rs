@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cancel_operator::crd::{CancelRequest, RequestPhase, RunResult, StagePhase, StageRun};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -27,7 +28,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::world::{self, PASSWORD, UsersFile};
-use support::{TestNamespace, User, stage_run, wait_list};
+use support::{TestNamespace, User, stage_run, try_wait_list, wait_list};
 
 const LEASE: &str = "cancel-operator-controller";
 const REPLICAS: [&str; 2] = ["chaos-a", "chaos-b"];
@@ -512,19 +513,27 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
     let faults_done = Instant::now();
 
     // Everything settles: every run terminal, every request done.
-    let settled = wait_list(
+    let terminal =
+        |r: &StageRun| matches!(phase(r), Some(StagePhase::Succeeded | StagePhase::Failed));
+    let settled = match try_wait_list(
         &runs,
         &ListParams::default(),
         "every StageRun terminal",
         SETTLE,
-        |items: &[StageRun]| {
-            items.len() == n
-                && items
-                    .iter()
-                    .all(|r| matches!(phase(r), Some(StagePhase::Succeeded | StagePhase::Failed)))
-        },
+        |items: &[StageRun]| items.len() == n && items.iter().all(terminal),
     )
-    .await;
+    .await
+    {
+        Ok(settled) => settled,
+        Err(now) => {
+            let stuck: Vec<&StageRun> = now.iter().filter(|r| !terminal(r)).collect();
+            panic!(
+                "{} of {n} StageRuns not terminal {SETTLE:?} after the last fault (seed {seed}):\n{}",
+                stuck.len(),
+                describe_stuck(&ns, &stuck).await
+            );
+        }
+    };
     let requests: Api<CancelRequest> = ns.api();
     let done_requests = wait_list(
         &requests,
@@ -687,4 +696,57 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
     assert!(bad_answers.is_empty(), "5xx answers: {bad_answers:#?}");
     assert_eq!(log.kills as u64, kills);
     assert_eq!(log.apiserver_restarts as u64, restarts);
+}
+
+/// What a run that never settled is waiting on: its status, and each of its
+/// Jobs' spec and conditions and pods, for a failure that names its cause.
+async fn describe_stuck(ns: &TestNamespace, stuck: &[&StageRun]) -> String {
+    let jobs: Api<Job> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    let mut out = String::new();
+    for r in stuck {
+        let st = r.status.as_ref();
+        out += &format!(
+            "  {}: phase {:?}, conditions {:?}\n",
+            r.name_any(),
+            st.and_then(|s| s.phase),
+            st.map(|s| s
+                .conditions
+                .iter()
+                .map(|c| format!("{}={} {}", c.type_, c.status, c.reason))
+                .collect::<Vec<_>>()),
+        );
+        let selector = format!("cancel.dev/stagerun-uid={}", r.uid().unwrap_or_default());
+        let lp = ListParams::default().labels(&selector);
+        for job in jobs.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+            let status = job.status.clone().unwrap_or_default();
+            out += &format!(
+                "    Job {}: suspend {:?}, deleting {}, active {:?}, ready {:?}, conditions {:?}\n",
+                job.name_any(),
+                job.spec.as_ref().and_then(|s| s.suspend),
+                job.metadata.deletion_timestamp.is_some(),
+                status.active,
+                status.ready,
+                status
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| format!("{}={}", c.type_, c.status))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        for pod in pods.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+            out += &format!(
+                "    Pod {}: phase {:?}, deleting {}, node {:?}\n",
+                pod.name_any(),
+                pod.status.as_ref().and_then(|s| s.phase.clone()),
+                pod.metadata.deletion_timestamp.is_some(),
+                pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            );
+        }
+    }
+    out + &format!(
+        "  controller logs: {}\n",
+        world::controller_log_dir().display()
+    )
 }

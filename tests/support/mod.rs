@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, CustomResourceExt, Resource};
+use kube::{Client, Config, CustomResourceExt, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use cancel_operator::crd::{CancelRequest, StageRun};
@@ -211,6 +211,29 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     F: Fn(&[K]) -> bool,
 {
+    match try_wait_list(api, lp, what, timeout, cond).await {
+        Ok(items) => items,
+        Err(items) => {
+            let names: Vec<String> = items.iter().map(|o| o.name_any()).collect();
+            panic!("timed out after {timeout:?} waiting for {what}; objects now: {names:?}");
+        }
+    }
+}
+
+/// As [`wait_list`], but hands back the objects seen last at the deadline,
+/// for a caller that can say more about what did not happen.
+pub async fn try_wait_list<K, F>(
+    api: &Api<K>,
+    lp: &ListParams,
+    what: &str,
+    timeout: Duration,
+    cond: F,
+) -> Result<Vec<K>, Vec<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    F: Fn(&[K]) -> bool,
+{
     let mut wc = watcher::Config::default();
     if let Some(l) = &lp.label_selector {
         wc = wc.labels(l);
@@ -226,7 +249,7 @@ where
         if ready {
             let items: Vec<K> = reader.state().iter().map(|o| o.as_ref().clone()).collect();
             if cond(&items) {
-                return items;
+                return Ok(items);
             }
         }
         match tokio::time::timeout_at(deadline, stream.try_next()).await {
@@ -240,14 +263,7 @@ where
             }
             Ok(Ok(None)) => panic!("watch ended while waiting for {what}"),
             Ok(Err(e)) => panic!("watch failed while waiting for {what}: {e}"),
-            Err(_) => {
-                let names: Vec<String> = reader
-                    .state()
-                    .iter()
-                    .map(|o| o.meta().name.clone().unwrap_or_default())
-                    .collect();
-                panic!("timed out after {timeout:?} waiting for {what}; objects now: {names:?}");
-            }
+            Err(_) => return Err(reader.state().iter().map(|o| o.as_ref().clone()).collect()),
         }
     }
 }

@@ -238,6 +238,21 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where each controller process a test starts writes its log.
+pub fn controller_log_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("controller-logs")
+}
+
+/// A new file for one controller process's log, `<ns>-<n>.log`, so a failing
+/// test can be followed through every replica it started.
+fn controller_log(ns: &str) -> std::fs::File {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = controller_log_dir();
+    std::fs::create_dir_all(&dir).expect("create the controller log directory");
+    std::fs::File::create(dir.join(format!("{ns}-{n}.log"))).expect("create a controller log")
+}
+
 /// The controller binary for `ns`, as admin, with `extra` arguments and
 /// environment; its metrics on an ephemeral port unless `extra` names one.
 pub fn controller_process(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> std::process::Child {
@@ -251,7 +266,7 @@ pub fn controller_process(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> std
         .envs(env.iter().copied())
         .env("KUBECONFIG", super::kubeconfig_path(super::User::Admin))
         .env("LOG_FORMAT", "text")
-        .stdout(std::process::Stdio::null())
+        .stdout(controller_log(ns))
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("start the controller")
