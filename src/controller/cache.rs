@@ -94,6 +94,11 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     index: RwLock<IndexState<K>>,
     keys_of: fn(&K) -> Vec<String>,
+    /// True once the indexes hold the first list. The store is ready a
+    /// moment earlier (the reflector fills it before the event reaches the
+    /// indexes); a decision taken in between would read empty indexes: no
+    /// pod left, no run a request names.
+    indexed: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K> Cache<K>
@@ -115,7 +120,20 @@ where
                 if let Some(maps) = state.relisting.take() {
                     state.live = maps;
                 }
+                self.indexed.send_replace(true);
             }
+        }
+    }
+
+    fn new(store: Store<K>, keys_of: fn(&K) -> Vec<String>) -> Self {
+        Cache {
+            store,
+            index: RwLock::new(IndexState {
+                live: Maps::new(),
+                relisting: None,
+            }),
+            keys_of,
+            indexed: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -150,10 +168,11 @@ where
         state.live.forward.get(key).map_or(0, HashSet::len)
     }
 
-    /// Completes once the first list has been cached.
+    /// Completes once the first list has been cached and indexed.
     pub async fn ready(&self) {
-        // Errs only when the writer is gone, i.e. the process is stopping.
-        let _ = self.store.wait_until_ready().await;
+        let mut indexed = self.indexed.subscribe();
+        // Errs only when the cache is gone, i.e. the process is stopping.
+        let _ = indexed.wait_for(|done| *done).await;
     }
 }
 
@@ -179,14 +198,7 @@ where
 {
     let writer: Writer<K> = Writer::default();
     let store = writer.as_reader();
-    let cache = Arc::new(Cache {
-        store,
-        index: RwLock::new(IndexState {
-            live: Maps::new(),
-            relisting: None,
-        }),
-        keys_of,
-    });
+    let cache = Arc::new(Cache::new(store, keys_of));
     let indexed = cache.clone();
     let stream = reflector::reflector(
         writer,
@@ -427,9 +439,8 @@ pub fn caches(client: &kube::Client, namespace: Option<&str>) -> (Caches, AllFee
 }
 
 impl Caches {
-    /// Completes once every cache holds its first list: before that, an
-    /// empty pod cache would read as "no pod left". Await it from one task
-    /// only: a store's readiness wakes a single waiter.
+    /// Completes once every cache holds and indexes its first list: before
+    /// that, an empty pod cache would read as "no pod left".
     pub async fn ready(&self) {
         futures::join!(
             self.runs.ready(),
@@ -449,14 +460,7 @@ pub fn caches_of(runs: Vec<StageRun>, requests: Vec<CancelRequest>) -> Caches {
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
         let mut writer: Writer<K> = Writer::default();
-        let cache = Cache {
-            store: writer.as_reader(),
-            index: RwLock::new(IndexState {
-                live: Maps::new(),
-                relisting: None,
-            }),
-            keys_of,
-        };
+        let cache = Cache::new(writer.as_reader(), keys_of);
         let mut events = vec![Event::Init];
         events.extend(objs.into_iter().map(|mut o| {
             trim(&mut o);
@@ -497,20 +501,42 @@ mod tests {
 
     fn empty_cache() -> (Cache<StageRun>, Writer<StageRun>) {
         let writer: Writer<StageRun> = Writer::default();
-        let cache = Cache {
-            store: writer.as_reader(),
-            index: RwLock::new(IndexState {
-                live: Maps::new(),
-                relisting: None,
-            }),
-            keys_of: stagerun_keys,
-        };
+        let cache = Cache::new(writer.as_reader(), stagerun_keys);
         (cache, writer)
     }
 
     fn feed(cache: &Cache<StageRun>, writer: &mut Writer<StageRun>, ev: Event<StageRun>) {
         writer.apply_watcher_event(&ev);
         cache.apply(&ev);
+    }
+
+    /// The reflector fills the store before the event reaches the indexes:
+    /// a cache whose store holds its first list but whose indexes do not
+    /// yet is not ready, or a reconcile could find no run a request names
+    /// and reject it.
+    #[test]
+    fn a_cache_is_ready_only_once_its_indexes_hold_the_first_list() {
+        use futures::FutureExt;
+        let (cache, mut w) = empty_cache();
+        let events = [
+            Event::Init,
+            Event::InitApply(run("a", "u1", json!({}), None)),
+            Event::InitDone,
+        ];
+        for ev in &events {
+            w.apply_watcher_event(ev);
+        }
+        assert!(cache.store().wait_until_ready().now_or_never().is_some());
+        assert!(
+            cache.ready().now_or_never().is_none(),
+            "ready before indexed"
+        );
+        assert!(cache.lookup(&run_by_uid("u1")).is_empty());
+        for ev in &events {
+            cache.apply(ev);
+        }
+        assert!(cache.ready().now_or_never().is_some());
+        assert_eq!(cache.lookup(&run_by_uid("u1")).len(), 1);
     }
 
     #[test]

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::cache::{self, Caches};
 use super::context::{Context, key, resync};
-use super::request_plan::plan_request;
+use super::request_plan::{Absence, plan_request};
 use super::stagerun::ignore_not_found;
 use crate::crd::{CancelRequest, CancelTarget, RequestPhase, StageRun, TargetKind, TargetOutcome};
 use crate::{Error, Result, Step};
@@ -85,8 +85,18 @@ async fn reconcile_timed(req: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<
         // event triggers the next pass.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let runs = candidates(&ctx.caches, &ns, &req);
-    let plan = plan_request(&req, &runs, Timestamp::now());
+    let mut runs = candidates(&ctx.caches, &ns, &req);
+    let mut plan = plan_request(&req, &runs, Timestamp::now());
+    if let Some(absence) = plan.absence(&req) {
+        // The cache may not hold a run yet (or any, just after a restart):
+        // an absence is decided on what the API server holds.
+        let fresh = read_runs(ctx, &ns, &absence).await?;
+        match absence {
+            Absence::NoMatch => runs = fresh,
+            Absence::Targets(_) => runs.extend(fresh),
+        }
+        plan = plan_request(&req, &runs, Timestamp::now());
+    }
     // A request that has just finished records that first, then goes.
     if plan.delete && req.status.as_ref() == Some(&plan.status) {
         let deleted = ctx
@@ -115,6 +125,33 @@ async fn reconcile_timed(req: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<
         }
         None => resync(),
     })
+}
+
+/// The StageRuns an absence rests on, read from the API server now: the
+/// named targets, or every run of the namespace for a target that matched
+/// nothing (rare: a request naming nothing).
+async fn read_runs(ctx: &Context, ns: &str, absence: &Absence) -> Result<Vec<Arc<StageRun>>> {
+    let api = ctx.api::<StageRun>(ns);
+    let found = match absence {
+        Absence::NoMatch => {
+            api.list(&ListParams::default())
+                .await
+                .step("list StageRuns before rejecting a request")?
+                .items
+        }
+        Absence::Targets(names) => {
+            let mut found = Vec::new();
+            for name in names {
+                found.extend(
+                    api.get_opt(name)
+                        .await
+                        .step("read a target StageRun the cache lacks")?,
+                );
+            }
+            found
+        }
+    };
+    Ok(found.into_iter().map(Arc::new).collect())
 }
 
 pub(super) fn error_policy(obj: Arc<CancelRequest>, err: &Error, ctx: Arc<Context>) -> Action {

@@ -252,6 +252,45 @@ fn follow_targets<R: Borrow<StageRun>>(
     Some((false, "Completed", message))
 }
 
+/// What a plan concludes from a StageRun's absence, which cannot be undone
+/// and which a lagging cache can fake: the request rejected because nothing
+/// matched, or targets recorded Deleted. Before such a plan is written, the
+/// runs it rests on are read from the API server and the request decided
+/// again on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Absence {
+    /// Nothing matched the target: all the namespace's runs are needed.
+    NoMatch,
+    /// These targets (by name) were not found.
+    Targets(Vec<String>),
+}
+
+impl RequestPlan {
+    /// The absence this plan rests on, compared with the request as it is.
+    pub fn absence(&self, req: &CancelRequest) -> Option<Absence> {
+        let before = req.status.as_ref();
+        let was = |phase| before.and_then(|s| s.phase) == Some(phase);
+        if self.status.phase == Some(RequestPhase::Rejected) && !was(RequestPhase::Rejected) {
+            return Some(Absence::NoMatch);
+        }
+        let deleted_before = |uid: &str| {
+            before.is_some_and(|s| {
+                s.targets
+                    .iter()
+                    .any(|t| t.uid == uid && t.outcome == TargetOutcome::Deleted)
+            })
+        };
+        let newly: Vec<String> = self
+            .status
+            .targets
+            .iter()
+            .filter(|t| t.outcome == TargetOutcome::Deleted && !deleted_before(&t.uid))
+            .map(|t| t.name.clone())
+            .collect();
+        (!newly.is_empty()).then_some(Absence::Targets(newly))
+    }
+}
+
 /// How long a finished request has left to live (zero: delete it now);
 /// `None` while it is not finished.
 fn ttl_left(req: &CancelRequest, status: &CancelRequestStatus, now: Timestamp) -> Option<Duration> {

@@ -504,6 +504,38 @@ fn pending_request_matching_nothing_is_rejected() {
     }
 }
 
+/// A cache just started (or lagging) holds no run: what it concludes from
+/// that is irrevocable, so the plan says what it rests on, and a read of
+/// the API server decides it again. Each row: the request as it is, the
+/// runs the decision sees, and the absence the plan rests on.
+#[test]
+fn plans_that_rest_on_an_absence_say_so() {
+    let runs = namespace_runs();
+    let gone = |outcome| {
+        in_progress(vec![
+            target_status("build-7-test", "uid-1", outcome),
+            target_status("other", "uid-2", TargetOutcome::Cancelled),
+        ])
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, CancelRequest, &[StageRun], Option<Absence>)> = vec![
+        ("pending, nothing in the cache", request(json!({"stageRun": "build-7-test"}), None), &[], Some(Absence::NoMatch)),
+        ("pending, matched", request(json!({"stageRun": "build-7-test"}), None), &runs, None),
+        ("rejected already", {
+            let mut r = request(json!({"stageRun": "missing"}), None);
+            r.status = Some(plan_request(&r, &runs, t0()).status);
+            r
+        }, &runs, None),
+        ("a target newly gone", request(json!({"stageRun": "build-7-test"}), Some(gone(TargetOutcome::Canceling))), &[],
+            Some(Absence::Targets(vec!["build-7-test".into()]))),
+        ("a target recorded gone before", request(json!({"stageRun": "build-7-test"}), Some(gone(TargetOutcome::Deleted))), &[], None),
+    ];
+    for (label, req, seen, want) in cases {
+        let plan = plan_request(&req, seen, t0());
+        assert_eq!(plan.absence(&req), want, "{label}");
+    }
+}
+
 #[test]
 fn rejection_names_the_missing_stage_run_exactly() {
     let plan = plan_request(
