@@ -423,110 +423,100 @@ pub fn v3_root(base_url: &str) -> Value {
 /// caller is identified, the route served, and a refusal of the service
 /// rendered as Cloud Foundry does (a task it may not read is not found).
 pub async fn handle(state: &Service, route: &CfRoute, call: &Call<'_>) -> Response {
-    let identify = || state.identify(call, Signing::Refused);
+    let base = call.base_url(state.external_url.as_deref());
+    let tasks = || async {
+        let who = state.identify(call, Signing::Refused).await?;
+        Ok::<_, Failure>(Tasks {
+            state,
+            call,
+            who,
+            base: base.clone(),
+        })
+    };
     let answer = async {
         match route {
-            CfRoute::Root => Ok(json(StatusCode::OK, &root(&base_url(state, call)))),
-            CfRoute::V3Root => Ok(json(StatusCode::OK, &v3_root(&base_url(state, call)))),
-            CfRoute::Get { guid } => get(state, &identify().await?, call, guid).await,
+            CfRoute::Root => Ok(json(StatusCode::OK, &root(&base))),
+            CfRoute::V3Root => Ok(json(StatusCode::OK, &v3_root(&base))),
+            CfRoute::Get { guid } => tasks().await?.get(guid).await,
             CfRoute::Cancel { guid } | CfRoute::CancelPut { guid } => {
-                cancel(state, &identify().await?, call, guid).await
+                tasks().await?.cancel(guid).await
             }
-            CfRoute::List => list_tasks(state, &identify().await?, call, None).await,
-            CfRoute::AppTasks { app_guid } => {
-                list_tasks(state, &identify().await?, call, Some(app_guid)).await
-            }
+            CfRoute::List => tasks().await?.list(None).await,
+            CfRoute::AppTasks { app_guid } => tasks().await?.list(Some(app_guid)).await,
         }
     }
     .await;
     answer.unwrap_or_else(|f| Errors.refused(&f))
 }
 
-fn base_url(state: &Service, call: &Call<'_>) -> String {
-    call.base_url(state.external_url.as_deref())
+/// A task call being served: who asks, and the base URL of the links.
+struct Tasks<'a, 'c> {
+    state: &'a Service,
+    call: &'a Call<'c>,
+    who: Identity,
+    base: String,
 }
 
-/// `GET /v3/tasks/{guid}`: the task, if it exists and the caller may read
-/// it (Cloud Foundry hides the rest).
-async fn get(
-    state: &Service,
-    who: &Identity,
-    call: &Call<'_>,
-    guid: &str,
-) -> Result<Response, Failure> {
-    let run = state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
-    let ns = run.metadata.namespace.clone().unwrap_or_default();
-    match state.auth.can_read(who, &ns).await {
-        Ok(true) => Ok(json(
-            StatusCode::OK,
-            &task(&run, &base_url(state, call), false),
-        )),
-        Ok(false) => Err(Failure::Hidden),
-        Err(why) => Err(Failure::Unavailable(why)),
+impl Tasks<'_, '_> {
+    /// `GET /v3/tasks/{guid}`: the task, if it exists and the caller may
+    /// read it (Cloud Foundry hides the rest).
+    async fn get(&self, guid: &str) -> Result<Response, Failure> {
+        let run = self.state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
+        let ns = run.metadata.namespace.clone().unwrap_or_default();
+        match self.state.auth.can_read(&self.who, &ns).await {
+            Ok(true) => Ok(json(StatusCode::OK, &task(&run, &self.base, false))),
+            Ok(false) => Err(Failure::Hidden),
+            Err(why) => Err(Failure::Unavailable(why)),
+        }
     }
-}
 
-/// `GET /v3/tasks` and `GET /v3/apps/{app_guid}/tasks`: the tasks the
-/// caller may read (per namespace), filtered and paged as the query says.
-/// An app is a pipeline; one the caller cannot see is not found.
-async fn list_tasks(
-    state: &Service,
-    who: &Identity,
-    call: &Call<'_>,
-    app: Option<&str>,
-) -> Result<Response, Failure> {
-    let query = match list::ListQuery::parse(&call.query_pairs()) {
-        Ok(q) => q,
-        Err(detail) => return Ok(bad_query(&detail)),
-    };
-    let runs = match app {
-        Some(pipeline) => state.cache.by_pipeline(pipeline),
-        None => state.cache.all(),
-    };
-    let runs = state.visible(who, runs).await?;
-    if app.is_some() && runs.is_empty() {
-        return Ok(app_not_found());
+    /// `GET /v3/tasks` and `GET /v3/apps/{app_guid}/tasks`: the tasks the
+    /// caller may read (per namespace), filtered and paged as the query
+    /// says. An app is a pipeline; one the caller cannot see is not found.
+    async fn list(&self, app: Option<&str>) -> Result<Response, Failure> {
+        let query = match list::ListQuery::parse(&self.call.query_pairs()) {
+            Ok(q) => q,
+            Err(detail) => return Ok(bad_query(&detail)),
+        };
+        let runs = match app {
+            Some(pipeline) => self.state.cache.by_pipeline(pipeline),
+            None => self.state.cache.all(),
+        };
+        let runs = self.state.visible(&self.who, runs).await?;
+        if app.is_some() && runs.is_empty() {
+            return Ok(app_not_found());
+        }
+        let tasks = runs.iter().map(|r| task(r, &self.base, false)).collect();
+        let href = format!("{}{}", self.base, self.call.path);
+        Ok(json(StatusCode::OK, &query.page(tasks, &href)))
     }
-    let base = base_url(state, call);
-    let tasks = runs.iter().map(|r| task(r, &base, false)).collect();
-    Ok(json(
-        StatusCode::OK,
-        &query.page(tasks, &format!("{base}{}", call.path)),
-    ))
-}
 
-/// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
-/// Whether the caller may read the task is the service's question
-/// (`hide_unreadable`), asked once with whether it may cancel it.
-async fn cancel(
-    state: &Service,
-    who: &Identity,
-    call: &Call<'_>,
-    guid: &str,
-) -> Result<Response, Failure> {
-    let run = state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
-    let outcome = state
-        .cancel(CancelCall {
-            api: crate::labels::via::CLOUD_FOUNDRY,
-            who,
-            runs: vec![run.clone()],
-            reason: format!("task {guid} cancelled through the Cloud Foundry API"),
-            hide_unreadable: true,
-        })
-        .await?;
-    if outcome.any_cancelled() {
-        return Ok(json(
-            StatusCode::ACCEPTED,
-            &task(&run, &base_url(state, call), true),
-        ));
+    /// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
+    /// Whether the caller may read the task is the service's question
+    /// (`hide_unreadable`), asked once with whether it may cancel it.
+    async fn cancel(&self, guid: &str) -> Result<Response, Failure> {
+        let run = self.state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
+        let outcome = self
+            .state
+            .cancel(CancelCall {
+                api: crate::labels::via::CLOUD_FOUNDRY,
+                who: &self.who,
+                runs: vec![run.clone()],
+                reason: format!("task {guid} cancelled through the Cloud Foundry API"),
+                hide_unreadable: true,
+            })
+            .await?;
+        if outcome.any_cancelled() {
+            return Ok(json(StatusCode::ACCEPTED, &task(&run, &self.base, true)));
+        }
+        let current = state_of(&run, false);
+        Ok(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            10008,
+            "CF-UnprocessableEntity",
+            &format!("Task state is {current} and therefore cannot be canceled"),
+        ))
     }
-    let current = state_of(&run, false);
-    Ok(error(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        10008,
-        "CF-UnprocessableEntity",
-        &format!("Task state is {current} and therefore cannot be canceled"),
-    ))
 }
 
 #[cfg(test)]

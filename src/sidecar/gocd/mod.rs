@@ -16,7 +16,7 @@ use warp::reply::Response;
 use super::auth::Identity;
 use super::http::{Call, html, json, json_as, text};
 use super::render::ApiErrors;
-use super::routes::GoCdRoute;
+use super::routes::{GoCdRoute, StageInstance};
 use super::service::Service;
 use super::service::{CancelCall, Failure, Rights, Signing};
 use crate::crd::StageRun;
@@ -311,7 +311,12 @@ fn stage_not_found(pipeline: &str, stage: &str) -> Refused {
     ))
 }
 
-fn instance_not_found(stage: &str, stage_counter: &str) -> Refused {
+fn instance_not_found(instance: &StageInstance) -> Refused {
+    let StageInstance {
+        stage,
+        stage_counter,
+        ..
+    } = instance;
     Refused::not_found(format!(
         "Not Found {{ Stage '{stage}' with counter '{stage_counter}' not found. Please make sure specified stage or stage run with specified counter exists. }}"
     ))
@@ -325,25 +330,25 @@ fn bad_offset() -> Refused {
     Refused::bad_request("Bad Request { The offset must be a non-negative integer. }".into())
 }
 
-/// The runs of one stage instance, if the counters are counters and it exists.
-fn find_instance(
-    state: &Service,
-    pipeline: &str,
-    pipeline_counter: &str,
-    stage: &str,
-    stage_counter: &str,
-) -> Option<Vec<Arc<StageRun>>> {
-    let (pc, sc) = (
-        parse_counter(pipeline_counter)?,
-        parse_counter(stage_counter)?,
-    );
-    let runs: Vec<Arc<StageRun>> = state
-        .cache
-        .by_stage(pipeline, stage)
-        .into_iter()
-        .filter(|r| r.spec.pipeline_counter == pc && r.spec.stage_counter == sc)
-        .collect();
-    (!runs.is_empty()).then_some(runs)
+/// The runs of one stage instance; not found unless the counters are
+/// counters and it exists.
+fn find_instance(state: &Service, instance: &StageInstance) -> Result<Vec<Arc<StageRun>>, Refused> {
+    let counters =
+        parse_counter(&instance.pipeline_counter).zip(parse_counter(&instance.stage_counter));
+    let runs: Vec<Arc<StageRun>> = counters
+        .map(|(pc, sc)| {
+            state
+                .cache
+                .by_stage(&instance.pipeline, &instance.stage)
+                .into_iter()
+                .filter(|r| r.spec.pipeline_counter == pc && r.spec.stage_counter == sc)
+                .collect()
+        })
+        .unwrap_or_default();
+    if runs.is_empty() {
+        return Err(instance_not_found(instance));
+    }
+    Ok(runs)
 }
 
 fn can_operate(rights: &BTreeMap<String, Rights>, run: &StageRun) -> bool {
@@ -404,15 +409,7 @@ impl GoCd<'_, '_> {
         let current = matches!(self.flavour, Flavour::Current(_));
         match route {
             GoCdRoute::Cancel { pipeline, stage } => self.cancel_stage(pipeline, stage).await,
-            GoCdRoute::CancelInstance {
-                pipeline,
-                pipeline_counter,
-                stage,
-                stage_counter,
-            } => {
-                self.cancel_instance(pipeline, pipeline_counter, stage, stage_counter)
-                    .await
-            }
+            GoCdRoute::CancelInstance(instance) => self.cancel_instance(instance).await,
             GoCdRoute::History {
                 pipeline,
                 stage,
@@ -426,20 +423,8 @@ impl GoCd<'_, '_> {
                 self.offset_history(pipeline, stage, offset.as_deref())
                     .await
             }
-            GoCdRoute::StageInstanceLegacy {
-                pipeline,
-                stage,
-                pipeline_counter,
-                stage_counter,
-            }
-            | GoCdRoute::StageInstance {
-                pipeline,
-                pipeline_counter,
-                stage,
-                stage_counter,
-            } => {
-                self.stage_instance(pipeline, pipeline_counter, stage, stage_counter)
-                    .await
+            GoCdRoute::StageInstanceLegacy(instance) | GoCdRoute::StageInstance(instance) => {
+                self.stage_instance(instance).await
             }
             GoCdRoute::PipelineHistory {
                 pipeline,
@@ -479,13 +464,7 @@ impl GoCd<'_, '_> {
     /// `POST /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel`
     /// (current): one stage instance. With no JSON body it needs
     /// `X-GoCD-Confirm`.
-    async fn cancel_instance(
-        &self,
-        pipeline: &str,
-        pipeline_counter: &str,
-        stage: &str,
-        stage_counter: &str,
-    ) -> Answer {
+    async fn cancel_instance(&self, instance: &StageInstance) -> Answer {
         let call = self.call;
         if !call.body.is_empty() {
             let json_body = call
@@ -502,9 +481,9 @@ impl GoCd<'_, '_> {
                 "Missing required header 'X-GoCD-Confirm' with value 'true'".into(),
             ));
         }
-        let runs = find_instance(self.state, pipeline, pipeline_counter, stage, stage_counter)
-            .ok_or_else(|| instance_not_found(stage, stage_counter))?;
-        self.cancel_runs(runs, pipeline, stage).await
+        let runs = find_instance(self.state, instance)?;
+        self.cancel_runs(runs, &instance.pipeline, &instance.stage)
+            .await
     }
 
     async fn cancel_runs(&self, runs: Vec<Arc<StageRun>>, pipeline: &str, stage: &str) -> Answer {
@@ -618,19 +597,10 @@ impl GoCd<'_, '_> {
     }
 
     /// A stage instance, legacy or current (v3).
-    async fn stage_instance(
-        &self,
-        pipeline: &str,
-        pipeline_counter: &str,
-        stage: &str,
-        stage_counter: &str,
-    ) -> Answer {
-        let runs = find_instance(self.state, pipeline, pipeline_counter, stage, stage_counter)
-            .ok_or_else(|| instance_not_found(stage, stage_counter))?;
-        let (runs, _) = self.readable(runs, pipeline).await?;
-        let run = runs
-            .first()
-            .ok_or_else(|| instance_not_found(stage, stage_counter))?;
+    async fn stage_instance(&self, instance: &StageInstance) -> Answer {
+        let runs = find_instance(self.state, instance)?;
+        let (runs, _) = self.readable(runs, &instance.pipeline).await?;
+        let run = runs.first().ok_or_else(|| instance_not_found(instance))?;
         Ok(match self.flavour {
             Flavour::Legacy => self.body(&legacy_stage(run)),
             Flavour::Current(_) => self.body(&v3_stage(run)),
