@@ -23,8 +23,17 @@ pub const JOB_NAME: &str = "cancel.dev/job";
 /// Annotation that approves a StageRun whose approvalType is `manual`.
 pub const APPROVED: &str = "cancel.dev/approved";
 
-/// Label on CancelRequests: which API (or tool) asked.
+/// Label on CancelRequests: which API (or tool) asked; one of [`via`].
 pub const API: &str = "cancel.dev/api";
+
+/// The values of the [`API`] label, one per way a cancel comes in.
+pub mod via {
+    pub const GOCD: &str = "gocd";
+    pub const CODEARTS: &str = "codearts";
+    pub const CRAFTER: &str = "crafter";
+    pub const CLOUD_FOUNDRY: &str = "cf";
+    pub const KUBECTL: &str = "kubectl";
+}
 
 /// Lowercase hex SHA-256 of `parts`, separated so that ("ab","c") != ("a","bc").
 pub fn digest(parts: &[&str]) -> String {

@@ -8,6 +8,9 @@ use kube::api::ObjectMeta;
 use crate::crd::{CancelRequest, CancelRequestSpec, CancelTarget, DEFAULT_TTL_SECONDS};
 use crate::labels::{self, API as API_LABEL, digest};
 
+/// The values of the `cancel.dev/api` label a request carries.
+pub use crate::labels::via;
+
 /// How the new request is named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Naming {
@@ -85,7 +88,7 @@ mod tests {
     #[test]
     fn requests_carry_the_api_label_and_ttl() {
         let r = NewCancelRequest {
-            api: "kubectl".into(),
+            api: via::KUBECTL.into(),
             target: CancelTarget {
                 stage_run: Some("x".into()),
                 ..CancelTarget::default()
@@ -97,7 +100,7 @@ mod tests {
         .build(Naming::Generated("kubectl-cancel-".into()));
         assert_eq!(r.metadata.generate_name.as_deref(), Some("kubectl-cancel-"));
         assert!(r.metadata.name.is_none());
-        assert_eq!(r.metadata.labels.unwrap()[API_LABEL], "kubectl");
+        assert_eq!(r.metadata.labels.unwrap()[API_LABEL], via::KUBECTL);
         assert_eq!(r.spec.ttl_seconds_after_finished, DEFAULT_TTL_SECONDS);
         assert_eq!(r.spec.requested_by, "jez");
     }

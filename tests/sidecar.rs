@@ -2913,7 +2913,7 @@ impl Sidecar {
         headers.insert("host", HeaderValue::from_str(host).unwrap());
         headers.insert("x-sdk-date", HeaderValue::from_str(&how.date).unwrap());
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let req = aksk::SignedRequest {
+        let req = aksk::Call {
             method: &method,
             path,
             query,

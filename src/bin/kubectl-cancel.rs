@@ -171,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     let requested_by = whoami(&client).await?;
     let api: Api<CancelRequest> = Api::namespaced(client, &ns);
     let request = NewCancelRequest {
-        api: "kubectl".into(),
+        api: cancel_operator::request::via::KUBECTL.into(),
         target: target(&cli.target)?,
         reason: cli.opts.reason.clone(),
         requested_by,

@@ -28,8 +28,10 @@ use k8s_openapi::jiff::{Timestamp, civil, tz::TimeZone};
 use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use warp::http::{HeaderMap, Method};
+use warp::http::Method;
 
+/// A request as received: what a signature covers.
+pub use super::http::Call;
 use super::identity::Identity;
 
 /// The only algorithm accepted.
@@ -136,17 +138,6 @@ pub fn parse_authorization(params: &str) -> Result<SdkAuthorization, String> {
     })
 }
 
-/// What a signature covers.
-pub struct SignedRequest<'a> {
-    pub method: &'a Method,
-    /// The path as sent (percent-encoded).
-    pub path: &'a str,
-    /// The raw query, without `?`.
-    pub query: &'a str,
-    pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
-}
-
 /// Percent-encodes everything but letters, digits and `_.-~` (Python's
 /// `urllib.parse.quote(s, safe='~')`, as the SDK does).
 fn url_encode(s: &str) -> String {
@@ -204,7 +195,7 @@ fn hex_sha256(data: &[u8]) -> String {
 
 /// The canonical request for `signed_headers`; an error names a signed header
 /// the request lacks, or a payload hash that is not the body's.
-pub fn canonical_request(req: &SignedRequest, signed_headers: &[String]) -> Result<String, String> {
+pub fn canonical_request(req: &Call<'_>, signed_headers: &[String]) -> Result<String, String> {
     let mut headers = String::new();
     for name in signed_headers {
         let mut values = req.headers.get_all(name.as_str()).iter();
@@ -367,7 +358,7 @@ impl Verifier {
         &self,
         keys: &[AccessKey],
         auth: &SdkAuthorization,
-        req: &SignedRequest,
+        req: &Call<'_>,
         now: Timestamp,
     ) -> Result<Identity, String> {
         // Look at every key, so that the time taken does not depend on
@@ -435,7 +426,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warp::http::HeaderValue;
+    use warp::http::{HeaderMap, HeaderValue};
 
     // Produced by Huawei Cloud's SDK signer (huaweicloudsdkcore 3.1.219):
     // tests/clients/aksk_vectors.py.
@@ -531,7 +522,7 @@ mod tests {
         h: &HeaderMap,
         now: Timestamp,
     ) -> Result<Identity, String> {
-        let req = SignedRequest {
+        let req = Call {
             method: &v.method,
             path: v.path,
             query: v.query,

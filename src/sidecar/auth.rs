@@ -22,7 +22,8 @@ use warp::http::HeaderMap;
 
 pub use super::identity::Identity;
 
-use super::aksk::{self, AccessKey, SdkAuthorization, SignedRequest, Verifier};
+use super::aksk::{self, AccessKey, SdkAuthorization, Verifier};
+use super::http::Call;
 use crate::labels::digest;
 
 /// How callers are authenticated.
@@ -377,7 +378,7 @@ impl Authenticator {
     pub fn authenticate_signed(
         &self,
         auth: &SdkAuthorization,
-        req: &SignedRequest,
+        req: &Call<'_>,
     ) -> Result<Identity, AuthError> {
         let users = self.users();
         self.signatures

@@ -168,95 +168,108 @@ impl ApiErrors for Errors {
             "internal error: the Kubernetes API could not be reached; try again",
         )
     }
-}
-
-/// A refused call, for build task `job_id`.
-fn refused(f: &Failure, job_id: &str) -> Response {
-    match f {
-        Failure::Unauthenticated => Errors.unauthenticated(),
-        Failure::Rejected(why) => error(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHENTICATED,
-            &format!("authentication failed: {why}"),
-        ),
-        Failure::Unavailable(why) => Errors.unavailable(why),
-        Failure::Forbidden | Failure::Hidden => error(
+    fn forbidden(&self) -> Response {
+        error(
             StatusCode::FORBIDDEN,
             codes::FORBIDDEN,
-            &format!("no permission to stop builds of build task {job_id}"),
-        ),
+            "no permission for this operation",
+        )
     }
 }
 
-pub async fn handle(state: &Service, route: &CodeArtsRoute, call: &Call<'_>) -> Response {
-    match route {
-        CodeArtsRoute::Stop => stop(state, call, parse_body(call.body)).await,
-        CodeArtsRoute::StopPath { job_id, build_no } => {
-            let params = validate(
-                Some(&Value::String(job_id.clone())),
-                Some(&Value::String(build_no.clone())),
-            );
-            stop(state, call, params).await
-        }
-        CodeArtsRoute::Status { job_id } => status(state, call, job_id).await,
-        CodeArtsRoute::History { job_id } => history(state, call, job_id).await,
-        CodeArtsRoute::HistoryDetails {
-            job_id,
-            build_number,
-        } => history_details(state, call, job_id, build_number).await,
-    }
+/// Why a CodeArts call is not answered as asked; rendered in CodeArts'
+/// error format.
+#[derive(Debug)]
+enum Refused {
+    /// The service refused a call about build task `.1` (empty before the
+    /// body naming it is read).
+    Service(Failure, String),
+    /// A CodeArts error: its status, code and message.
+    Error(StatusCode, &'static str, String),
 }
 
-/// The runs of build task `job_id` the caller may read, or the refusal:
-/// 401, 404 when the task has no run, 403 when it may read none of them.
-async fn readable_runs(
-    state: &Service,
-    call: &Call<'_>,
-    job_id: &str,
-) -> Result<(Identity, Vec<Arc<StageRun>>), Response> {
-    let who = state
-        .identify(call, Signing::Accepted)
-        .await
-        .map_err(|f| refused(&f, job_id))?;
-    let runs = state.cache.by_pipeline(job_id);
-    if runs.is_empty() {
-        return Err(error(
+impl Refused {
+    fn invalid((code, msg): (&'static str, String)) -> Self {
+        Refused::Error(StatusCode::BAD_REQUEST, code, msg)
+    }
+
+    fn job_not_found(job_id: &str) -> Self {
+        Refused::Error(
             StatusCode::NOT_FOUND,
             codes::JOB_NOT_FOUND,
-            &format!("build task {job_id} does not exist"),
-        ));
+            format!("build task {job_id} does not exist"),
+        )
     }
-    let (visible, _) = state
-        .readable(&who, runs)
-        .await
-        .map_err(|f| refused(&f, job_id))?;
-    if visible.is_empty() {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            codes::FORBIDDEN,
-            &format!("no permission to read build task {job_id}"),
-        ));
+
+    fn build_not_found(job_id: &str, build: i64) -> Self {
+        Refused::Error(
+            StatusCode::NOT_FOUND,
+            codes::BUILD_NOT_FOUND,
+            format!("build {build} of build task {job_id} does not exist"),
+        )
     }
-    Ok((who, visible))
+
+    fn render(self) -> Response {
+        match self {
+            Refused::Service(Failure::Unauthenticated, _) => Errors.unauthenticated(),
+            Refused::Service(Failure::Rejected(why), _) => error(
+                StatusCode::UNAUTHORIZED,
+                codes::UNAUTHENTICATED,
+                &format!("authentication failed: {why}"),
+            ),
+            Refused::Service(Failure::Unavailable(why), _) => Errors.unavailable(&why),
+            Refused::Service(Failure::Forbidden | Failure::Hidden, job_id) => error(
+                StatusCode::FORBIDDEN,
+                codes::FORBIDDEN,
+                &format!("no permission to stop builds of build task {job_id}"),
+            ),
+            Refused::Error(status, code, msg) => error(status, code, &msg),
+        }
+    }
+}
+
+type Answer = Result<Response, Refused>;
+
+/// Answers a CodeArts call: the caller is identified (a signed request is
+/// accepted), the route served, a refusal rendered as CodeArts does.
+pub async fn handle(state: &Service, route: &CodeArtsRoute, call: &Call<'_>) -> Response {
+    let answer = async {
+        let who = state
+            .identify(call, Signing::Accepted)
+            .await
+            .map_err(|f| Refused::Service(f, String::new()))?;
+        let codearts = CodeArts { state, call, who };
+        match route {
+            CodeArtsRoute::Stop => codearts.stop(parse_body(call.body)).await,
+            CodeArtsRoute::StopPath { job_id, build_no } => {
+                let params = validate(
+                    Some(&Value::String(job_id.clone())),
+                    Some(&Value::String(build_no.clone())),
+                );
+                codearts.stop(params).await
+            }
+            CodeArtsRoute::Status { job_id } => codearts.status(job_id).await,
+            CodeArtsRoute::History { job_id } => codearts.history(job_id).await,
+            CodeArtsRoute::HistoryDetails {
+                job_id,
+                build_number,
+            } => codearts.history_details(job_id, build_number).await,
+        }
+    }
+    .await;
+    answer.unwrap_or_else(Refused::render)
+}
+
+/// One CodeArts call being served, and who asks.
+struct CodeArts<'a, 'c> {
+    state: &'a Service,
+    call: &'a Call<'c>,
+    who: Identity,
 }
 
 #[derive(Serialize)]
 struct StatusResult {
     result: bool,
-}
-
-/// `GET /v3/jobs/{job_id}/status`: `{"result": true}` while a build of the
-/// task runs (some StageRun of it is not finished).
-async fn status(state: &Service, call: &Call<'_>, job_id: &str) -> Response {
-    match readable_runs(state, call, job_id).await {
-        Ok((_, runs)) => json(
-            StatusCode::OK,
-            &StatusResult {
-                result: runs.iter().any(|r| is_active(r)),
-            },
-        ),
-        Err(r) => r,
-    }
 }
 
 /// Query of `GET /v3/jobs/{job_id}/history`.
@@ -421,21 +434,6 @@ pub fn history_page(
     }
 }
 
-/// `GET /v3/jobs/{job_id}/history`.
-async fn history(state: &Service, call: &Call<'_>, job_id: &str) -> Response {
-    let (_, runs) = match readable_runs(state, call, job_id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match history_query(call) {
-        Ok(q) => json(
-            StatusCode::OK,
-            &history_page(job_id, &runs, &q, Timestamp::now()),
-        ),
-        Err(msg) => error(StatusCode::BAD_REQUEST, codes::INVALID_QUERY, &msg),
-    }
-}
-
 /// One step of a build (the SDK's `BuildStep`): a job of a StageRun.
 #[derive(Serialize, Debug, PartialEq, Eq)]
 pub struct BuildStep {
@@ -519,100 +517,105 @@ pub fn history_details_of(
     }
 }
 
-/// `GET /v3/jobs/{job_id}/{build_number}/history-details`.
-async fn history_details(
-    state: &Service,
-    call: &Call<'_>,
-    job_id: &str,
-    build_number: &str,
-) -> Response {
-    let (_, runs) = match readable_runs(state, call, job_id).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let build = match validate(
-        Some(&Value::String(job_id.to_string())),
-        Some(&Value::String(build_number.to_string())),
-    ) {
-        Ok(r) => r.build_no,
-        Err((code, msg)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                code,
-                &msg.replace("build_no", "build_number"),
-            );
+impl CodeArts<'_, '_> {
+    /// The runs of build task `job_id` the caller may read: refused 404
+    /// when the task has no run, 403 when it may read none of them.
+    async fn readable_runs(&self, job_id: &str) -> Result<Vec<Arc<StageRun>>, Refused> {
+        let runs = self.state.cache.by_pipeline(job_id);
+        if runs.is_empty() {
+            return Err(Refused::job_not_found(job_id));
         }
-    };
-    let runs: Vec<Arc<StageRun>> = runs
-        .into_iter()
-        .filter(|r| r.spec.pipeline_counter == build)
-        .collect();
-    if runs.is_empty() {
-        return error(
-            StatusCode::NOT_FOUND,
-            codes::BUILD_NOT_FOUND,
-            &format!("build {build} of build task {job_id} does not exist"),
-        );
+        let (visible, _) = self
+            .state
+            .readable(&self.who, runs)
+            .await
+            .map_err(|f| Refused::Service(f, job_id.to_string()))?;
+        if visible.is_empty() {
+            return Err(Refused::Error(
+                StatusCode::FORBIDDEN,
+                codes::FORBIDDEN,
+                format!("no permission to read build task {job_id}"),
+            ));
+        }
+        Ok(visible)
     }
-    json(
-        StatusCode::OK,
-        &history_details_of(job_id, build, &runs, Timestamp::now()),
-    )
-}
 
-/// `POST /v3/jobs/stop` (body) and `POST /v3/jobs/{job_id}/{build_no}/stop` (path).
-async fn stop(
-    state: &Service,
-    call: &Call<'_>,
-    params: Result<StopRequest, (&'static str, String)>,
-) -> Response {
-    let who = match state.identify(call, Signing::Accepted).await {
-        Ok(id) => id,
-        Err(f) => return refused(&f, ""),
-    };
-    let req = match params {
-        Ok(r) => r,
-        Err((code, msg)) => return error(StatusCode::BAD_REQUEST, code, &msg),
-    };
-    if state.cache.by_pipeline(&req.job_id).is_empty() {
-        return error(
-            StatusCode::NOT_FOUND,
-            codes::JOB_NOT_FOUND,
-            &format!("build task {} does not exist", req.job_id),
-        );
+    /// `GET /v3/jobs/{job_id}/status`: `{"result": true}` while a build of
+    /// the task runs (some StageRun of it is not finished).
+    async fn status(&self, job_id: &str) -> Answer {
+        let runs = self.readable_runs(job_id).await?;
+        Ok(json(
+            StatusCode::OK,
+            &StatusResult {
+                result: runs.iter().any(|r| is_active(r)),
+            },
+        ))
     }
-    let runs = state.cache.by_build(&req.job_id, req.build_no);
-    if runs.is_empty() {
-        return error(
-            StatusCode::NOT_FOUND,
-            codes::BUILD_NOT_FOUND,
-            &format!(
-                "build {} of build task {} does not exist",
-                req.build_no, req.job_id
-            ),
-        );
+
+    /// `GET /v3/jobs/{job_id}/history`.
+    async fn history(&self, job_id: &str) -> Answer {
+        let runs = self.readable_runs(job_id).await?;
+        let q = history_query(self.call)
+            .map_err(|msg| Refused::Error(StatusCode::BAD_REQUEST, codes::INVALID_QUERY, msg))?;
+        Ok(json(
+            StatusCode::OK,
+            &history_page(job_id, &runs, &q, Timestamp::now()),
+        ))
     }
-    let reason = format!(
-        "build {} of {} stopped through the CodeArts API",
-        req.build_no, req.job_id
-    );
-    match state
-        .cancel(CancelCall {
-            api: "codearts",
-            who: &who,
-            runs,
-            reason,
-            hide_unreadable: false,
-        })
-        .await
-    {
-        Ok(outcome) => json(
+
+    /// `GET /v3/jobs/{job_id}/{build_number}/history-details`.
+    async fn history_details(&self, job_id: &str, build_number: &str) -> Answer {
+        let runs = self.readable_runs(job_id).await?;
+        let build = validate(
+            Some(&Value::String(job_id.to_string())),
+            Some(&Value::String(build_number.to_string())),
+        )
+        .map_err(|(code, msg)| Refused::invalid((code, msg.replace("build_no", "build_number"))))?
+        .build_no;
+        let runs: Vec<Arc<StageRun>> = runs
+            .into_iter()
+            .filter(|r| r.spec.pipeline_counter == build)
+            .collect();
+        if runs.is_empty() {
+            return Err(Refused::build_not_found(job_id, build));
+        }
+        Ok(json(
+            StatusCode::OK,
+            &history_details_of(job_id, build, &runs, Timestamp::now()),
+        ))
+    }
+
+    /// `POST /v3/jobs/stop` (body) and `POST /v3/jobs/{job_id}/{build_no}/stop` (path).
+    async fn stop(&self, params: Result<StopRequest, (&'static str, String)>) -> Answer {
+        let req = params.map_err(Refused::invalid)?;
+        if self.state.cache.by_pipeline(&req.job_id).is_empty() {
+            return Err(Refused::job_not_found(&req.job_id));
+        }
+        let runs = self.state.cache.by_build(&req.job_id, req.build_no);
+        if runs.is_empty() {
+            return Err(Refused::build_not_found(&req.job_id, req.build_no));
+        }
+        let reason = format!(
+            "build {} of {} stopped through the CodeArts API",
+            req.build_no, req.job_id
+        );
+        let outcome = self
+            .state
+            .cancel(CancelCall {
+                api: crate::labels::via::CODEARTS,
+                who: &self.who,
+                runs,
+                reason,
+                hide_unreadable: false,
+            })
+            .await
+            .map_err(|f| Refused::Service(f, req.job_id.clone()))?;
+        Ok(json(
             StatusCode::OK,
             &StopResult {
                 result: outcome.any_cancelled(),
             },
-        ),
-        Err(f) => refused(&f, &req.job_id),
+        ))
     }
 }
 

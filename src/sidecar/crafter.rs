@@ -8,12 +8,13 @@ use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CrafterRoute;
 use super::service::Service;
 use super::service::{Failure, Signing};
-use super::studio::{Missing, cancel_packages, site_packages};
+use super::studio::{self, Missing, cancel_packages, site_packages};
 
 #[derive(Serialize)]
 struct Message<'a> {
@@ -62,23 +63,29 @@ impl ApiErrors for Errors {
             &format!("Internal server error. {why}"),
         )
     }
+    /// Crafter's v1 API answers every refusal as unauthorized.
+    fn forbidden(&self) -> Response {
+        unauthorized()
+    }
 }
 
-fn refused(f: &Failure) -> Response {
-    match f {
-        Failure::Unavailable(why) => Errors.unavailable(why),
-        Failure::Unauthenticated | Failure::Rejected(_) | Failure::Forbidden | Failure::Hidden => {
-            unauthorized()
+/// Answers a Crafter call: the caller is identified, the route served,
+/// and a refusal of the service rendered in the route's format (v1 or
+/// Studio's v2).
+pub async fn handle(state: &Service, route: &CrafterRoute, call: &Call<'_>) -> Response {
+    let answer = async {
+        let who = state.identify(call, Signing::Refused).await?;
+        match route {
+            CrafterRoute::CancelV1 => cancel(state, &who, call).await,
+            CrafterRoute::CancelV2 => studio::cancel(state, &who, call).await,
+            CrafterRoute::Packages => studio::packages(state, &who, call).await,
         }
     }
-}
-
-pub async fn handle(state: &Service, route: &CrafterRoute, call: &Call<'_>) -> Response {
-    match route {
-        CrafterRoute::CancelV1 => cancel(state, call).await,
-        CrafterRoute::CancelV2 => super::studio::cancel(state, call).await,
-        CrafterRoute::Packages => super::studio::packages(state, call).await,
-    }
+    .await;
+    answer.unwrap_or_else(|f| match route {
+        CrafterRoute::CancelV1 => Errors.refused(&f),
+        CrafterRoute::CancelV2 | CrafterRoute::Packages => studio::Errors.refused(&f),
+    })
 }
 
 /// Validated parameters.
@@ -119,27 +126,23 @@ pub fn parse_body(body: &[u8]) -> Option<CancelParams> {
 }
 
 /// `POST /api/1/services/api/1/publish/cancel-publish-requests.json`.
-async fn cancel(state: &Service, call: &Call<'_>) -> Response {
-    let who = match state.identify(call, Signing::Refused).await {
-        Ok(id) => id,
-        Err(f) => return refused(&f),
-    };
+async fn cancel(state: &Service, who: &Identity, call: &Call<'_>) -> Result<Response, Failure> {
     let Some(params) = parse_body(call.body) else {
-        return invalid();
+        return Ok(invalid());
     };
     let packages = match site_packages(state, &params.site_id, &params.package_ids) {
         Ok(packages) => packages,
-        Err(Missing::Site) => return message(StatusCode::NOT_FOUND, "Site not found"),
-        Err(Missing::Package(_)) => return message(StatusCode::NOT_FOUND, "Package ID not found"),
+        Err(Missing::Site) => return Ok(message(StatusCode::NOT_FOUND, "Site not found")),
+        Err(Missing::Package(_)) => {
+            return Ok(message(StatusCode::NOT_FOUND, "Package ID not found"));
+        }
     };
     let reason = format!(
         "publish requests of site {} cancelled through the CrafterCMS API",
         params.site_id
     );
-    match cancel_packages(state, &who, packages, reason).await {
-        Ok(()) => message(StatusCode::OK, "OK"),
-        Err(f) => refused(&f),
-    }
+    cancel_packages(state, who, packages, reason).await?;
+    Ok(message(StatusCode::OK, "OK"))
 }
 
 #[cfg(test)]

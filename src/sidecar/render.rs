@@ -1,11 +1,13 @@
 //! Errors every API must be able to answer, each in its own format. One
 //! implementation per API family; the server picks it by path
-//! (`server::errors_for`).
+//! (`server::errors_for`), and a handler renders the service's refusals
+//! with it (`ApiErrors::refused`).
 
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use super::http::text;
+use super::service::Failure;
 
 /// The errors of one API family.
 pub trait ApiErrors {
@@ -23,6 +25,23 @@ pub trait ApiErrors {
     fn unauthenticated(&self) -> Response;
     /// The Kubernetes API could not be asked; `why` is logged, not shown.
     fn unavailable(&self, why: &str) -> Response;
+    /// Authenticated, but not allowed to do this.
+    fn forbidden(&self) -> Response;
+    /// Not allowed to know the object exists; as forbidden unless the API
+    /// hides such objects.
+    fn hidden(&self) -> Response {
+        self.forbidden()
+    }
+
+    /// The service's refusal, in this format.
+    fn refused(&self, f: &Failure) -> Response {
+        match f {
+            Failure::Unauthenticated | Failure::Rejected(_) => self.unauthenticated(),
+            Failure::Unavailable(why) => self.unavailable(why),
+            Failure::Forbidden => self.forbidden(),
+            Failure::Hidden => self.hidden(),
+        }
+    }
 }
 
 /// `Allow` on a 405.
@@ -63,5 +82,8 @@ impl ApiErrors for Operations {
     fn unavailable(&self, why: &str) -> Response {
         tracing::error!(error = why, "request failed");
         text(StatusCode::SERVICE_UNAVAILABLE, "service unavailable")
+    }
+    fn forbidden(&self) -> Response {
+        text(StatusCode::FORBIDDEN, "forbidden")
     }
 }

@@ -40,12 +40,7 @@ pub enum GoCdRoute {
     /// `POST /go/api/stages/{pipeline}/{stage}/cancel` (seed).
     Cancel { pipeline: String, stage: String },
     /// `POST /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel`.
-    CancelInstance {
-        pipeline: String,
-        pipeline_counter: String,
-        stage: String,
-        stage_counter: String,
-    },
+    CancelInstance(StageInstance),
     /// `GET /go/api/stages/{pipeline}/{stage}/history[/{offset}]`: the seed's
     /// offset form, or the cursor form when a versioned Accept asks for it.
     History {
@@ -54,19 +49,9 @@ pub enum GoCdRoute {
         offset: Option<String>,
     },
     /// `GET /go/api/stages/{pipeline}/{stage}/instance/{pipeline_counter}/{stage_counter}` (legacy).
-    StageInstanceLegacy {
-        pipeline: String,
-        stage: String,
-        pipeline_counter: String,
-        stage_counter: String,
-    },
+    StageInstanceLegacy(StageInstance),
     /// `GET /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}` (current).
-    StageInstance {
-        pipeline: String,
-        pipeline_counter: String,
-        stage: String,
-        stage_counter: String,
-    },
+    StageInstance(StageInstance),
     /// `GET /go/api/pipelines/{pipeline}/history[/{offset}]`.
     PipelineHistory {
         pipeline: String,
@@ -80,6 +65,31 @@ pub enum GoCdRoute {
     Version,
     /// `GET /go/about` (an HTML page).
     About,
+}
+
+/// One run of a GoCD stage, as its path names it (counters unparsed: a
+/// handler answers a bad one in GoCD's words).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageInstance {
+    pub pipeline: String,
+    pub pipeline_counter: String,
+    pub stage: String,
+    pub stage_counter: String,
+}
+
+/// A stage instance from its path segments, in the path's order of names.
+pub fn instance(
+    pipeline: &str,
+    pipeline_counter: &str,
+    stage: &str,
+    stage_counter: &str,
+) -> StageInstance {
+    StageInstance {
+        pipeline: pipeline.to_string(),
+        pipeline_counter: pipeline_counter.to_string(),
+        stage: stage.to_string(),
+        stage_counter: stage_counter.to_string(),
+    }
 }
 
 /// Huawei CodeArts Build.
@@ -155,10 +165,10 @@ impl Route {
         match self {
             Route::GoCd(r) => match r {
                 GoCdRoute::Cancel { .. } => "gocd_cancel",
-                GoCdRoute::CancelInstance { .. } => "gocd_cancel_instance",
+                GoCdRoute::CancelInstance(_) => "gocd_cancel_instance",
                 GoCdRoute::History { .. } => "gocd_history",
-                GoCdRoute::StageInstanceLegacy { .. } => "gocd_stage_instance_legacy",
-                GoCdRoute::StageInstance { .. } => "gocd_stage_instance",
+                GoCdRoute::StageInstanceLegacy(_) => "gocd_stage_instance_legacy",
+                GoCdRoute::StageInstance(_) => "gocd_stage_instance",
                 GoCdRoute::PipelineHistory { .. } => "gocd_pipeline_history",
                 GoCdRoute::PipelineInstanceLegacy { .. } => "gocd_pipeline_instance_legacy",
                 GoCdRoute::PipelineInstance { .. } => "gocd_pipeline_instance",
@@ -261,12 +271,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             POST,
         ),
         ["go", "api", "stages", p, pc, st, sc, "cancel"] => (
-            Route::GoCd(GoCdRoute::CancelInstance {
-                pipeline: own(p),
-                pipeline_counter: own(pc),
-                stage: own(st),
-                stage_counter: own(sc),
-            }),
+            Route::GoCd(GoCdRoute::CancelInstance(instance(p, pc, st, sc))),
             POST,
         ),
         ["go", "api", "stages", p, st, "history"] => (
@@ -286,21 +291,11 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             GET,
         ),
         ["go", "api", "stages", p, st, "instance", pc, sc] => (
-            Route::GoCd(GoCdRoute::StageInstanceLegacy {
-                pipeline: own(p),
-                stage: own(st),
-                pipeline_counter: own(pc),
-                stage_counter: own(sc),
-            }),
+            Route::GoCd(GoCdRoute::StageInstanceLegacy(instance(p, pc, st, sc))),
             GET,
         ),
         ["go", "api", "stages", p, pc, st, sc] => (
-            Route::GoCd(GoCdRoute::StageInstance {
-                pipeline: own(p),
-                pipeline_counter: own(pc),
-                stage: own(st),
-                stage_counter: own(sc),
-            }),
+            Route::GoCd(GoCdRoute::StageInstance(instance(p, pc, st, sc))),
             GET,
         ),
         ["go", "api", "pipelines", p, "history"] => (
@@ -421,12 +416,9 @@ mod tests {
             (
                 Method::POST,
                 "/go/api/stages/foo/2/DEV/1/cancel",
-                Ok(Route::GoCd(GoCdRoute::CancelInstance {
-                    pipeline: "foo".into(),
-                    pipeline_counter: "2".into(),
-                    stage: "DEV".into(),
-                    stage_counter: "1".into(),
-                })),
+                Ok(Route::GoCd(GoCdRoute::CancelInstance(instance(
+                    "foo", "2", "DEV", "1",
+                )))),
             ),
             (
                 Method::GET,
@@ -569,22 +561,16 @@ mod tests {
             (
                 Method::GET,
                 "/go/api/stages/foo/DEV/instance/2/1",
-                Ok(Route::GoCd(GoCdRoute::StageInstanceLegacy {
-                    pipeline: "foo".into(),
-                    stage: "DEV".into(),
-                    pipeline_counter: "2".into(),
-                    stage_counter: "1".into(),
-                })),
+                Ok(Route::GoCd(GoCdRoute::StageInstanceLegacy(instance(
+                    "foo", "2", "DEV", "1",
+                )))),
             ),
             (
                 Method::GET,
                 "/go/api/stages/foo/2/DEV/1",
-                Ok(Route::GoCd(GoCdRoute::StageInstance {
-                    pipeline: "foo".into(),
-                    pipeline_counter: "2".into(),
-                    stage: "DEV".into(),
-                    stage_counter: "1".into(),
-                })),
+                Ok(Route::GoCd(GoCdRoute::StageInstance(instance(
+                    "foo", "2", "DEV", "1",
+                )))),
             ),
             (
                 Method::GET,

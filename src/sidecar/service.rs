@@ -18,7 +18,6 @@ use tower::load_shed::LoadShedLayer;
 
 use super::Config;
 use super::Limits;
-use super::aksk::SignedRequest;
 use super::auth::{self, Authenticator};
 use super::auth::{AuthError, AuthMode, Credentials, Identity};
 use super::cache::StageRunCache;
@@ -196,14 +195,7 @@ impl Service {
                     .authenticate(&Credentials::Malformed(None))
                     .await?);
             }
-            let req = SignedRequest {
-                method: call.method,
-                path: call.path,
-                query: call.query,
-                headers: call.headers,
-                body: call.body,
-            };
-            return Ok(self.auth.authenticate_signed(signed, &req)?);
+            return Ok(self.auth.authenticate_signed(signed, call)?);
         }
         Ok(self.auth.authenticate(&creds).await?)
     }

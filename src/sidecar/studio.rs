@@ -16,7 +16,7 @@ use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::service::Service;
-use super::service::{CancelCall, Failure, Signing};
+use super::service::{CancelCall, Failure};
 use crate::crd::{RunResult, StagePhase, StageRun};
 
 /// The `response` object of every answer.
@@ -160,15 +160,8 @@ impl ApiErrors for Errors {
             ApiResponse::internal_system_failure(),
         )
     }
-}
-
-fn refused(f: &Failure) -> Response {
-    match f {
-        Failure::Unavailable(why) => Errors.unavailable(why),
-        Failure::Unauthenticated | Failure::Rejected(_) => Errors.unauthenticated(),
-        Failure::Forbidden | Failure::Hidden => {
-            answer(StatusCode::FORBIDDEN, ApiResponse::unauthorized())
-        }
+    fn forbidden(&self) -> Response {
+        answer(StatusCode::FORBIDDEN, ApiResponse::unauthorized())
     }
 }
 
@@ -259,35 +252,35 @@ pub fn parse_cancel(body: &[u8]) -> Result<CancelParams, Vec<FieldError>> {
 }
 
 /// `POST /studio/api/2/publish/cancel`: all or nothing, like the v1 route.
-pub async fn cancel(state: &Service, call: &Call<'_>) -> Response {
-    let who = match state.identify(call, Signing::Refused).await {
-        Ok(id) => id,
-        Err(f) => return refused(&f),
-    };
+pub(crate) async fn cancel(
+    state: &Service,
+    who: &Identity,
+    call: &Call<'_>,
+) -> Result<Response, Failure> {
     let params = match parse_cancel(call.body) {
         Ok(p) => p,
-        Err(errors) => return invalid(&errors),
+        Err(errors) => return Ok(invalid(&errors)),
     };
     let packages = match site_packages(state, &params.site_id, &params.package_ids) {
         Ok(packages) => packages,
-        Err(Missing::Site) => return answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found()),
+        Err(Missing::Site) => {
+            return Ok(answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found()));
+        }
         Err(Missing::Package(id)) => {
             let mut r = ApiResponse::content_not_found();
             r.remedial_action = format!(
                 "Check that package '{id}' exists in site '{}'",
                 params.site_id
             );
-            return answer(StatusCode::NOT_FOUND, r);
+            return Ok(answer(StatusCode::NOT_FOUND, r));
         }
     };
     let reason = format!(
         "publishing packages of site {} cancelled through the CrafterCMS Studio API",
         params.site_id
     );
-    match cancel_packages(state, &who, packages, reason).await {
-        Ok(()) => answer(StatusCode::OK, ApiResponse::ok()),
-        Err(f) => refused(&f),
-    }
+    cancel_packages(state, who, packages, reason).await?;
+    Ok(answer(StatusCode::OK, ApiResponse::ok()))
 }
 
 /// What a cancel named that does not exist.
@@ -327,7 +320,7 @@ pub(crate) async fn cancel_packages(
 ) -> Result<(), Failure> {
     state
         .cancel(CancelCall {
-            api: "crafter",
+            api: crate::labels::via::CRAFTER,
             who,
             runs: packages,
             reason,
@@ -498,25 +491,22 @@ pub fn packages_page(runs: &[Arc<StageRun>], q: &PackagesQuery) -> (usize, Vec<P
 
 /// `GET /studio/api/2/publish/packages`: the site's packages the caller may
 /// read; 404 for an unknown site, 403 when it may read none of them.
-pub async fn packages(state: &Service, call: &Call<'_>) -> Response {
-    let who = match state.identify(call, Signing::Refused).await {
-        Ok(id) => id,
-        Err(f) => return refused(&f),
-    };
+pub(crate) async fn packages(
+    state: &Service,
+    who: &Identity,
+    call: &Call<'_>,
+) -> Result<Response, Failure> {
     let q = match parse_packages_query(&call.query_pairs()) {
         Ok(q) => q,
-        Err(errors) => return invalid(&errors),
+        Err(errors) => return Ok(invalid(&errors)),
     };
     let site = state.cache.by_pipeline(&q.site_id);
     if site.is_empty() {
-        return answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found());
+        return Ok(answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found()));
     }
-    let visible = match state.readable(&who, site).await {
-        Ok((visible, _)) => visible,
-        Err(f) => return refused(&f),
-    };
+    let (visible, _) = state.readable(who, site).await?;
     if visible.is_empty() {
-        return answer(StatusCode::FORBIDDEN, ApiResponse::unauthorized());
+        return Err(Failure::Forbidden);
     }
     let (total, page) = packages_page(&visible, &q);
     let mut payload = Map::new();
@@ -525,7 +515,7 @@ pub async fn packages(state: &Service, call: &Call<'_>) -> Response {
     // As Studio: the number of packages in this answer.
     payload.insert("limit".into(), json!(page.len()));
     payload.insert("packages".into(), json!(page));
-    envelope(StatusCode::OK, ApiResponse::ok(), payload)
+    Ok(envelope(StatusCode::OK, ApiResponse::ok(), payload))
 }
 
 #[cfg(test)]

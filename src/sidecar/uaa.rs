@@ -86,6 +86,9 @@ impl ApiErrors for Errors {
             "The Kubernetes API could not be reached; try again",
         )
     }
+    fn forbidden(&self) -> Response {
+        error(StatusCode::FORBIDDEN, "access_denied", "Access is denied")
+    }
 }
 
 /// A successful token response.

@@ -90,11 +90,13 @@ start() {
   echo "$! $name" >>"$dir/pids"
 }
 
+# Whether every process listed in a pids file (the control plane's by
+# default) still runs; names the first that exited and shows its log.
 alive() {
-  local pid name
+  local pids=${1:-$dir/pids} pid name
   while read -r pid name; do
     kill -0 "$pid" 2>/dev/null || { log "$name exited; its log:"; tail -n 30 "$dir/$name.log" >&2; return 1; }
-  done <"$dir/pids"
+  done <"$pids"
 }
 
 kubeconfig() {

@@ -281,7 +281,7 @@ subjects:
 EOF
   local deadline=$((SECONDS + 120))
   until "$BIN/kubectl" wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s >/dev/null 2>&1; do
-    node_alive
+    alive "$dir/node/pids"
     ((SECONDS < deadline)) || { log "timed out waiting for the node $NODE_NAME to be Ready"; false; }
     sleep 0.2
   done
@@ -295,13 +295,6 @@ node_start() {
   local name=$1
   start "$@"
   tail -n 1 "$dir/pids" >>"$dir/node/pids"
-}
-
-node_alive() {
-  local pid name
-  while read -r pid name; do
-    kill -0 "$pid" 2>/dev/null || { log "$name exited; its log:"; tail -n 30 "$dir/$name.log" >&2; return 1; }
-  done <"$dir/node/pids"
 }
 
 # Imports an OCI archive into the node's containerd (the name comes from its

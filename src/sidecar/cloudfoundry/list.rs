@@ -109,12 +109,131 @@ fn positive(value: &str) -> Option<u32> {
     value.parse::<u32>().ok().filter(|n| *n > 0)
 }
 
+/// Refuses parameters a task list does not take, naming them all.
+fn refuse_unknown(pairs: &[(String, String)]) -> Result<(), String> {
+    let mut unknown: Vec<&str> = Vec::new();
+    for (k, _) in pairs {
+        if !FILTERS.contains(&k.as_str())
+            && !PAGING.contains(&k.as_str())
+            && !unknown.contains(&k.as_str())
+        {
+            unknown.push(k);
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let valid: Vec<&str> = FILTERS.iter().chain(PAGING.iter()).copied().collect();
+    Err(format!(
+        "The query parameter is invalid: Unknown query parameter(s): '{}'. Valid parameters are: '{}'",
+        unknown.join("', '"),
+        valid.join("', '")
+    ))
+}
+
+// Each parser below adds what is wrong with its value to `errors`, in the
+// Cloud Controller's words: each item first, for its message about it, then
+// the whole value against its documented form.
+
+fn states(v: &str, errors: &mut Vec<String>) -> BTreeSet<&'static str> {
+    let known_before = errors.len();
+    let states = list(v)
+        .filter_map(|s| match STATES.iter().find(|known| **known == s) {
+            Some(known) => Some(*known),
+            None => {
+                errors.push(format!(
+                    "States can only be: '{}' (not '{s}')",
+                    STATES.join("', '")
+                ));
+                None
+            }
+        })
+        .collect();
+    if errors.len() == known_before && !has_form(&STATES_FORM, v) {
+        errors.push(format!(
+            "States can only be: '{}', comma-separated (not '{v}')",
+            STATES.join("', '")
+        ));
+    }
+    states
+}
+
+fn sequence_ids(v: &str, errors: &mut Vec<String>) -> BTreeSet<i64> {
+    let known_before = errors.len();
+    let ids = list(v)
+        .filter_map(|s| match s.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                errors.push(format!("Sequence ids must be integers (not '{s}')"));
+                None
+            }
+        })
+        .collect();
+    if errors.len() == known_before && !has_form(&SEQUENCE_IDS_FORM, v) {
+        errors.push(format!(
+            "Sequence ids must be integers of at most 18 digits, comma-separated (not '{v}')"
+        ));
+    }
+    ids
+}
+
+fn label_selector(v: &str, errors: &mut Vec<String>) -> Option<LabelSelector> {
+    match selector::parse(v) {
+        Ok(s) if has_form(&LABEL_SELECTOR_FORM, v) => Some(s),
+        Ok(_) => {
+            errors.push(format!(
+                "Invalid label_selector value: '{v}' is not of the documented form"
+            ));
+            None
+        }
+        Err(why) => {
+            errors.push(format!("Invalid label_selector value: {why}"));
+            None
+        }
+    }
+}
+
+fn page(v: &str, errors: &mut Vec<String>) -> u32 {
+    positive(v).unwrap_or_else(|| {
+        errors.push("Page must be a positive integer".into());
+        1
+    })
+}
+
+fn per_page(v: &str, errors: &mut Vec<String>) -> u32 {
+    match positive(v) {
+        Some(n) if n <= MAX_PER_PAGE => return n,
+        Some(_) => errors.push(format!("Per page must be between 1 and {MAX_PER_PAGE}")),
+        None if v.parse::<u64>().is_ok_and(|n| n > 0) => {
+            errors.push(format!("Per page must be between 1 and {MAX_PER_PAGE}"));
+        }
+        None => errors.push("Per page must be a positive integer".into()),
+    }
+    DEFAULT_PER_PAGE
+}
+
+/// `created_at` or `updated_at`, descending with a leading `-`.
+fn order(v: &str, errors: &mut Vec<String>) -> Order {
+    let (descending, column) = match v.strip_prefix('-') {
+        Some(c) => (true, c),
+        None => (false, v),
+    };
+    let column = match column {
+        "created_at" => OrderColumn::CreatedAt,
+        "updated_at" => OrderColumn::UpdatedAt,
+        _ => {
+            errors.push("Order by can only be: 'created_at', 'updated_at'".into());
+            return Order::default();
+        }
+    };
+    Order { column, descending }
+}
+
 impl ListQuery {
     /// Validates decoded query pairs (a repeated parameter: the last one
     /// counts). The error is the detail of a `CF-BadQueryParameter`, in
     /// the Cloud Controller's words.
     pub fn parse(pairs: &[(String, String)]) -> Result<Self, String> {
-        let mut unknown: Vec<&str> = Vec::new();
         let value_of = |name: &str| -> Option<&str> {
             pairs
                 .iter()
@@ -122,137 +241,23 @@ impl ListQuery {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        for (k, _) in pairs {
-            if !FILTERS.contains(&k.as_str())
-                && !PAGING.contains(&k.as_str())
-                && !unknown.contains(&k.as_str())
-            {
-                unknown.push(k);
-            }
-        }
-        if !unknown.is_empty() {
-            let valid: Vec<&str> = FILTERS.iter().chain(PAGING.iter()).copied().collect();
-            return Err(format!(
-                "The query parameter is invalid: Unknown query parameter(s): '{}'. Valid parameters are: '{}'",
-                unknown.join("', '"),
-                valid.join("', '")
-            ));
-        }
+        refuse_unknown(pairs)?;
         let mut errors: Vec<String> = Vec::new();
-        let mut given = Vec::new();
-        for name in FILTERS {
-            if let Some(v) = value_of(name) {
-                given.push((name, v.to_string()));
-            }
-        }
-        let guids = value_of("guids").map(|v| list(v).map(String::from).collect());
-        let names = value_of("names").map(|v| list(v).map(String::from).collect());
-        // Each item is checked first, for the Cloud Controller's message
-        // about it; then the whole value against its documented form.
-        let states = value_of("states").map(|v| {
-            let known_before = errors.len();
-            let states = list(v)
-                .filter_map(|s| match STATES.iter().find(|known| **known == s) {
-                    Some(known) => Some(*known),
-                    None => {
-                        errors.push(format!(
-                            "States can only be: '{}' (not '{s}')",
-                            STATES.join("', '")
-                        ));
-                        None
-                    }
-                })
-                .collect();
-            if errors.len() == known_before && !has_form(&STATES_FORM, v) {
-                errors.push(format!(
-                    "States can only be: '{}', comma-separated (not '{v}')",
-                    STATES.join("', '")
-                ));
-            }
-            states
-        });
-        let sequence_ids = value_of("sequence_ids").map(|v| {
-            let known_before = errors.len();
-            let ids = list(v)
-                .filter_map(|s| match s.parse::<i64>() {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        errors.push(format!("Sequence ids must be integers (not '{s}')"));
-                        None
-                    }
-                })
-                .collect();
-            if errors.len() == known_before && !has_form(&SEQUENCE_IDS_FORM, v) {
-                errors.push(format!(
-                    "Sequence ids must be integers of at most 18 digits, comma-separated (not '{v}')"
-                ));
-            }
-            ids
-        });
-        let label_selector = match value_of("label_selector") {
-            None => None,
-            Some(v) => match selector::parse(v) {
-                Ok(s) if has_form(&LABEL_SELECTOR_FORM, v) => Some(s),
-                Ok(_) => {
-                    errors.push(format!(
-                        "Invalid label_selector value: '{v}' is not of the documented form"
-                    ));
-                    None
-                }
-                Err(why) => {
-                    errors.push(format!("Invalid label_selector value: {why}"));
-                    None
-                }
-            },
-        };
-        let page = match value_of("page") {
-            None => 1,
-            Some(v) => positive(v).unwrap_or_else(|| {
-                errors.push("Page must be a positive integer".into());
-                1
-            }),
-        };
-        let per_page = match value_of("per_page") {
-            None => DEFAULT_PER_PAGE,
-            Some(v) => match positive(v) {
-                Some(n) if n <= MAX_PER_PAGE => n,
-                Some(_) => {
-                    errors.push(format!("Per page must be between 1 and {MAX_PER_PAGE}"));
-                    DEFAULT_PER_PAGE
-                }
-                None if v.parse::<u64>().is_ok_and(|n| n > 0) => {
-                    errors.push(format!("Per page must be between 1 and {MAX_PER_PAGE}"));
-                    DEFAULT_PER_PAGE
-                }
-                None => {
-                    errors.push("Per page must be a positive integer".into());
-                    DEFAULT_PER_PAGE
-                }
-            },
-        };
-        let order_given = value_of("order_by").map(String::from);
-        let order = match order_given.as_deref() {
-            None => Order::default(),
-            Some(v) => {
-                let (descending, column) = match v.strip_prefix('-') {
-                    Some(c) => (true, c),
-                    None => (false, v),
-                };
-                match column {
-                    "created_at" => Order {
-                        column: OrderColumn::CreatedAt,
-                        descending,
-                    },
-                    "updated_at" => Order {
-                        column: OrderColumn::UpdatedAt,
-                        descending,
-                    },
-                    _ => {
-                        errors.push("Order by can only be: 'created_at', 'updated_at'".into());
-                        Order::default()
-                    }
-                }
-            }
+        let given = FILTERS
+            .iter()
+            .filter_map(|name| value_of(name).map(|v| (*name, v.to_string())))
+            .collect();
+        let query = ListQuery {
+            guids: value_of("guids").map(|v| list(v).map(String::from).collect()),
+            names: value_of("names").map(|v| list(v).map(String::from).collect()),
+            states: value_of("states").map(|v| states(v, &mut errors)),
+            sequence_ids: value_of("sequence_ids").map(|v| sequence_ids(v, &mut errors)),
+            label_selector: value_of("label_selector").and_then(|v| label_selector(v, &mut errors)),
+            page: value_of("page").map_or(1, |v| page(v, &mut errors)),
+            per_page: value_of("per_page").map_or(DEFAULT_PER_PAGE, |v| per_page(v, &mut errors)),
+            order: value_of("order_by").map_or_else(Order::default, |v| order(v, &mut errors)),
+            given,
+            order_given: value_of("order_by").map(String::from),
         };
         if !errors.is_empty() {
             return Err(format!(
@@ -260,18 +265,7 @@ impl ListQuery {
                 errors.join(", ")
             ));
         }
-        Ok(ListQuery {
-            guids,
-            names,
-            states,
-            sequence_ids,
-            label_selector,
-            page,
-            per_page,
-            order,
-            given,
-            order_given,
-        })
+        Ok(query)
     }
 
     /// True when the task passes every filter.

@@ -6,7 +6,6 @@ pub mod list;
 pub mod selector;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
@@ -14,6 +13,7 @@ use serde_json::Value;
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 
+use super::auth::Identity;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CfRoute;
@@ -147,14 +147,12 @@ impl ApiErrors for Errors {
             "The Kubernetes API could not be reached; try again",
         )
     }
-}
-
-fn refused(f: &Failure) -> Response {
-    match f {
-        Failure::Unauthenticated | Failure::Rejected(_) => not_authenticated(),
-        Failure::Unavailable(why) => Errors.unavailable(why),
-        Failure::Forbidden => not_authorized(),
-        Failure::Hidden => task_not_found(),
+    fn forbidden(&self) -> Response {
+        not_authorized()
+    }
+    /// Cloud Foundry answers a task the caller may not read as not found.
+    fn hidden(&self) -> Response {
+        task_not_found()
     }
 }
 
@@ -274,17 +272,19 @@ fn state_of(run: &StageRun, canceling: bool) -> &'static str {
     }
 }
 
-/// A StageRun as a Task; `canceling` reports a cancel just requested.
-pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
-    let guid = run.metadata.uid.clone().unwrap_or_default();
-    let status = run.status.clone().unwrap_or_default();
-    let container = run
-        .spec
+/// The first job's first container: what a task's command and resources
+/// are read from.
+fn first_container(run: &StageRun) -> Value {
+    run.spec
         .jobs
         .first()
         .and_then(|j| j.template.pointer("/spec/containers/0"))
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The container's command and arguments, as one line.
+fn command_line(container: &Value) -> String {
     let words = |key: &str| -> Vec<String> {
         container
             .get(key)
@@ -296,20 +296,30 @@ pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
             })
             .unwrap_or_default()
     };
-    let command = [words("command"), words("args")].concat().join(" ");
-    let request_mb = |res: &str| {
-        container
-            .pointer(&format!("/resources/requests/{res}"))
-            .and_then(|v| v.as_str())
-            .and_then(quantity_mb)
-            .unwrap_or(0)
-    };
+    [words("command"), words("args")].concat().join(" ")
+}
+
+/// The container's request of `resource`, in megabytes (0 when absent).
+fn request_mb(container: &Value, resource: &str) -> i64 {
+    container
+        .pointer(&format!("/resources/requests/{resource}"))
+        .and_then(|v| v.as_str())
+        .and_then(quantity_mb)
+        .unwrap_or(0)
+}
+
+/// When the run was created, and when it last changed (never before it
+/// was created).
+fn created_and_updated(run: &StageRun) -> (Timestamp, Timestamp) {
     let created = run
         .metadata
         .creation_timestamp
         .as_ref()
         .map(|t| t.0)
         .unwrap_or_else(Timestamp::now);
+    let Some(status) = run.status.as_ref() else {
+        return (created, created);
+    };
     let updated = [
         status.start_time.as_ref().map(|t| t.0),
         status.completion_time.as_ref().map(|t| t.0),
@@ -321,11 +331,19 @@ pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
     .max()
     .unwrap_or(created)
     .max(created);
+    (created, updated)
+}
+
+/// A StageRun as a Task; `canceling` reports a cancel just requested.
+pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
+    let guid = run.metadata.uid.clone().unwrap_or_default();
+    let container = first_container(run);
+    let (created, updated) = created_and_updated(run);
     let state = state_of(run, canceling);
     let failure_reason = (state == "FAILED").then(|| {
-        status
-            .failure_reason
-            .clone()
+        run.status
+            .as_ref()
+            .and_then(|s| s.failure_reason.clone())
             .unwrap_or_else(|| "task failed".into())
     });
     let mut annotations = run.metadata.annotations.clone().unwrap_or_default();
@@ -334,10 +352,10 @@ pub fn task(run: &StageRun, base_url: &str, canceling: bool) -> Task {
     Task {
         sequence_id: run.spec.pipeline_counter,
         name: run.metadata.name.clone().unwrap_or_default(),
-        command,
+        command: command_line(&container),
         state,
-        memory_in_mb: request_mb("memory"),
-        disk_in_mb: request_mb("ephemeral-storage"),
+        memory_in_mb: request_mb(&container, "memory"),
+        disk_in_mb: request_mb(&container, "ephemeral-storage"),
         droplet_guid: String::new(),
         result: TaskResult { failure_reason },
         metadata: Metadata {
@@ -401,116 +419,103 @@ pub fn v3_root(base_url: &str) -> Value {
     })
 }
 
+/// Answers a Cloud Foundry call: the roots are public; for a task call the
+/// caller is identified, the route served, and a refusal of the service
+/// rendered as Cloud Foundry does (a task it may not read is not found).
 pub async fn handle(state: &Service, route: &CfRoute, call: &Call<'_>) -> Response {
-    match route {
-        CfRoute::Root => json(StatusCode::OK, &root(&base_url(state, call))),
-        CfRoute::V3Root => json(StatusCode::OK, &v3_root(&base_url(state, call))),
-        CfRoute::Get { guid } => get(state, call, guid).await,
-        CfRoute::Cancel { guid } | CfRoute::CancelPut { guid } => cancel(state, call, guid).await,
-        CfRoute::List => list_tasks(state, call, None).await,
-        CfRoute::AppTasks { app_guid } => list_tasks(state, call, Some(app_guid)).await,
-    }
-}
-
-fn base_url(state: &Service, call: &Call<'_>) -> String {
-    call.base_url(state.external_url.as_deref())
-}
-
-/// The task, if it exists and the caller may read it (CF hides the rest).
-async fn visible_task(
-    state: &Service,
-    call: &Call<'_>,
-    guid: &str,
-) -> Result<Arc<StageRun>, Response> {
-    let who = state
-        .identify(call, Signing::Refused)
-        .await
-        .map_err(|f| refused(&f))?;
-    let Some(run) = state.cache.by_uid(guid) else {
-        return Err(task_not_found());
-    };
-    let ns = run.metadata.namespace.clone().unwrap_or_default();
-    match state.auth.can_read(&who, &ns).await {
-        Ok(true) => Ok(run),
-        Ok(false) => Err(task_not_found()),
-        Err(why) => Err(Errors.unavailable(&why)),
-    }
-}
-
-/// `GET /v3/tasks/{guid}`.
-async fn get(state: &Service, call: &Call<'_>, guid: &str) -> Response {
-    match visible_task(state, call, guid).await {
-        Ok(run) => json(StatusCode::OK, &task(&run, &base_url(state, call), false)),
-        Err(r) => r,
-    }
-}
-
-/// `GET /v3/tasks` and `GET /v3/apps/{app_guid}/tasks`: the tasks the
-/// caller may read (per namespace), filtered and paged as the query says.
-/// An app is a pipeline; one the caller cannot see is not found.
-async fn list_tasks(state: &Service, call: &Call<'_>, app: Option<&str>) -> Response {
-    let who = match state.identify(call, Signing::Refused).await {
-        Ok(who) => who,
-        Err(f) => return refused(&f),
-    };
-    let query = match list::ListQuery::parse(&call.query_pairs()) {
-        Ok(q) => q,
-        Err(detail) => return bad_query(&detail),
-    };
-    let runs = match app {
-        Some(pipeline) => state.cache.by_pipeline(pipeline),
-        None => state.cache.all(),
-    };
-    let runs = match state.visible(&who, runs).await {
-        Ok(runs) => runs,
-        Err(f) => return refused(&f),
-    };
-    if app.is_some() && runs.is_empty() {
-        return app_not_found();
-    }
-    let base = base_url(state, call);
-    let tasks = runs.iter().map(|r| task(r, &base, false)).collect();
-    json(
-        StatusCode::OK,
-        &query.page(tasks, &format!("{base}{}", call.path)),
-    )
-}
-
-/// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
-/// Whether the caller may read the task is the service's question
-/// (`hide_unreadable`), asked once with whether it may cancel it.
-async fn cancel(state: &Service, call: &Call<'_>, guid: &str) -> Response {
-    let who = match state.identify(call, Signing::Refused).await {
-        Ok(who) => who,
-        Err(f) => return refused(&f),
-    };
-    let Some(run) = state.cache.by_uid(guid) else {
-        return task_not_found();
-    };
-    let outcome = state
-        .cancel(CancelCall {
-            api: "cf",
-            who: &who,
-            runs: vec![run.clone()],
-            reason: format!("task {guid} cancelled through the Cloud Foundry API"),
-            hide_unreadable: true,
+    let base = call.base_url(state.external_url.as_deref());
+    let tasks = || async {
+        let who = state.identify(call, Signing::Refused).await?;
+        Ok::<_, Failure>(Tasks {
+            state,
+            call,
+            who,
+            base: base.clone(),
         })
-        .await;
-    match outcome {
-        Ok(o) if o.any_cancelled() => json(
-            StatusCode::ACCEPTED,
-            &task(&run, &base_url(state, call), true),
-        ),
-        Ok(_) => {
-            let current = state_of(&run, false);
-            error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                10008,
-                "CF-UnprocessableEntity",
-                &format!("Task state is {current} and therefore cannot be canceled"),
-            )
+    };
+    let answer = async {
+        match route {
+            CfRoute::Root => Ok(json(StatusCode::OK, &root(&base))),
+            CfRoute::V3Root => Ok(json(StatusCode::OK, &v3_root(&base))),
+            CfRoute::Get { guid } => tasks().await?.get(guid).await,
+            CfRoute::Cancel { guid } | CfRoute::CancelPut { guid } => {
+                tasks().await?.cancel(guid).await
+            }
+            CfRoute::List => tasks().await?.list(None).await,
+            CfRoute::AppTasks { app_guid } => tasks().await?.list(Some(app_guid)).await,
         }
-        Err(f) => refused(&f),
+    }
+    .await;
+    answer.unwrap_or_else(|f| Errors.refused(&f))
+}
+
+/// A task call being served: who asks, and the base URL of the links.
+struct Tasks<'a, 'c> {
+    state: &'a Service,
+    call: &'a Call<'c>,
+    who: Identity,
+    base: String,
+}
+
+impl Tasks<'_, '_> {
+    /// `GET /v3/tasks/{guid}`: the task, if it exists and the caller may
+    /// read it (Cloud Foundry hides the rest).
+    async fn get(&self, guid: &str) -> Result<Response, Failure> {
+        let run = self.state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
+        let ns = run.metadata.namespace.clone().unwrap_or_default();
+        match self.state.auth.can_read(&self.who, &ns).await {
+            Ok(true) => Ok(json(StatusCode::OK, &task(&run, &self.base, false))),
+            Ok(false) => Err(Failure::Hidden),
+            Err(why) => Err(Failure::Unavailable(why)),
+        }
+    }
+
+    /// `GET /v3/tasks` and `GET /v3/apps/{app_guid}/tasks`: the tasks the
+    /// caller may read (per namespace), filtered and paged as the query
+    /// says. An app is a pipeline; one the caller cannot see is not found.
+    async fn list(&self, app: Option<&str>) -> Result<Response, Failure> {
+        let query = match list::ListQuery::parse(&self.call.query_pairs()) {
+            Ok(q) => q,
+            Err(detail) => return Ok(bad_query(&detail)),
+        };
+        let runs = match app {
+            Some(pipeline) => self.state.cache.by_pipeline(pipeline),
+            None => self.state.cache.all(),
+        };
+        let runs = self.state.visible(&self.who, runs).await?;
+        if app.is_some() && runs.is_empty() {
+            return Ok(app_not_found());
+        }
+        let tasks = runs.iter().map(|r| task(r, &self.base, false)).collect();
+        let href = format!("{}{}", self.base, self.call.path);
+        Ok(json(StatusCode::OK, &query.page(tasks, &href)))
+    }
+
+    /// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
+    /// Whether the caller may read the task is the service's question
+    /// (`hide_unreadable`), asked once with whether it may cancel it.
+    async fn cancel(&self, guid: &str) -> Result<Response, Failure> {
+        let run = self.state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
+        let outcome = self
+            .state
+            .cancel(CancelCall {
+                api: crate::labels::via::CLOUD_FOUNDRY,
+                who: &self.who,
+                runs: vec![run.clone()],
+                reason: format!("task {guid} cancelled through the Cloud Foundry API"),
+                hide_unreadable: true,
+            })
+            .await?;
+        if outcome.any_cancelled() {
+            return Ok(json(StatusCode::ACCEPTED, &task(&run, &self.base, true)));
+        }
+        let current = state_of(&run, false);
+        Ok(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            10008,
+            "CF-UnprocessableEntity",
+            &format!("Task state is {current} and therefore cannot be canceled"),
+        ))
     }
 }
 

@@ -16,7 +16,7 @@ use warp::reply::Response;
 use super::auth::Identity;
 use super::http::{Call, html, json, json_as, text};
 use super::render::ApiErrors;
-use super::routes::GoCdRoute;
+use super::routes::{GoCdRoute, StageInstance};
 use super::service::Service;
 use super::service::{CancelCall, Failure, Rights, Signing};
 use crate::crd::StageRun;
@@ -213,284 +213,142 @@ impl ApiErrors for Errors<'_> {
     fn unavailable(&self, why: &str) -> Response {
         Flavour::Legacy.unavailable(self.headers, why)
     }
+    fn forbidden(&self) -> Response {
+        Flavour::Legacy.forbidden(
+            self.headers,
+            "You do not have permission to perform this operation.",
+        )
+    }
 }
 
+/// Answers a GoCD call: the route's flavour is negotiated, the caller
+/// identified (before the version is judged, as GoCD's filters do), the
+/// route served, and a refusal rendered in the route's flavour.
 pub async fn handle(state: &Service, route: &GoCdRoute, call: &Call<'_>) -> Response {
-    let versioned = !requested(call.headers).is_empty();
-    match route {
-        GoCdRoute::Cancel { pipeline, stage } => cancel_stage(state, call, pipeline, stage).await,
-        GoCdRoute::CancelInstance {
-            pipeline,
-            pipeline_counter,
-            stage,
-            stage_counter,
-        } => {
-            cancel_instance(
-                state,
-                call,
-                pipeline,
-                pipeline_counter,
-                stage,
-                stage_counter,
-            )
-            .await
-        }
-        GoCdRoute::History {
-            pipeline,
-            stage,
-            offset: None,
-        } if versioned => cursor_history(state, call, pipeline, stage).await,
-        GoCdRoute::History {
-            pipeline,
-            stage,
-            offset,
-        } => offset_history(state, call, pipeline, stage, offset.as_deref()).await,
-        GoCdRoute::StageInstanceLegacy {
-            pipeline,
-            stage,
-            pipeline_counter,
-            stage_counter,
-        } => {
-            stage_instance_read(
-                state,
-                call,
-                None,
-                (pipeline, pipeline_counter, stage, stage_counter),
-            )
-            .await
-        }
-        GoCdRoute::StageInstance {
-            pipeline,
-            pipeline_counter,
-            stage,
-            stage_counter,
-        } => {
-            stage_instance_read(
-                state,
-                call,
-                Some(STAGE_API),
-                (pipeline, pipeline_counter, stage, stage_counter),
-            )
-            .await
-        }
-        GoCdRoute::PipelineHistory {
-            pipeline,
-            offset: None,
-        } if versioned => pipeline_cursor_history(state, call, pipeline).await,
-        GoCdRoute::PipelineHistory { pipeline, offset } => {
-            pipeline_offset_history(state, call, pipeline, offset.as_deref()).await
-        }
-        GoCdRoute::PipelineInstanceLegacy { pipeline, counter } => {
-            pipeline_instance(state, call, None, pipeline, counter).await
-        }
-        GoCdRoute::PipelineInstance { pipeline, counter } => {
-            pipeline_instance(state, call, Some(PIPELINE_API), pipeline, counter).await
-        }
-        GoCdRoute::Version => version(state, call).await,
-        GoCdRoute::About => about(state, call).await,
-    }
-}
-
-fn url_incorrect() -> Response {
-    text(StatusCode::NOT_FOUND, URL_INCORRECT)
-}
-
-async fn identify(
-    state: &Service,
-    call: &Call<'_>,
-    flavour: Flavour,
-) -> Result<Identity, Response> {
-    state
-        .identify(call, Signing::Refused)
-        .await
-        .map_err(|f| flavour.refused(call.headers, &f, ""))
-}
-
-/// A current route: the caller is authenticated first (as GoCD's filters
-/// do), then `Accept` must name a version the route serves.
-async fn current(
-    state: &Service,
-    call: &Call<'_>,
-    served: &[u32],
-) -> Result<(Identity, Flavour), Response> {
-    let version = negotiate(call.headers, served);
-    let who = identify(
-        state,
-        call,
-        version.map_or(Flavour::Legacy, Flavour::Current),
-    )
-    .await?;
-    match version {
-        Some(v) => Ok((who, Flavour::Current(v))),
-        None => Err(url_incorrect()),
-    }
-}
-
-/// A legacy route (`served` None) or a current one.
-async fn legacy_or_current(
-    state: &Service,
-    call: &Call<'_>,
-    served: Option<&[u32]>,
-) -> Result<(Identity, Flavour), Response> {
-    match served {
-        Some(served) => current(state, call, served).await,
-        None => Ok((
-            identify(state, call, Flavour::Legacy).await?,
-            Flavour::Legacy,
-        )),
-    }
-}
-
-/// `POST /go/api/stages/{pipeline}/{stage}/cancel` (seed): every active
-/// instance of the stage.
-async fn cancel_stage(state: &Service, call: &Call<'_>, pipeline: &str, stage: &str) -> Response {
-    let flavour = Flavour::Legacy;
-    let who = match identify(state, call, flavour).await {
-        Ok(id) => id,
-        Err(r) => return r,
+    let version = served(route, !requested(call.headers).is_empty())
+        .map(|served| negotiate(call.headers, served));
+    let flavour = match version {
+        Some(Some(v)) => Flavour::Current(v),
+        _ => Flavour::Legacy,
     };
-    let runs = state.cache.by_stage(pipeline, stage);
-    if runs.is_empty() {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &format!("Not Found {{ Stage '{stage}' of pipeline '{pipeline}' not found }}"),
-        );
-    }
-    cancel_runs(state, call, flavour, &who, runs, pipeline, stage).await
-}
-
-/// `POST /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel`
-/// (current): one stage instance. Needs a versioned `Accept` and, with no
-/// JSON body, `X-GoCD-Confirm`.
-async fn cancel_instance(
-    state: &Service,
-    call: &Call<'_>,
-    pipeline: &str,
-    pipeline_counter: &str,
-    stage: &str,
-    stage_counter: &str,
-) -> Response {
-    let (who, flavour) = match current(state, call, STAGE_API).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if !call.body.is_empty() {
-        let json_body = call
-            .header(header::CONTENT_TYPE.as_str())
-            .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
-        if !json_body {
-            return flavour.message(
-                call.headers,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "You must specify a 'Content-Type' of 'application/json'",
-            );
+    let answer = async {
+        let who = state
+            .identify(call, Signing::Refused)
+            .await
+            .map_err(|f| Refused::Service(f, String::new()))?;
+        if version == Some(None) {
+            return Err(Refused::UrlIncorrect);
         }
-    } else if call.header("x-gocd-confirm").is_none() {
-        return flavour.message(
-            call.headers,
-            StatusCode::BAD_REQUEST,
-            "Missing required header 'X-GoCD-Confirm' with value 'true'",
-        );
-    }
-    let runs = match find_instance(state, pipeline, pipeline_counter, stage, stage_counter) {
-        Some(r) => r,
-        None => {
-            return flavour.message(
-                call.headers,
-                StatusCode::NOT_FOUND,
-                &instance_not_found(stage, stage_counter),
-            );
-        }
-    };
-    cancel_runs(state, call, flavour, &who, runs, pipeline, stage).await
-}
-
-fn instance_not_found(stage: &str, stage_counter: &str) -> String {
-    format!(
-        "Not Found {{ Stage '{stage}' with counter '{stage_counter}' not found. Please make sure specified stage or stage run with specified counter exists. }}"
-    )
-}
-
-/// The runs of one stage instance, if the counters are counters and it exists.
-fn find_instance(
-    state: &Service,
-    pipeline: &str,
-    pipeline_counter: &str,
-    stage: &str,
-    stage_counter: &str,
-) -> Option<Vec<Arc<StageRun>>> {
-    let (pc, sc) = (
-        parse_counter(pipeline_counter)?,
-        parse_counter(stage_counter)?,
-    );
-    let runs: Vec<Arc<StageRun>> = state
-        .cache
-        .by_stage(pipeline, stage)
-        .into_iter()
-        .filter(|r| r.spec.pipeline_counter == pc && r.spec.stage_counter == sc)
-        .collect();
-    (!runs.is_empty()).then_some(runs)
-}
-
-async fn cancel_runs(
-    state: &Service,
-    call: &Call<'_>,
-    flavour: Flavour,
-    who: &Identity,
-    runs: Vec<Arc<StageRun>>,
-    pipeline: &str,
-    stage: &str,
-) -> Response {
-    let outcome = state
-        .cancel(CancelCall {
-            api: "gocd",
+        GoCd {
+            state,
+            call,
             who,
-            runs,
-            reason: format!("stage {pipeline}/{stage} cancelled through the GoCD API"),
-            hide_unreadable: false,
-        })
-        .await;
-    match outcome {
-        Ok(o) if o.any_cancelled() => flavour.message(
-            call.headers,
-            StatusCode::OK,
-            "Stage cancelled successfully.",
-        ),
-        Ok(_) => flavour.message(
-            call.headers,
-            StatusCode::OK,
-            "Stage is not active. Cancellation Ignored.",
-        ),
-        Err(f) => flavour.refused(
-            call.headers,
-            &f,
-            &format!(
-                "You do not have operate permissions for stage '{stage}' of pipeline '{pipeline}'."
-            ),
-        ),
+            flavour,
+        }
+        .serve(route)
+        .await
+    }
+    .await;
+    answer.unwrap_or_else(|r| r.render(flavour, call.headers))
+}
+
+/// The API versions a route serves; None for the seeds' legacy routes (and
+/// for a history without an offset asked for in the legacy way).
+fn served(route: &GoCdRoute, versioned: bool) -> Option<&'static [u32]> {
+    match route {
+        GoCdRoute::CancelInstance { .. } | GoCdRoute::StageInstance { .. } => Some(STAGE_API),
+        GoCdRoute::History { offset: None, .. } if versioned => Some(STAGE_API),
+        GoCdRoute::PipelineHistory { offset: None, .. } if versioned => Some(PIPELINE_API),
+        GoCdRoute::PipelineInstance { .. } => Some(PIPELINE_API),
+        GoCdRoute::Version => Some(VERSION_API),
+        GoCdRoute::Cancel { .. }
+        | GoCdRoute::History { .. }
+        | GoCdRoute::StageInstanceLegacy { .. }
+        | GoCdRoute::PipelineHistory { .. }
+        | GoCdRoute::PipelineInstanceLegacy { .. }
+        | GoCdRoute::About => None,
     }
 }
 
-/// The runs of `all` the caller may read, with their rights; a refusal when
-/// there are none.
-async fn readable(
-    state: &Service,
-    call: &Call<'_>,
-    flavour: Flavour,
-    who: &Identity,
-    all: Vec<Arc<StageRun>>,
-    pipeline: &str,
-) -> Result<(Vec<Arc<StageRun>>, BTreeMap<String, Rights>), Response> {
-    let view = format!("You do not have view permissions for pipeline '{pipeline}'.");
-    let (runs, rights) = state
-        .readable(who, all)
-        .await
-        .map_err(|f| flavour.refused(call.headers, &f, &view))?;
-    if runs.is_empty() {
-        return Err(flavour.forbidden(call.headers, &view));
+/// Why a GoCD call is not answered as asked; rendered in the route's flavour.
+#[derive(Debug)]
+enum Refused {
+    /// The service refused; the text is GoCD's message for a caller
+    /// without permission.
+    Service(Failure, String),
+    /// The caller may see none of what it asked for.
+    Forbidden(String),
+    /// A GoCD message with this status.
+    Message(StatusCode, String),
+    /// A path or API version GoCD does not serve.
+    UrlIncorrect,
+}
+
+impl Refused {
+    fn not_found(msg: String) -> Self {
+        Refused::Message(StatusCode::NOT_FOUND, msg)
     }
-    Ok((runs, rights))
+
+    fn bad_request(msg: String) -> Self {
+        Refused::Message(StatusCode::BAD_REQUEST, msg)
+    }
+
+    fn render(self, flavour: Flavour, headers: &HeaderMap) -> Response {
+        match self {
+            Refused::Service(f, forbidden) => flavour.refused(headers, &f, &forbidden),
+            Refused::Forbidden(msg) => flavour.forbidden(headers, &msg),
+            Refused::Message(status, msg) => flavour.message(headers, status, &msg),
+            Refused::UrlIncorrect => text(StatusCode::NOT_FOUND, URL_INCORRECT),
+        }
+    }
+}
+
+type Answer = Result<Response, Refused>;
+
+fn stage_not_found(pipeline: &str, stage: &str) -> Refused {
+    Refused::not_found(format!(
+        "Not Found {{ Stage '{stage}' of pipeline '{pipeline}' not found }}"
+    ))
+}
+
+fn instance_not_found(instance: &StageInstance) -> Refused {
+    let StageInstance {
+        stage,
+        stage_counter,
+        ..
+    } = instance;
+    Refused::not_found(format!(
+        "Not Found {{ Stage '{stage}' with counter '{stage_counter}' not found. Please make sure specified stage or stage run with specified counter exists. }}"
+    ))
+}
+
+fn pipeline_not_found(pipeline: &str) -> Refused {
+    Refused::not_found(format!("Not Found {{ Pipeline '{pipeline}' not found. }}"))
+}
+
+fn bad_offset() -> Refused {
+    Refused::bad_request("Bad Request { The offset must be a non-negative integer. }".into())
+}
+
+/// The runs of one stage instance; not found unless the counters are
+/// counters and it exists.
+fn find_instance(state: &Service, instance: &StageInstance) -> Result<Vec<Arc<StageRun>>, Refused> {
+    let counters =
+        parse_counter(&instance.pipeline_counter).zip(parse_counter(&instance.stage_counter));
+    let runs: Vec<Arc<StageRun>> = counters
+        .map(|(pc, sc)| {
+            state
+                .cache
+                .by_stage(&instance.pipeline, &instance.stage)
+                .into_iter()
+                .filter(|r| r.spec.pipeline_counter == pc && r.spec.stage_counter == sc)
+                .collect()
+        })
+        .unwrap_or_default();
+    if runs.is_empty() {
+        return Err(instance_not_found(instance));
+    }
+    Ok(runs)
 }
 
 fn can_operate(rights: &BTreeMap<String, Rights>, run: &StageRun) -> bool {
@@ -499,62 +357,6 @@ fn can_operate(rights: &BTreeMap<String, Rights>, run: &StageRun) -> bool {
         .as_ref()
         .and_then(|ns| rights.get(ns))
         .is_some_and(|r| r.cancel)
-}
-
-/// `GET /go/api/stages/{pipeline}/{stage}/history[/{offset}]` (seed).
-async fn offset_history(
-    state: &Service,
-    call: &Call<'_>,
-    pipeline: &str,
-    stage: &str,
-    offset: Option<&str>,
-) -> Response {
-    let flavour = Flavour::Legacy;
-    let who = match identify(state, call, flavour).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    if let Some(refused) = legacy_cursor_refused(call, offset) {
-        return refused;
-    }
-    let Some(offset) = parse_offset(offset) else {
-        return flavour.message(
-            call.headers,
-            StatusCode::BAD_REQUEST,
-            "Bad Request { The offset must be a non-negative integer. }",
-        );
-    };
-    let all = state.cache.by_stage(pipeline, stage);
-    if all.is_empty() {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &format!("Not Found {{ Stage '{stage}' of pipeline '{pipeline}' not found }}"),
-        );
-    }
-    let (mut runs, rights) = match readable(state, call, flavour, &who, all, pipeline).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    sort_newest_first(&mut runs);
-    let total = runs.len();
-    let stages = runs
-        .iter()
-        .skip(offset)
-        .take(PAGE_SIZE)
-        .map(|r| stage_instance(r, can_operate(&rights, r)))
-        .collect();
-    json(
-        StatusCode::OK,
-        &History {
-            stages,
-            pagination: Pagination {
-                offset,
-                total,
-                page_size: PAGE_SIZE,
-            },
-        },
-    )
 }
 
 /// Cursor parameters of the query, or why they are invalid.
@@ -566,20 +368,17 @@ fn cursor(call: &Call<'_>) -> Result<(Cursor, usize), String> {
     )
 }
 
-/// The offset form of a history without an offset in its path takes the
-/// cursor form's query parameters too (it answers the first page and pages
-/// by offset), but refuses them when they are malformed, as the cursor form
-/// does: one path, one set of rules for its query.
-fn legacy_cursor_refused(call: &Call<'_>, offset: Option<&str>) -> Option<Response> {
-    if offset.is_some() {
-        return None;
+/// The offset of a legacy history. Without an offset in its path it takes
+/// the cursor form's query parameters too (it answers the first page and
+/// pages by offset), but refuses them when they are malformed, as the cursor
+/// form does: one path, one set of rules for its query.
+fn legacy_offset(call: &Call<'_>, offset: Option<&str>) -> Result<usize, Refused> {
+    if offset.is_none()
+        && let Err(msg) = cursor(call)
+    {
+        return Err(Refused::bad_request(format!("Bad Request {{ {msg} }}")));
     }
-    let msg = cursor(call).err()?;
-    Some(Flavour::Legacy.message(
-        call.headers,
-        StatusCode::BAD_REQUEST,
-        &format!("Bad Request {{ {msg} }}"),
-    ))
+    parse_offset(offset).ok_or_else(bad_offset)
 }
 
 fn page_links(base: &str, previous: Option<i64>, next: Option<i64>) -> Option<PageLinks> {
@@ -597,249 +396,326 @@ fn path_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// `GET /go/api/stages/{pipeline}/{stage}/history` with `Accept:
-/// application/vnd.go.cd.v3+json`: newest first by stage id, paged by
-/// `after`/`before` ids.
-async fn cursor_history(state: &Service, call: &Call<'_>, pipeline: &str, stage: &str) -> Response {
-    let (who, flavour) = match current(state, call, STAGE_API).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (cursor, size) = match self::cursor(call) {
-        Ok(c) => c,
-        Err(msg) => return flavour.message(call.headers, StatusCode::BAD_REQUEST, &msg),
-    };
-    let all = state.cache.by_stage(pipeline, stage);
-    if all.is_empty() {
-        return flavour.body(
+/// One GoCD call being served: who asks, and how the route answers.
+struct GoCd<'a, 'c> {
+    state: &'a Service,
+    call: &'a Call<'c>,
+    who: Identity,
+    flavour: Flavour,
+}
+
+impl GoCd<'_, '_> {
+    async fn serve(&self, route: &GoCdRoute) -> Answer {
+        let current = matches!(self.flavour, Flavour::Current(_));
+        match route {
+            GoCdRoute::Cancel { pipeline, stage } => self.cancel_stage(pipeline, stage).await,
+            GoCdRoute::CancelInstance(instance) => self.cancel_instance(instance).await,
+            GoCdRoute::History {
+                pipeline,
+                stage,
+                offset: None,
+            } if current => self.cursor_history(pipeline, stage).await,
+            GoCdRoute::History {
+                pipeline,
+                stage,
+                offset,
+            } => {
+                self.offset_history(pipeline, stage, offset.as_deref())
+                    .await
+            }
+            GoCdRoute::StageInstanceLegacy(instance) | GoCdRoute::StageInstance(instance) => {
+                self.stage_instance(instance).await
+            }
+            GoCdRoute::PipelineHistory {
+                pipeline,
+                offset: None,
+            } if current => self.pipeline_cursor_history(pipeline).await,
+            GoCdRoute::PipelineHistory { pipeline, offset } => {
+                self.pipeline_offset_history(pipeline, offset.as_deref())
+                    .await
+            }
+            GoCdRoute::PipelineInstanceLegacy { pipeline, counter }
+            | GoCdRoute::PipelineInstance { pipeline, counter } => {
+                self.pipeline_instance(pipeline, counter).await
+            }
+            GoCdRoute::Version => Ok(self.version()),
+            GoCdRoute::About => Ok(about()),
+        }
+    }
+
+    fn message(&self, status: StatusCode, msg: &str) -> Response {
+        self.flavour.message(self.call.headers, status, msg)
+    }
+
+    fn body(&self, body: &impl Serialize) -> Response {
+        self.flavour.body(StatusCode::OK, body)
+    }
+
+    /// `POST /go/api/stages/{pipeline}/{stage}/cancel` (seed): every active
+    /// instance of the stage.
+    async fn cancel_stage(&self, pipeline: &str, stage: &str) -> Answer {
+        let runs = self.state.cache.by_stage(pipeline, stage);
+        if runs.is_empty() {
+            return Err(stage_not_found(pipeline, stage));
+        }
+        self.cancel_runs(runs, pipeline, stage).await
+    }
+
+    /// `POST /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel`
+    /// (current): one stage instance. With no JSON body it needs
+    /// `X-GoCD-Confirm`.
+    async fn cancel_instance(&self, instance: &StageInstance) -> Answer {
+        let call = self.call;
+        if !call.body.is_empty() {
+            let json_body = call
+                .header(header::CONTENT_TYPE.as_str())
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
+            if !json_body {
+                return Err(Refused::Message(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "You must specify a 'Content-Type' of 'application/json'".into(),
+                ));
+            }
+        } else if call.header("x-gocd-confirm").is_none() {
+            return Err(Refused::bad_request(
+                "Missing required header 'X-GoCD-Confirm' with value 'true'".into(),
+            ));
+        }
+        let runs = find_instance(self.state, instance)?;
+        self.cancel_runs(runs, &instance.pipeline, &instance.stage)
+            .await
+    }
+
+    async fn cancel_runs(&self, runs: Vec<Arc<StageRun>>, pipeline: &str, stage: &str) -> Answer {
+        let outcome = self
+            .state
+            .cancel(CancelCall {
+                api: crate::labels::via::GOCD,
+                who: &self.who,
+                runs,
+                reason: format!("stage {pipeline}/{stage} cancelled through the GoCD API"),
+                hide_unreadable: false,
+            })
+            .await
+            .map_err(|f| {
+                Refused::Service(
+                    f,
+                    format!(
+                        "You do not have operate permissions for stage '{stage}' of pipeline '{pipeline}'."
+                    ),
+                )
+            })?;
+        let msg = if outcome.any_cancelled() {
+            "Stage cancelled successfully."
+        } else {
+            "Stage is not active. Cancellation Ignored."
+        };
+        Ok(self.message(StatusCode::OK, msg))
+    }
+
+    /// The runs of `all` the caller may read, with their rights; refused
+    /// when there are none.
+    async fn readable(
+        &self,
+        all: Vec<Arc<StageRun>>,
+        pipeline: &str,
+    ) -> Result<(Vec<Arc<StageRun>>, BTreeMap<String, Rights>), Refused> {
+        let view = format!("You do not have view permissions for pipeline '{pipeline}'.");
+        match self.state.readable(&self.who, all).await {
+            Err(f) => Err(Refused::Service(f, view)),
+            Ok((runs, _)) if runs.is_empty() => Err(Refused::Forbidden(view)),
+            Ok(readable) => Ok(readable),
+        }
+    }
+
+    /// `GET /go/api/stages/{pipeline}/{stage}/history[/{offset}]` (seed).
+    async fn offset_history(&self, pipeline: &str, stage: &str, offset: Option<&str>) -> Answer {
+        let offset = legacy_offset(self.call, offset)?;
+        let all = self.state.cache.by_stage(pipeline, stage);
+        if all.is_empty() {
+            return Err(stage_not_found(pipeline, stage));
+        }
+        let (mut runs, rights) = self.readable(all, pipeline).await?;
+        sort_newest_first(&mut runs);
+        let total = runs.len();
+        let stages = runs
+            .iter()
+            .skip(offset)
+            .take(PAGE_SIZE)
+            .map(|r| stage_instance(r, can_operate(&rights, r)))
+            .collect();
+        Ok(json(
             StatusCode::OK,
-            &V3History {
+            &History {
+                stages,
+                pagination: Pagination {
+                    offset,
+                    total,
+                    page_size: PAGE_SIZE,
+                },
+            },
+        ))
+    }
+
+    /// `GET /go/api/stages/{pipeline}/{stage}/history` with `Accept:
+    /// application/vnd.go.cd.v3+json`: newest first by stage id, paged by
+    /// `after`/`before` ids.
+    async fn cursor_history(&self, pipeline: &str, stage: &str) -> Answer {
+        let (cursor, size) = cursor(self.call).map_err(Refused::bad_request)?;
+        let all = self.state.cache.by_stage(pipeline, stage);
+        if all.is_empty() {
+            return Ok(self.body(&V3History {
                 links: None,
                 stages: vec![],
-            },
+            }));
+        }
+        let (runs, _) = self.readable(all, pipeline).await?;
+        // Only runs the controller has given an id can be paged by id.
+        let mut by_id: Vec<(i64, Arc<StageRun>)> = runs
+            .into_iter()
+            .filter_map(|r| r.status.as_ref().and_then(|s| s.id).map(|id| (id, r)))
+            .collect();
+        by_id.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        by_id.dedup_by_key(|(id, _)| *id);
+        let ids: Vec<i64> = by_id.iter().map(|(id, _)| *id).collect();
+        let (page, previous, next) = cursor_page(&ids, cursor, size);
+        let base = format!(
+            "{}/go/api/stages/{}/{}/history",
+            self.base_url(),
+            path_segment(pipeline),
+            path_segment(stage)
         );
-    }
-    let (runs, _) = match readable(state, call, flavour, &who, all, pipeline).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    // Only runs the controller has given an id can be paged by id.
-    let mut by_id: Vec<(i64, Arc<StageRun>)> = runs
-        .into_iter()
-        .filter_map(|r| r.status.as_ref().and_then(|s| s.id).map(|id| (id, r)))
-        .collect();
-    by_id.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
-    by_id.dedup_by_key(|(id, _)| *id);
-    let ids: Vec<i64> = by_id.iter().map(|(id, _)| *id).collect();
-    let (page, previous, next) = cursor_page(&ids, cursor, size);
-    let base = format!(
-        "{}/go/api/stages/{}/{}/history",
-        call.base_url(state.external_url.as_deref()),
-        path_segment(pipeline),
-        path_segment(stage)
-    );
-    let stages = page
-        .iter()
-        .filter_map(|id| by_id.iter().find(|(i, _)| i == id))
-        .map(|(_, r)| v3_history_stage(r))
-        .collect();
-    flavour.body(
-        StatusCode::OK,
-        &V3History {
+        let stages = page
+            .iter()
+            .filter_map(|id| by_id.iter().find(|(i, _)| i == id))
+            .map(|(_, r)| v3_history_stage(r))
+            .collect();
+        Ok(self.body(&V3History {
             links: page_links(&base, previous, next),
             stages,
-        },
-    )
-}
-
-/// A stage instance, legacy or current (v3).
-async fn stage_instance_read(
-    state: &Service,
-    call: &Call<'_>,
-    served: Option<&[u32]>,
-    (pipeline, pipeline_counter, stage, stage_counter): (&str, &str, &str, &str),
-) -> Response {
-    let (who, flavour) = match legacy_or_current(state, call, served).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(runs) = find_instance(state, pipeline, pipeline_counter, stage, stage_counter) else {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &instance_not_found(stage, stage_counter),
-        );
-    };
-    let (runs, _) = match readable(state, call, flavour, &who, runs, pipeline).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(run) = runs.first() else {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &instance_not_found(stage, stage_counter),
-        );
-    };
-    match flavour {
-        Flavour::Legacy => flavour.body(StatusCode::OK, &legacy_stage(run)),
-        Flavour::Current(_) => flavour.body(StatusCode::OK, &v3_stage(run)),
+        }))
     }
-}
 
-fn pipeline_not_found(pipeline: &str) -> String {
-    format!("Not Found {{ Pipeline '{pipeline}' not found. }}")
-}
+    /// A stage instance, legacy or current (v3).
+    async fn stage_instance(&self, instance: &StageInstance) -> Answer {
+        let runs = find_instance(self.state, instance)?;
+        let (runs, _) = self.readable(runs, &instance.pipeline).await?;
+        let run = runs.first().ok_or_else(|| instance_not_found(instance))?;
+        Ok(match self.flavour {
+            Flavour::Legacy => self.body(&legacy_stage(run)),
+            Flavour::Current(_) => self.body(&v3_stage(run)),
+        })
+    }
 
-/// `GET /go/api/pipelines/{pipeline}/history[/{offset}]` (legacy).
-async fn pipeline_offset_history(
-    state: &Service,
-    call: &Call<'_>,
-    pipeline: &str,
-    offset: Option<&str>,
-) -> Response {
-    let flavour = Flavour::Legacy;
-    let who = match identify(state, call, flavour).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    if let Some(refused) = legacy_cursor_refused(call, offset) {
-        return refused;
-    }
-    let Some(offset) = parse_offset(offset) else {
-        return flavour.message(
-            call.headers,
-            StatusCode::BAD_REQUEST,
-            "Bad Request { The offset must be a non-negative integer. }",
-        );
-    };
-    let all = state.cache.by_pipeline(pipeline);
-    if all.is_empty() {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &pipeline_not_found(pipeline),
-        );
-    }
-    let (runs, rights) = match readable(state, call, flavour, &who, all, pipeline).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let groups = pipeline_runs(&runs);
-    let total = groups.len();
-    let operate = |r: &StageRun| can_operate(&rights, r);
-    let pipelines = groups
-        .iter()
-        .skip(offset)
-        .take(PAGE_SIZE)
-        .filter_map(|(counter, stages)| legacy_pipeline(*counter, stages, &operate))
-        .collect();
-    json(
-        StatusCode::OK,
-        &LegacyPipelineHistory {
-            pipelines,
-            pagination: Pagination {
-                offset,
-                total,
-                page_size: PAGE_SIZE,
+    /// `GET /go/api/pipelines/{pipeline}/history[/{offset}]` (legacy).
+    async fn pipeline_offset_history(&self, pipeline: &str, offset: Option<&str>) -> Answer {
+        let offset = legacy_offset(self.call, offset)?;
+        let all = self.state.cache.by_pipeline(pipeline);
+        if all.is_empty() {
+            return Err(pipeline_not_found(pipeline));
+        }
+        let (runs, rights) = self.readable(all, pipeline).await?;
+        let groups = pipeline_runs(&runs);
+        let total = groups.len();
+        let operate = |r: &StageRun| can_operate(&rights, r);
+        let pipelines = groups
+            .iter()
+            .skip(offset)
+            .take(PAGE_SIZE)
+            .filter_map(|(counter, stages)| legacy_pipeline(*counter, stages, &operate))
+            .collect();
+        Ok(json(
+            StatusCode::OK,
+            &LegacyPipelineHistory {
+                pipelines,
+                pagination: Pagination {
+                    offset,
+                    total,
+                    page_size: PAGE_SIZE,
+                },
             },
-        },
-    )
-}
-
-/// `GET /go/api/pipelines/{pipeline}/history` with `Accept:
-/// application/vnd.go.cd.v1+json`: paged by pipeline counter.
-async fn pipeline_cursor_history(state: &Service, call: &Call<'_>, pipeline: &str) -> Response {
-    let (who, flavour) = match current(state, call, PIPELINE_API).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (cursor, size) = match self::cursor(call) {
-        Ok(c) => c,
-        Err(msg) => return flavour.message(call.headers, StatusCode::BAD_REQUEST, &msg),
-    };
-    let all = state.cache.by_pipeline(pipeline);
-    if all.is_empty() {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &pipeline_not_found(pipeline),
-        );
+        ))
     }
-    let (runs, rights) = match readable(state, call, flavour, &who, all, pipeline).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let groups = pipeline_runs(&runs);
-    let ids: Vec<i64> = groups.iter().map(|(c, _)| *c).collect();
-    let (page, previous, next) = cursor_page(&ids, cursor, size);
-    let operate = |r: &StageRun| can_operate(&rights, r);
-    let pipelines = page
-        .iter()
-        .filter_map(|c| groups.iter().find(|(counter, _)| counter == c))
-        .filter_map(|(counter, stages)| v1_pipeline(*counter, stages, &operate))
-        .collect();
-    let base = format!(
-        "{}/go/api/pipelines/{}/history",
-        call.base_url(state.external_url.as_deref()),
-        path_segment(pipeline)
-    );
-    flavour.body(
-        StatusCode::OK,
-        &V1PipelineHistory {
+
+    /// `GET /go/api/pipelines/{pipeline}/history` with `Accept:
+    /// application/vnd.go.cd.v1+json`: paged by pipeline counter.
+    async fn pipeline_cursor_history(&self, pipeline: &str) -> Answer {
+        let (cursor, size) = cursor(self.call).map_err(Refused::bad_request)?;
+        let all = self.state.cache.by_pipeline(pipeline);
+        if all.is_empty() {
+            return Err(pipeline_not_found(pipeline));
+        }
+        let (runs, rights) = self.readable(all, pipeline).await?;
+        let groups = pipeline_runs(&runs);
+        let ids: Vec<i64> = groups.iter().map(|(c, _)| *c).collect();
+        let (page, previous, next) = cursor_page(&ids, cursor, size);
+        let operate = |r: &StageRun| can_operate(&rights, r);
+        let pipelines = page
+            .iter()
+            .filter_map(|c| groups.iter().find(|(counter, _)| counter == c))
+            .filter_map(|(counter, stages)| v1_pipeline(*counter, stages, &operate))
+            .collect();
+        let base = format!(
+            "{}/go/api/pipelines/{}/history",
+            self.base_url(),
+            path_segment(pipeline)
+        );
+        Ok(self.body(&V1PipelineHistory {
             links: page_links(&base, previous, next),
             pipelines,
-        },
-    )
-}
-
-/// A pipeline instance: legacy (`/instance/{counter}`) or current (v1).
-async fn pipeline_instance(
-    state: &Service,
-    call: &Call<'_>,
-    served: Option<&[u32]>,
-    pipeline: &str,
-    counter: &str,
-) -> Response {
-    let (who, flavour) = match legacy_or_current(state, call, served).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(counter) = parse_counter(counter).filter(|c| *c >= 1) else {
-        let status = match flavour {
-            Flavour::Legacy => StatusCode::NOT_FOUND,
-            Flavour::Current(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        return flavour.message(
-            call.headers,
-            status,
-            "The pipeline counter should be an integer of at least 1.",
-        );
-    };
-    let runs = state.cache.by_build(pipeline, counter);
-    if runs.is_empty() {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &format!("Not Found {{ Pipeline '{pipeline}' with counter '{counter}' not found. }}"),
-        );
+        }))
     }
-    let (runs, rights) = match readable(state, call, flavour, &who, runs, pipeline).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let groups = pipeline_runs(&runs);
-    let operate = |r: &StageRun| can_operate(&rights, r);
-    let Some((c, stages)) = groups.first() else {
-        return flavour.message(
-            call.headers,
-            StatusCode::NOT_FOUND,
-            &pipeline_not_found(pipeline),
-        );
-    };
-    match flavour {
-        Flavour::Legacy => flavour.body(StatusCode::OK, &legacy_pipeline(*c, stages, &operate)),
-        Flavour::Current(_) => flavour.body(StatusCode::OK, &v1_pipeline(*c, stages, &operate)),
+
+    /// A pipeline instance: legacy (`/instance/{counter}`) or current (v1).
+    async fn pipeline_instance(&self, pipeline: &str, counter: &str) -> Answer {
+        let Some(counter) = parse_counter(counter).filter(|c| *c >= 1) else {
+            let status = match self.flavour {
+                Flavour::Legacy => StatusCode::NOT_FOUND,
+                Flavour::Current(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            return Err(Refused::Message(
+                status,
+                "The pipeline counter should be an integer of at least 1.".into(),
+            ));
+        };
+        let runs = self.state.cache.by_build(pipeline, counter);
+        if runs.is_empty() {
+            return Err(Refused::not_found(format!(
+                "Not Found {{ Pipeline '{pipeline}' with counter '{counter}' not found. }}"
+            )));
+        }
+        let (runs, rights) = self.readable(runs, pipeline).await?;
+        let groups = pipeline_runs(&runs);
+        let operate = |r: &StageRun| can_operate(&rights, r);
+        let (c, stages) = groups.first().ok_or_else(|| pipeline_not_found(pipeline))?;
+        Ok(match self.flavour {
+            Flavour::Legacy => self.body(&legacy_pipeline(*c, stages, &operate)),
+            Flavour::Current(_) => self.body(&v1_pipeline(*c, stages, &operate)),
+        })
+    }
+
+    fn base_url(&self) -> String {
+        self.call.base_url(self.state.external_url.as_deref())
+    }
+
+    /// `GET /go/api/version` (v1).
+    fn version(&self) -> Response {
+        let base = self.base_url();
+        self.body(&VersionInfo {
+            links: VersionLinks {
+                self_: Href {
+                    href: format!("{base}/go/api/version"),
+                },
+                doc: Href {
+                    href: "https://api.gocd.org/#version".into(),
+                },
+            },
+            version: GOCD_VERSION,
+            build_number: BUILD,
+            git_sha: "",
+            full_version: full_version(),
+            commit_url: String::new(),
+        })
     }
 }
 
@@ -869,39 +745,9 @@ fn full_version() -> String {
     format!("{GOCD_VERSION} ({BUILD})")
 }
 
-/// `GET /go/api/version` (v1).
-async fn version(state: &Service, call: &Call<'_>) -> Response {
-    let flavour = match current(state, call, VERSION_API).await {
-        Ok((_, flavour)) => flavour,
-        Err(r) => return r,
-    };
-    let base = call.base_url(state.external_url.as_deref());
-    flavour.body(
-        StatusCode::OK,
-        &VersionInfo {
-            links: VersionLinks {
-                self_: Href {
-                    href: format!("{base}/go/api/version"),
-                },
-                doc: Href {
-                    href: "https://api.gocd.org/#version".into(),
-                },
-            },
-            version: GOCD_VERSION,
-            build_number: BUILD,
-            git_sha: "",
-            full_version: full_version(),
-            commit_url: String::new(),
-        },
-    )
-}
-
 /// `GET /go/about`: the HTML page whose table clients read the server
 /// version from.
-async fn about(state: &Service, call: &Call<'_>) -> Response {
-    if let Err(r) = identify(state, call, Flavour::Legacy).await {
-        return r;
-    }
+fn about() -> Response {
     let rows = [
         ("Server Version", full_version()),
         ("Server", format!("cancel-operator {BUILD}")),

@@ -184,13 +184,32 @@ pub fn sort_newest_first(runs: &mut [Arc<StageRun>]) {
 // ---------------------------------------------------------------------------
 // Stage instance: legacy (`/instance/{pc}/{sc}`) and current (v3).
 
+/// How a stage instance was approved and how it ended.
 #[derive(Serialize, Debug, PartialEq)]
-pub struct LegacyJob {
-    pub name: String,
-    pub id: i64,
+pub struct StageOutcome {
+    pub approval_type: &'static str,
+    pub approved_by: String,
     pub result: RunResult,
-    pub state: JobState,
-    pub scheduled_date: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
+    /// A StageRun is never a re-run of another.
+    pub rerun_of_counter: Option<i64>,
+}
+
+fn stage_outcome(run: &StageRun) -> StageOutcome {
+    StageOutcome {
+        approval_type: approval_type(run),
+        approved_by: run.spec.approved_by.clone(),
+        result: result(run),
+        cancelled_by: cancelled_by(run),
+        rerun_of_counter: None,
+    }
+}
+
+/// Where a job came from, when GoCD re-ran it on an agent: a StageRun's jobs
+/// run once and on no agent, so every field is empty.
+#[derive(Serialize, Debug, PartialEq, Default)]
+pub struct JobOrigin {
     pub rerun: bool,
     pub original_job_id: Option<i64>,
     pub agent_uuid: Option<String>,
@@ -198,6 +217,35 @@ pub struct LegacyJob {
     pub pipeline_counter: Option<i64>,
     pub stage_name: Option<String>,
     pub stage_counter: Option<String>,
+}
+
+/// A stage's material and artifact settings.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct StageSettings {
+    pub fetch_materials: bool,
+    pub clean_working_directory: bool,
+    pub artifacts_deleted: bool,
+}
+
+impl StageSettings {
+    /// What a StageRun's stage does: its Jobs bring their own materials, in
+    /// a fresh pod, and no artifact is deleted.
+    pub const AS_RUN: StageSettings = StageSettings {
+        fetch_materials: true,
+        clean_working_directory: false,
+        artifacts_deleted: false,
+    };
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct LegacyJob {
+    pub name: String,
+    pub id: i64,
+    pub result: RunResult,
+    pub state: JobState,
+    pub scheduled_date: i64,
+    #[serde(flatten)]
+    pub origin: JobOrigin,
 }
 
 /// The legacy stage instance.
@@ -209,15 +257,10 @@ pub struct LegacyStage {
     pub pipeline_name: String,
     pub pipeline_counter: i64,
     pub counter: String,
-    pub approval_type: &'static str,
-    pub approved_by: String,
-    pub result: RunResult,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cancelled_by: Option<String>,
-    pub rerun_of_counter: Option<i64>,
-    pub fetch_materials: bool,
-    pub clean_working_directory: bool,
-    pub artifacts_deleted: bool,
+    #[serde(flatten)]
+    pub outcome: StageOutcome,
+    #[serde(flatten)]
+    pub settings: StageSettings,
 }
 
 pub fn legacy_stage(run: &StageRun) -> LegacyStage {
@@ -232,26 +275,14 @@ pub fn legacy_stage(run: &StageRun) -> LegacyStage {
                 result: j.result,
                 state: j.state,
                 scheduled_date: j.scheduled,
-                rerun: false,
-                original_job_id: None,
-                agent_uuid: None,
-                pipeline_name: None,
-                pipeline_counter: None,
-                stage_name: None,
-                stage_counter: None,
+                origin: JobOrigin::default(),
             })
             .collect(),
         pipeline_name: run.spec.pipeline.clone(),
         pipeline_counter: run.spec.pipeline_counter,
         counter: run.spec.stage_counter.to_string(),
-        approval_type: approval_type(run),
-        approved_by: run.spec.approved_by.clone(),
-        result: result(run),
-        cancelled_by: cancelled_by(run),
-        rerun_of_counter: None,
-        fetch_materials: true,
-        clean_working_directory: false,
-        artifacts_deleted: false,
+        outcome: stage_outcome(run),
+        settings: StageSettings::AS_RUN,
     }
 }
 
@@ -267,13 +298,8 @@ pub struct V3Job {
     pub state: JobState,
     pub result: RunResult,
     pub scheduled_date: i64,
-    pub rerun: bool,
-    pub original_job_id: Option<i64>,
-    pub agent_uuid: Option<String>,
-    pub pipeline_name: Option<String>,
-    pub pipeline_counter: Option<i64>,
-    pub stage_name: Option<String>,
-    pub stage_counter: Option<String>,
+    #[serde(flatten)]
+    pub origin: JobOrigin,
     pub job_state_transitions: Vec<JobTransition>,
 }
 
@@ -282,17 +308,12 @@ pub struct V3Job {
 pub struct V3Stage {
     pub name: String,
     pub counter: i64,
-    pub approval_type: &'static str,
-    pub approved_by: String,
+    #[serde(flatten)]
+    pub outcome: StageOutcome,
     pub scheduled_at: i64,
     pub last_transitioned_time: i64,
-    pub result: RunResult,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cancelled_by: Option<String>,
-    pub rerun_of_counter: Option<i64>,
-    pub fetch_materials: bool,
-    pub clean_working_directory: bool,
-    pub artifacts_deleted: bool,
+    #[serde(flatten)]
+    pub settings: StageSettings,
     pub pipeline_name: String,
     pub pipeline_counter: i64,
     pub jobs: Vec<V3Job>,
@@ -319,16 +340,10 @@ pub fn v3_stage(run: &StageRun) -> V3Stage {
     V3Stage {
         name: run.spec.stage.clone(),
         counter: run.spec.stage_counter,
-        approval_type: approval_type(run),
-        approved_by: run.spec.approved_by.clone(),
+        outcome: stage_outcome(run),
         scheduled_at: millis(None, run),
         last_transitioned_time: last_transition(run),
-        result: result(run),
-        cancelled_by: cancelled_by(run),
-        rerun_of_counter: None,
-        fetch_materials: true,
-        clean_working_directory: false,
-        artifacts_deleted: false,
+        settings: StageSettings::AS_RUN,
         pipeline_name: run.spec.pipeline.clone(),
         pipeline_counter: run.spec.pipeline_counter,
         jobs: jobs(run)
@@ -349,13 +364,7 @@ pub fn v3_stage(run: &StageRun) -> V3Stage {
                     state: j.state,
                     result: j.result,
                     scheduled_date: j.scheduled,
-                    rerun: false,
-                    original_job_id: None,
-                    agent_uuid: None,
-                    pipeline_name: None,
-                    pipeline_counter: None,
-                    stage_name: None,
-                    stage_counter: None,
+                    origin: JobOrigin::default(),
                     job_state_transitions: transitions,
                 }
             })
@@ -378,12 +387,8 @@ pub struct HistoryJob {
 pub struct V3HistoryStage {
     pub name: String,
     pub counter: i64,
-    pub approval_type: &'static str,
-    pub approved_by: String,
-    pub result: RunResult,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cancelled_by: Option<String>,
-    pub rerun_of_counter: Option<i64>,
+    #[serde(flatten)]
+    pub outcome: StageOutcome,
     pub pipeline_name: String,
     pub pipeline_counter: i64,
     pub jobs: Vec<HistoryJob>,
@@ -393,11 +398,7 @@ pub fn v3_history_stage(run: &StageRun) -> V3HistoryStage {
     V3HistoryStage {
         name: run.spec.stage.clone(),
         counter: run.spec.stage_counter,
-        approval_type: approval_type(run),
-        approved_by: run.spec.approved_by.clone(),
-        result: result(run),
-        cancelled_by: cancelled_by(run),
-        rerun_of_counter: None,
+        outcome: stage_outcome(run),
         pipeline_name: run.spec.pipeline.clone(),
         pipeline_counter: run.spec.pipeline_counter,
         jobs: jobs(run)
@@ -851,7 +852,7 @@ mod tests {
         // A timeout has no requester: GoCD names itself.
         let mut t = cancelled_run();
         t.status.as_mut().unwrap().cancel = None;
-        assert_eq!(v3_stage(&t).cancelled_by.as_deref(), Some("GoCD"));
+        assert_eq!(v3_stage(&t).outcome.cancelled_by.as_deref(), Some("GoCD"));
     }
 
     #[test]
