@@ -111,7 +111,7 @@ async fn reconcile_timed(req: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<
     if req.status.as_ref() != Some(&plan.status) {
         ctx.write_status(req.as_ref(), &plan.status).await?;
         if let Some(event) = plan.event {
-            ctx.event(req.as_ref(), &event.into()).await;
+            ctx.event(req.as_ref(), &event).await;
         }
     }
     ctx.succeeded(&key(req.as_ref()));

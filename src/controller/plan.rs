@@ -260,10 +260,18 @@ pub struct PlannedEvent {
     pub note: String,
 }
 
-impl From<(bool, &'static str, String)> for PlannedEvent {
-    fn from((warning, reason, note): (bool, &'static str, String)) -> Self {
+impl PlannedEvent {
+    pub fn normal(reason: &'static str, note: String) -> Self {
         PlannedEvent {
-            warning,
+            warning: false,
+            reason,
+            note,
+        }
+    }
+
+    pub fn warning(reason: &'static str, note: String) -> Self {
+        PlannedEvent {
+            warning: true,
             reason,
             note,
         }

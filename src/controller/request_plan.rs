@@ -10,7 +10,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use super::plan::set_condition;
+use super::plan::{PlannedEvent, set_condition};
 use crate::crd::{
     CancelRequest, CancelRequestStatus, CancelTarget, CancelTargetStatus, RequestPhase, RunResult,
     StageRun, TargetKind, TargetOutcome,
@@ -101,8 +101,8 @@ fn no_match(target: &CancelTarget) -> String {
 /// What the request's status should become.
 pub struct RequestPlan {
     pub status: CancelRequestStatus,
-    /// An Event to record once the status is written: (warning, reason, note).
-    pub event: Option<(bool, &'static str, String)>,
+    /// An Event to record once the status is written.
+    pub event: Option<PlannedEvent>,
     /// Delete the request now (its TTL has passed).
     pub delete: bool,
     pub requeue_after: Option<Duration>,
@@ -140,7 +140,7 @@ pub fn plan_request<R: Borrow<StageRun>>(
     }
 }
 
-type RequestEvent = (bool, &'static str, String);
+type RequestEvent = PlannedEvent;
 
 /// Resolves a pending request's target once: InProgress with the targets
 /// recorded, or Rejected when nothing matches.
@@ -178,8 +178,7 @@ fn accept<R: Borrow<StageRun>>(
                 generation,
                 now,
             );
-            return (
-                false,
+            return PlannedEvent::normal(
                 "Accepted",
                 format!("matched {} StageRun(s)", status.targets.len()),
             );
@@ -200,7 +199,7 @@ fn accept<R: Borrow<StageRun>>(
         generation,
         now,
     );
-    (true, "Rejected", message)
+    PlannedEvent::warning("Rejected", message)
 }
 
 /// Records what became of each target still Canceling; completes the
@@ -249,7 +248,7 @@ fn follow_targets<R: Borrow<StageRun>>(
         generation,
         now,
     );
-    Some((false, "Completed", message))
+    Some(PlannedEvent::normal("Completed", message))
 }
 
 /// What a plan concludes from a StageRun's absence, which cannot be undone

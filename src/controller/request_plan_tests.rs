@@ -377,7 +377,10 @@ fn pending_request_is_accepted_with_its_targets() {
     );
     assert_eq!(
         plan.event,
-        Some((false, "Accepted", "matched 2 StageRun(s)".to_string()))
+        Some(PlannedEvent::normal(
+            "Accepted",
+            "matched 2 StageRun(s)".to_string()
+        ))
     );
     assert!(!plan.delete);
     assert_eq!(plan.requeue_after, None);
@@ -444,7 +447,7 @@ fn pending_request_for_finished_runs_completes_as_already_finished() {
         );
         assert_eq!(
             plan.event,
-            Some((false, "Completed", message.clone())),
+            Some(PlannedEvent::normal("Completed", message.clone())),
             "{label}"
         );
         assert!(!plan.delete, "{label}");
@@ -481,7 +484,11 @@ fn pending_request_matching_nothing_is_rejected() {
         );
         assert_eq!(status.start_time, Some(time(0)), "{label}");
         assert_eq!(status.completion_time, Some(time(0)), "{label}");
-        let (warning, reason, message) = plan.event.clone().unwrap();
+        let PlannedEvent {
+            warning,
+            reason,
+            note: message,
+        } = plan.event.clone().unwrap();
         assert!(warning, "{label}");
         assert_eq!(reason, "Rejected", "{label}");
         for part in parts {
@@ -544,7 +551,10 @@ fn rejection_names_the_missing_stage_run_exactly() {
         t0(),
     );
     let message = "nothing to cancel: no StageRun missing exists".to_string();
-    assert_eq!(plan.event, Some((true, "Rejected", message.clone())));
+    assert_eq!(
+        plan.event,
+        Some(PlannedEvent::warning("Rejected", message.clone()))
+    );
     assert_eq!(plan.status.conditions[0].message, message);
 }
 
@@ -558,7 +568,7 @@ fn rejection_messages_read_as_english() {
         json!({"selector": {"matchLabels": {"team": "qa"}}}),
     ] {
         let plan = plan_request(&request(value, None), &runs, t0());
-        let (_, _, message) = plan.event.unwrap();
+        let message = plan.event.unwrap().note;
         for wrong in ["no an ", "no a ", "no the "] {
             assert!(!message.contains(wrong), "{message:?}");
         }
@@ -614,7 +624,10 @@ fn in_progress_completes_once_every_target_is_final() {
         s.conditions,
         vec![complete_condition("True", "Completed", message, 0)]
     );
-    assert_eq!(plan.event, Some((false, "Completed", message.to_string())));
+    assert_eq!(
+        plan.event,
+        Some(PlannedEvent::normal("Completed", message.to_string()))
+    );
     assert!(!plan.delete);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(TTL as u64)));
 }
