@@ -90,7 +90,7 @@ async fn reconcile_timed(req: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<
     if let Some(absence) = plan.absence(&req) {
         // The cache may not hold a run yet (or any, just after a restart):
         // an absence is decided on what the API server holds.
-        let fresh = read_runs(ctx, &ns, &absence).await?;
+        let fresh = read_runs(ctx, &ns, &req.spec.target, &absence).await?;
         match absence {
             Absence::NoMatch => runs = fresh,
             Absence::Targets(_) => runs.extend(fresh),
@@ -128,30 +128,35 @@ async fn reconcile_timed(req: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<
 }
 
 /// The StageRuns an absence rests on, read from the API server now: the
-/// named targets, or every run of the namespace for a target that matched
-/// nothing (rare: a request naming nothing).
-async fn read_runs(ctx: &Context, ns: &str, absence: &Absence) -> Result<Vec<Arc<StageRun>>> {
+/// named runs, or every run of the namespace for a target that matched
+/// nothing and names no run (rare: a request naming nothing).
+async fn read_runs(
+    ctx: &Context,
+    ns: &str,
+    target: &CancelTarget,
+    absence: &Absence,
+) -> Result<Vec<Arc<StageRun>>> {
     let api = ctx.api::<StageRun>(ns);
-    let found = match absence {
-        Absence::NoMatch => {
-            api.list(&ListParams::default())
+    let names = match (absence, target.kind()) {
+        (Absence::Targets(names), _) => names.clone(),
+        (Absence::NoMatch, Some(TargetKind::StageRun(name))) => vec![name.to_string()],
+        (Absence::NoMatch, _) => {
+            let all = api
+                .list(&ListParams::default())
                 .await
-                .step("list StageRuns before rejecting a request")?
-                .items
-        }
-        Absence::Targets(names) => {
-            let mut found = Vec::new();
-            for name in names {
-                found.extend(
-                    api.get_opt(name)
-                        .await
-                        .step("read a target StageRun the cache lacks")?,
-                );
-            }
-            found
+                .step("list StageRuns before rejecting a request")?;
+            return Ok(all.items.into_iter().map(Arc::new).collect());
         }
     };
-    Ok(found.into_iter().map(Arc::new).collect())
+    let mut found = Vec::new();
+    for name in &names {
+        let run = api
+            .get_opt(name)
+            .await
+            .step("read a StageRun the cache lacks")?;
+        found.extend(run.map(Arc::new));
+    }
+    Ok(found)
 }
 
 pub(super) fn error_policy(obj: Arc<CancelRequest>, err: &Error, ctx: Arc<Context>) -> Action {

@@ -3,6 +3,7 @@
 //! No I/O here; `cancelrequest.rs` observes and applies.
 
 use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -140,8 +141,6 @@ pub fn plan_request<R: Borrow<StageRun>>(
     }
 }
 
-type RequestEvent = PlannedEvent;
-
 /// Resolves a pending request's target once: InProgress with the targets
 /// recorded, or Rejected when nothing matches.
 fn accept<R: Borrow<StageRun>>(
@@ -149,7 +148,7 @@ fn accept<R: Borrow<StageRun>>(
     runs: &[R],
     status: &mut CancelRequestStatus,
     now: Timestamp,
-) -> RequestEvent {
+) -> PlannedEvent {
     let generation = req.metadata.generation;
     status.start_time = Some(Time(now));
     let message = match resolve(&req.spec.target, runs) {
@@ -209,7 +208,7 @@ fn follow_targets<R: Borrow<StageRun>>(
     status: &mut CancelRequestStatus,
     generation: Option<i64>,
     now: Timestamp,
-) -> Option<RequestEvent> {
+) -> Option<PlannedEvent> {
     for t in status.targets.iter_mut() {
         if t.outcome == TargetOutcome::Canceling {
             t.outcome = outcome(
@@ -272,18 +271,19 @@ impl RequestPlan {
         if self.status.phase == Some(RequestPhase::Rejected) && !was(RequestPhase::Rejected) {
             return Some(Absence::NoMatch);
         }
-        let deleted_before = |uid: &str| {
-            before.is_some_and(|s| {
-                s.targets
-                    .iter()
-                    .any(|t| t.uid == uid && t.outcome == TargetOutcome::Deleted)
-            })
-        };
+        let deleted_before: HashSet<&str> = before
+            .iter()
+            .flat_map(|s| s.targets.iter())
+            .filter(|t| t.outcome == TargetOutcome::Deleted)
+            .map(|t| t.uid.as_str())
+            .collect();
         let newly: Vec<String> = self
             .status
             .targets
             .iter()
-            .filter(|t| t.outcome == TargetOutcome::Deleted && !deleted_before(&t.uid))
+            .filter(|t| {
+                t.outcome == TargetOutcome::Deleted && !deleted_before.contains(t.uid.as_str())
+            })
             .map(|t| t.name.clone())
             .collect();
         (!newly.is_empty()).then_some(Absence::Targets(newly))
