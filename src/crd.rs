@@ -207,8 +207,19 @@ pub const REASON_DEADLINE: &str = "DeadlineExceeded";
 impl CancelRecord {
     /// A cancel caused by the stage's deadline rather than a request.
     pub fn is_timeout(&self) -> bool {
-        self.request_name.is_empty() && self.reason == REASON_DEADLINE
+        self.cause == CancelCause::Deadline
     }
+}
+
+/// What started a StageRun's cancel.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CancelCause {
+    /// A CancelRequest (named in `requestName`). Records written before
+    /// this field existed read as `Request`.
+    #[default]
+    Request,
+    /// The stage's `activeDeadlineSeconds` passed.
+    Deadline,
 }
 
 impl CancelRequest {
@@ -315,6 +326,9 @@ pub struct JobStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelRecord {
+    /// What started the cancel.
+    #[serde(default)]
+    pub cause: CancelCause,
     /// The CancelRequest that cancelled it; empty for a timeout.
     #[serde(default)]
     pub request_name: String,
@@ -526,4 +540,33 @@ pub fn crds_yaml() -> Result<String, yaml_serde::Error> {
         out.push_str(&yaml_serde::to_string(&crd)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_record_says_what_started_it_and_old_records_read_as_requests() {
+        let record = |cause: Option<&str>| {
+            let mut v = serde_json::json!({
+                "requestName": "",
+                "requestedBy": "cancel-operator",
+                "reason": REASON_DEADLINE,
+                "requestedAt": "2026-01-01T00:00:00Z",
+                "acceptedAt": "2026-01-01T00:00:01Z",
+                "gracePeriodSeconds": 30,
+            });
+            if let Some(c) = cause {
+                v["cause"] = c.into();
+            }
+            serde_json::from_value::<CancelRecord>(v).unwrap()
+        };
+        assert!(record(Some("Deadline")).is_timeout());
+        assert!(!record(Some("Request")).is_timeout());
+        // The reason alone never makes a timeout.
+        assert!(!record(None).is_timeout());
+        assert_eq!(record(None).cause, CancelCause::Request);
+        assert!(serde_json::from_value::<CancelCause>("Timeout".into()).is_err());
+    }
 }

@@ -40,6 +40,7 @@ fn canceling() -> StageRunStatus {
     StageRunStatus {
         phase: Some(StagePhase::Canceling),
         cancel: Some(CancelRecord {
+            cause: CancelCause::Request,
             request_name: "stop".into(),
             requested_by: "bob".into(),
             reason: "why".into(),

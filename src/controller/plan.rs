@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{
-    ApprovalType, CancelRecord, JobState, JobStatus, RunResult, StagePhase, StageRun,
+    ApprovalType, CancelCause, CancelRecord, JobState, JobStatus, RunResult, StagePhase, StageRun,
     StageRunStatus,
 };
 use crate::labels;
@@ -532,6 +532,7 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
             .grace_period_seconds
             .unwrap_or(run.spec.cancel_grace_period_seconds);
         status.cancel = Some(CancelRecord {
+            cause: CancelCause::Request,
             request_name: order.request_name.clone(),
             requested_by: order.requested_by.clone(),
             reason: order.reason.clone(),
@@ -554,6 +555,7 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
     match deadline {
         Some(deadline) if now >= deadline => {
             status.cancel = Some(CancelRecord {
+                cause: CancelCause::Deadline,
                 request_name: String::new(),
                 requested_by: labels::MANAGER.to_string(),
                 reason: REASON_DEADLINE.to_string(),
@@ -759,6 +761,7 @@ fn cancel_record(obs: &Observation, status: &mut StageRunStatus) -> CancelRecord
     status
         .cancel
         .get_or_insert_with(|| CancelRecord {
+            cause: CancelCause::Request,
             request_name: String::new(),
             requested_by: String::new(),
             reason: "Unknown".into(),

@@ -117,6 +117,7 @@ fn running_status() -> StageRunStatus {
 /// The cancel accepted 5s ago (by request `first`, grace 30s).
 fn first_cancel() -> CancelRecord {
     CancelRecord {
+        cause: CancelCause::Request,
         request_name: "first".into(),
         requested_by: "bob".into(),
         reason: "superseded".into(),
@@ -944,6 +945,7 @@ fn accepted_request(p: &Plan) {
     assert_eq!(
         p.status.cancel,
         Some(CancelRecord {
+            cause: CancelCause::Request,
             request_name: "stop-it".into(),
             requested_by: "alice".into(),
             reason: "wrong branch".into(),
@@ -968,6 +970,7 @@ fn accepted_deadline(p: &Plan) {
     assert_eq!(
         p.status.cancel,
         Some(CancelRecord {
+            cause: CancelCause::Deadline,
             request_name: String::new(),
             requested_by: "cancel-operator".into(),
             reason: "DeadlineExceeded".into(),
@@ -1384,6 +1387,7 @@ fn a_run_without_deadline_never_times_out() {
 fn a_timeout_finishes_as_deadline_exceeded() {
     let mut status = canceling_status();
     status.cancel = Some(CancelRecord {
+        cause: CancelCause::Deadline,
         request_name: String::new(),
         requested_by: labels::MANAGER.into(),
         reason: "DeadlineExceeded".into(),

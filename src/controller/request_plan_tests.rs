@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::crd::{CancelRecord, StagePhase, StageRunStatus};
+use crate::crd::{CancelCause, CancelRecord, StagePhase, StageRunStatus};
 
 // ---------------------------------------------------------------- fixtures --
 
@@ -50,6 +50,7 @@ fn in_phase(mut run: StageRun, phase: StagePhase, result: RunResult) -> StageRun
 
 fn cancel_record() -> CancelRecord {
     CancelRecord {
+        cause: CancelCause::Request,
         request_name: "stop-it".into(),
         requested_by: "alice".into(),
         reason: "wrong branch".into(),
