@@ -42,6 +42,8 @@ if [[ -z ${BENCH_BIN:-} ]]; then
   BENCH_BIN=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cancel-operator/target}/$(uname -m)-unknown-linux-musl/release/cancel-operator
   export BENCH_BIN
 fi
+# Benchmarks run without the test control plane's audit log.
+export CANCEL_OPERATOR_AUDIT=${CANCEL_OPERATOR_AUDIT:-off}
 export BENCH_COMMAND=${BENCH_COMMAND:-"$(env | grep -E '^BENCH_[A-Z_]+=' | grep -v '^BENCH_COMMAND=' | sort | tr '\n' ' ')make bench"}
 # The control plane is stopped on exit, failure or interrupt (with-cluster.sh),
 # and the benchmark kills the processes it started.

@@ -75,10 +75,12 @@ pub struct StageRunSpec {
     #[schemars(range(min = 0, max = 86400))]
     pub cancel_grace_period_seconds: i64,
 
-    /// Maximum seconds the stage may run once started; after it the stage is
-    /// cancelled with reason DeadlineExceeded.
+    /// Maximum seconds the stage may run once started (at most a year);
+    /// after it the stage is cancelled with reason DeadlineExceeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self <= 31536000")
+        .message("activeDeadlineSeconds must be at most 31536000 (a year)"))]
     pub active_deadline_seconds: Option<i64>,
 }
 
@@ -381,9 +383,12 @@ pub struct CancelRequestSpec {
     #[schemars(range(min = 0, max = 86400))]
     pub grace_period_seconds: Option<i64>,
 
-    /// Seconds after completion before the controller deletes this request.
+    /// Seconds after completion before the controller deletes this request
+    /// (at most a year).
     #[serde(default = "default_ttl")]
     #[schemars(range(min = 0))]
+    #[x_kube(validation = Rule::new("self <= 31536000")
+        .message("ttlSecondsAfterFinished must be at most 31536000 (a year)"))]
     pub ttl_seconds_after_finished: i64,
 }
 

@@ -30,6 +30,15 @@ pub enum Error {
 
     #[error("object has no {0}")]
     MissingField(&'static str),
+
+    /// A Job could not be created yet (the StageRun's `JobCreationHeld`
+    /// condition says which and why); retried with backoff.
+    #[error("a Job could not be created yet")]
+    CreationHeld,
+
+    /// The reconcile panicked; the object fails alone, with backoff.
+    #[error("the controller failed on this object: {0}")]
+    Panicked(String),
 }
 
 impl Error {

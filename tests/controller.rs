@@ -6,12 +6,14 @@ use std::process::Child;
 use std::time::Duration;
 
 use cancel_operator::crd::{
-    CancelRequest, JobState, RequestPhase, RunResult, StagePhase, StageRun, TargetOutcome,
+    CancelCause, CancelRequest, JobState, RequestPhase, RunResult, StagePhase, StageRun,
+    TargetOutcome,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ResourceQuota;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::{TestNamespace, stage_run, wait_for, wait_list, world};
@@ -355,6 +357,7 @@ async fn cancelling_a_running_stage_stops_its_pods_then_fails_it() {
     let canceling = cancel_when_building(&runs, &requests, "stop-dev").await;
     let record = canceling.status.as_ref().unwrap().cancel.clone().unwrap();
     assert_eq!(record.request_name, "stop-dev");
+    assert_eq!(record.cause, CancelCause::Request);
     assert_eq!(record.requested_by, "alice");
     assert_eq!(record.reason, "superseded by a newer build");
 
@@ -681,6 +684,7 @@ async fn an_active_deadline_times_the_stage_out_through_the_cancel_path() {
     assert_cancelled(&s, &sr, "deadline exceeded").await;
     let status = sr.status.as_ref().unwrap();
     assert_eq!(status.cancel.as_ref().unwrap().reason, "DeadlineExceeded");
+    assert_eq!(status.cancel.as_ref().unwrap().cause, CancelCause::Deadline);
     let cond = status
         .conditions
         .iter()
@@ -703,6 +707,258 @@ async fn an_active_deadline_times_the_stage_out_through_the_cancel_path() {
             .len(),
         1
     );
+}
+
+/// A status anyone allowed to edit it may write: a cancel accepted at the
+/// end of time, with the longest grace period there is. The controller must
+/// neither die on it (the timestamp arithmetic once overflowed and panicked,
+/// and every replica would die on it again) nor stop serving other runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_edited_to_extreme_values_stops_nothing_else() {
+    let s = setup("ctl-extreme").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    let long = json!({"sim.cancel.dev/run-for": "1h"});
+    runs.create(
+        &PostParams::default(),
+        &stage_run("wild-1-dev")
+            .job("UnitTest", long.clone())
+            .build(),
+    )
+    .await
+    .unwrap();
+    wait_phase(&runs, "wild-1-dev", StagePhase::Running).await;
+    runs.patch_status(
+        "wild-1-dev",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Canceling", "cancel": {
+            "cause": "Request", "requestName": "edited", "requestedBy": "mallory",
+            "reason": "edited by hand",
+            "requestedAt": "9999-12-31T23:59:59Z", "acceptedAt": "9999-12-31T23:59:59Z",
+            "gracePeriodSeconds": i64::MAX,
+        }}})),
+    )
+    .await
+    .unwrap();
+    // The controller goes on: a run created after the edit runs, and its
+    // cancel completes.
+    runs.create(
+        &PostParams::default(),
+        &stage_run("foo-1-dev").job("UnitTest", long).build(),
+    )
+    .await
+    .unwrap();
+    let sr = cancel_when_building(&runs, &requests, "stop-dev").await;
+    let sr = wait_phase(&runs, &sr.name_any(), StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    // Nothing failed on the edited run either: its arithmetic holds at the
+    // end of time.
+    let wild = runs.get("wild-1-dev").await.unwrap();
+    let conditions = &wild.status.as_ref().unwrap().conditions;
+    assert!(
+        conditions.iter().all(|c| c.type_ != "ReconcileFailed"),
+        "{conditions:?}"
+    );
+}
+
+/// Waits until the run says a job's creation is held; returns the run.
+async fn wait_held(runs: &Api<StageRun>, name: &str) -> StageRun {
+    wait_for(runs, name, "a held Job creation", T, |sr: &StageRun| {
+        sr.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "JobCreationHeld"))
+    })
+    .await
+}
+
+/// The held job is named with why; the other was created, and neither
+/// failed.
+fn assert_held(sr: &StageRun, job: Option<&str>, why: &str) {
+    let status = sr.status.as_ref().unwrap();
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "JobCreationHeld")
+        .unwrap();
+    assert!(cond.message.contains(why), "{}", cond.message);
+    let held: Vec<&str> = status
+        .jobs
+        .iter()
+        .filter(|j| j.job_name.is_none())
+        .map(|j| j.name.as_str())
+        .collect();
+    assert_eq!(held.len(), 1, "{:?}", status.jobs);
+    if let Some(job) = job {
+        assert_eq!(held, vec![job]);
+    }
+    assert!(
+        cond.message.contains(&format!("job {}: ", held[0])),
+        "{}",
+        cond.message
+    );
+    assert!(status.jobs.iter().all(|j| j.result != RunResult::Failed));
+}
+
+/// Once the held job runs too, the condition is gone and was announced once.
+async fn assert_released(s: &Setup, runs: &Api<StageRun>) {
+    let sr = support::wait_jobs_building(runs, "foo-1-dev", T).await;
+    let status = sr.status.as_ref().unwrap();
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "JobCreationHeld"),
+        "{:?}",
+        status.conditions
+    );
+    let held = events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "JobCreationHeld").await;
+    assert_eq!(held.len(), 1, "{held:?}");
+}
+
+/// A quota that allows one Job: the first creation passes, the second is
+/// forbidden (403). Its sibling's outcome is recorded, the run says which
+/// job waits and why, and the job is created once the quota allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_a_quota_forbids_is_held_and_created_once_allowed() {
+    let s = setup("ctl-quota").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let quotas: Api<ResourceQuota> = s.ns.api();
+    let quota = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "one-job"},
+        "spec": {"hard": {"count/jobs.batch": "1"}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // Enforced once the quota controller has counted what the namespace holds.
+    wait_for(
+        &quotas,
+        "one-job",
+        "the quota's usage",
+        T,
+        |q: &ResourceQuota| q.status.as_ref().and_then(|s| s.used.as_ref()).is_some(),
+    )
+    .await;
+    let long = json!({"sim.cancel.dev/run-for": "1h"});
+    runs.create(
+        &PostParams::default(),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", long.clone())
+            .job("Lint", long)
+            .build(),
+    )
+    .await
+    .unwrap();
+    let sr = wait_held(&runs, "foo-1-dev").await;
+    assert_held(&sr, None, "exceeded quota");
+    quotas
+        .delete("one-job", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_released(&s, &runs).await;
+}
+
+/// A validating admission policy that forbids the Lint job (reason
+/// Forbidden: 403): held, said, and created once the policy is unbound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_a_policy_forbids_is_held_until_the_policy_allows_it() {
+    let s = setup("ctl-policy").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let name = format!("freeze-lint-{}", s.ns.name);
+    let gvk = |kind: &str| {
+        kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            kind,
+        ))
+    };
+    let policies: Api<DynamicObject> =
+        Api::all_with(s.ns.client.clone(), &gvk("ValidatingAdmissionPolicy"));
+    let bindings: Api<DynamicObject> = Api::all_with(
+        s.ns.client.clone(),
+        &gvk("ValidatingAdmissionPolicyBinding"),
+    );
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["batch"], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["jobs"]
+            }]},
+            "validations": [{
+                "expression": "!has(object.metadata.annotations) || !('cancel.dev/job' in object.metadata.annotations) || object.metadata.annotations['cancel.dev/job'] != 'Lint'",
+                "message": "Lint jobs are frozen this week",
+                "reason": "Forbidden"
+            }]
+        }
+    }))
+    .unwrap();
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.ns.name}}}
+        }
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // The API server enforces a new policy a moment later: wait until a
+    // dry run of a Lint Job is refused.
+    let jobs: Api<Job> = s.ns.api();
+    let probe: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "probe", "annotations": {"cancel.dev/job": "Lint"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    support::eventually("the policy enforced", T, || async {
+        match jobs
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                &probe,
+            )
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let long = json!({"sim.cancel.dev/run-for": "1h"});
+    runs.create(
+        &PostParams::default(),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", long.clone())
+            .job("Lint", long)
+            .build(),
+    )
+    .await
+    .unwrap();
+    let sr = wait_held(&runs, "foo-1-dev").await;
+    assert_held(&sr, Some("Lint"), "Lint jobs are frozen this week");
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_released(&s, &runs).await;
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 fn spawn_controller(ns: &str) -> Child {
@@ -800,7 +1056,26 @@ async fn finished_requests_are_deleted_after_their_ttl() {
     )
     .await;
     let sr = runs.get("foo-1-dev").await.unwrap();
-    assert_eq!(sr.status.unwrap().result, Some(RunResult::Cancelled));
+    let status = sr.status.unwrap();
+    assert_eq!(status.result, Some(RunResult::Cancelled));
+    // A grace period of 0 is a force deletion, and the run says so.
+    let forced = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PodsForceDeleted")
+        .expect("the PodsForceDeleted condition");
+    assert_eq!(forced.reason, "GracePeriodZero");
+    assert!(
+        forced.message.contains("may go on running"),
+        "{}",
+        forced.message
+    );
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "ForceDeleted")
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,10 @@ async fn invalid_resources_are_rejected_with_a_clear_message() {
             json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "approvalType": "sometimes"}),
             "spec.approvalType",
         ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "activeDeadlineSeconds": 300_000_000_000i64}),
+            "activeDeadlineSeconds must be at most 31536000 (a year)",
+        ),
     ];
     for (spec, expected) in cases {
         let message = refusal::<StageRun>(&ns, stagerun(spec.clone())).await;
@@ -137,6 +141,13 @@ async fn invalid_resources_are_rejected_with_a_clear_message() {
     .await;
     assert!(
         message.contains("spec.target.build.pipelineCounter"),
+        "{message}"
+    );
+    let mut long_lived = request(json!({"stageRun": "a"}));
+    long_lived["spec"]["ttlSecondsAfterFinished"] = json!(9_000_000_000_000_000_000i64);
+    let message = refusal::<CancelRequest>(&ns, long_lived).await;
+    assert!(
+        message.contains("ttlSecondsAfterFinished must be at most 31536000 (a year)"),
         "{message}"
     );
 }

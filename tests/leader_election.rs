@@ -11,6 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::proxy::{Path, Proxy};
 use support::{TestNamespace, stage_run, wait_for, world};
 
 const T: Duration = Duration::from_secs(90);
@@ -254,4 +255,155 @@ async fn a_leader_that_stops_cleanly_hands_over_before_its_term_ends() {
     .await;
     second.kill().ok();
     second.wait().ok();
+}
+
+/// A kubeconfig for a replica: the admin's credentials, acting as
+/// `identity` (impersonated, in system:masters) so that the API server's
+/// audit log tells its writes apart, through `server` (a proxy, or the API
+/// server itself).
+fn replica_kubeconfig(ns: &TestNamespace, identity: &str, server: Option<&str>) -> String {
+    let admin = std::fs::read_to_string(support::kubeconfig_path(support::User::Admin))
+        .expect("admin kubeconfig");
+    let mut config: serde_json::Value = yaml_serde::from_str(&admin).expect("kubeconfig yaml");
+    if let Some(server) = server {
+        config["clusters"][0]["cluster"]["server"] = json!(format!("https://{server}"));
+    }
+    config["users"][0]["user"]["as"] = json!(identity);
+    config["users"][0]["user"]["as-groups"] = json!(["system:masters"]);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
+    std::fs::create_dir_all(&dir).expect("create the kubeconfig directory");
+    let path = dir.join(format!("{}-{identity}.kubeconfig", ns.name));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).expect("write kubeconfig");
+    // It carries the admin's token.
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&path, private).expect("chmod kubeconfig");
+    path.display().to_string()
+}
+
+/// The API server's address, from the admin kubeconfig.
+fn api_server() -> std::net::SocketAddr {
+    let admin = std::fs::read_to_string(support::kubeconfig_path(support::User::Admin))
+        .expect("admin kubeconfig");
+    let config: serde_json::Value = yaml_serde::from_str(&admin).expect("kubeconfig yaml");
+    let server = config["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .expect("server");
+    server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("host:port")
+}
+
+/// When the API server received each write of `user`, from its audit log.
+fn writes_of(user: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
+    let dir = support::cluster_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("control plane directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".log"))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no audit log in {}", dir.display());
+    let mut at = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("audit log");
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if event["impersonatedUser"]["username"] == user
+                && let Some(t) = event["requestReceivedTimestamp"].as_str()
+            {
+                at.push(t.parse().expect("timestamp"));
+            }
+        }
+    }
+    at.sort();
+    at
+}
+
+/// A leader whose path to the API server is cut (black-holed, or every
+/// connection rejected) stops on its own, before the standby can take the
+/// Lease, and exits non-zero; the API server's audit log shows that it
+/// wrote nothing after the new leader's first write, even once the path is
+/// open again.
+async fn a_partitioned_leader_stops_before_the_standby_takes_over(cut: Path) {
+    let ns = TestNamespace::new(&format!("partition-{cut:?}").to_lowercase()).await;
+    support::install_crds(&ns.client).await;
+    let leases: Api<Lease> = ns.api();
+    let proxy = Proxy::start(api_server()).await;
+    let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
+    let replica = |identity: &str, server: Option<&str>| {
+        let kubeconfig = replica_kubeconfig(&ns, identity, server);
+        world::controller_process(
+            &ns.name,
+            &["--leader-elect", "--lease-duration-seconds", "4"],
+            &[("POD_NAME", identity), ("KUBECONFIG", &kubeconfig)],
+        )
+    };
+    let proxied = proxy.addr.to_string();
+    let mut first = replica(&a, Some(&proxied));
+    wait_for(&leases, LEASE, "the first replica to lead", T, |l| {
+        holder(l) == Some(a.as_str())
+    })
+    .await;
+    let runs: Api<StageRun> = ns.api();
+    let sr = stage_run("foo-1-dev")
+        .job("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))
+        .build();
+    runs.create(&PostParams::default(), &sr).await.unwrap();
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
+    let mut second = replica(&b, None);
+
+    proxy.set(cut);
+    let status = exit_status(&mut first, "the cut-off leader to stop on its own").await;
+    assert!(!status.success(), "{status:?}");
+    wait_for(&leases, LEASE, "the standby to take over", T, |l| {
+        holder(l) == Some(b.as_str())
+    })
+    .await;
+    // The path heals: nothing of the old leader may arrive now.
+    proxy.set(Path::Open);
+    let requests: Api<CancelRequest> = ns.api();
+    let request: CancelRequest = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": "stop"},
+        "spec": {"target": {"stageRun": "foo-1-dev"}, "requestedBy": "alice"}
+    }))
+    .unwrap();
+    requests
+        .create(&PostParams::default(), &request)
+        .await
+        .unwrap();
+    wait_for(&runs, "foo-1-dev", "cancelled by the new leader", T, |r| {
+        r.status.as_ref().and_then(|s| s.phase) == Some(StagePhase::Failed)
+    })
+    .await;
+
+    let (old, new) = (writes_of(&a), writes_of(&b));
+    assert!(
+        !old.is_empty(),
+        "the first leader's writes are in the audit log"
+    );
+    let first_new = *new.first().expect("the new leader's writes");
+    let last_old = *old.last().unwrap();
+    assert!(
+        last_old < first_new,
+        "the old leader wrote at {last_old}, after the new leader's first write at {first_new}"
+    );
+    second.kill().ok();
+    second.wait().ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_by_a_black_hole_stops_before_the_standby_takes_over() {
+    a_partitioned_leader_stops_before_the_standby_takes_over(Path::BlackHole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_connections_are_refused_stops_before_the_standby_takes_over() {
+    a_partitioned_leader_stops_before_the_standby_takes_over(Path::Rejected).await;
 }

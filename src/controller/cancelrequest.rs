@@ -11,7 +11,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::cache::{self, Caches};
-use super::context::{Context, key, resync};
+use super::context::{Context, key, requeue, resync};
+use super::isolate;
 use super::request_plan::{Absence, plan_request};
 use super::stagerun::ignore_not_found;
 use crate::crd::{CancelRequest, CancelTarget, RequestPhase, StageRun, TargetKind, TargetOutcome};
@@ -19,7 +20,10 @@ use crate::{Error, Result, Step};
 
 pub(super) async fn reconcile(obj: Arc<CancelRequest>, ctx: Arc<Context>) -> Result<Action> {
     let start = std::time::Instant::now();
-    let result = reconcile_timed(obj, &ctx).await;
+    let result = isolate::isolated(reconcile_timed(obj.clone(), &ctx)).await;
+    if let Err(e) = &result {
+        isolate::report(&ctx, obj.as_ref(), e).await;
+    }
     ctx.metrics
         .reconciled("cancelrequest", result.is_ok(), start.elapsed());
     result
@@ -119,7 +123,7 @@ async fn reconcile_timed(req: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(match plan.requeue_after {
-        Some(d) => Action::requeue(d.max(Duration::from_millis(100))),
+        Some(d) => requeue(d),
         None if plan.status.phase == Some(RequestPhase::InProgress) => {
             Action::requeue(Duration::from_secs(30))
         }

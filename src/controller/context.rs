@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::Config;
 use super::cache::Caches;
+use super::events::{self, EventRetries, EventWorker};
 use super::ids::IdAllocator;
 use super::metrics::Metrics;
 use super::plan::{Issued, PlannedEvent};
@@ -28,6 +29,8 @@ use crate::{Error, Result, Step, labels};
 pub(super) struct Context {
     client: Client,
     recorder: Recorder,
+    /// Events the API server refused, retried by the worker `new` returns.
+    event_retries: EventRetries,
     pub(super) ids: IdAllocator,
     pub(super) config: Config,
     pub(super) metrics: Arc<Metrics>,
@@ -43,12 +46,14 @@ pub(super) struct Context {
 }
 
 impl Context {
+    /// The context, and the worker that retries the Events it could not
+    /// record (run it beside the controllers, stop it with them).
     pub(super) fn new(
         client: Client,
         config: Config,
         metrics: Arc<Metrics>,
         caches: Arc<Caches>,
-    ) -> Self {
+    ) -> (Self, EventWorker) {
         let reporter = Reporter {
             controller: labels::MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -57,8 +62,16 @@ impl Context {
             Api::<ConfigMap>::namespaced(client.clone(), &config.state_namespace),
             config.id_configmap.clone(),
         );
-        Context {
-            recorder: Recorder::new(client.clone(), reporter),
+        let recorder = Recorder::new(client.clone(), reporter);
+        let (event_retries, worker) = events::queue(
+            recorder.clone(),
+            metrics.clone(),
+            events::CAPACITY,
+            events::RETRY_FOR,
+        );
+        let ctx = Context {
+            recorder,
+            event_retries,
             client,
             ids,
             config,
@@ -67,7 +80,8 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),
-        }
+        };
+        (ctx, worker)
     }
 
     /// Records that the status of `obj` (as read) has just been written.
@@ -175,23 +189,9 @@ impl Context {
             return;
         };
         // The API server may be away for a moment (a restart): the record is
-        // retried in the background for a while rather than lost.
+        // retried from the bounded queue for a while rather than lost.
         tracing::warn!(error = %e, reason, "could not record event yet; retrying");
-        let recorder = self.recorder.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + EVENT_RETRY_FOR;
-            for delay in crate::watch::retry_delays() {
-                tokio::time::sleep(delay).await;
-                match recorder.publish(&ev, &reference).await {
-                    Ok(()) => return,
-                    Err(e) if tokio::time::Instant::now() >= deadline => {
-                        tracing::warn!(error = %e, reason = %ev.reason, "could not record event");
-                        return;
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
+        self.event_retries.retry(ev, reference);
     }
 
     pub(super) fn succeeded(&self, key: &str) {
@@ -212,9 +212,6 @@ impl Context {
     }
 }
 
-/// How long an Event the API server refused is retried.
-const EVENT_RETRY_FOR: Duration = Duration::from_secs(120);
-
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -228,7 +225,17 @@ pub(super) fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
+/// The safety resync of objects that need no timer.
+const RESYNC: Duration = Duration::from_secs(300);
+
 /// Requeue for objects that need no timer: a periodic safety resync.
 pub(super) fn resync() -> Action {
-    Action::requeue(Duration::from_secs(300))
+    Action::requeue(RESYNC)
+}
+
+/// Requeue after `d`, held between 100 ms and the resync period: a timer
+/// a year away (a deadline, a TTL) is checked again at the resync instead
+/// of overflowing the scheduler's clock.
+pub(super) fn requeue(d: Duration) -> Action {
+    Action::requeue(d.clamp(Duration::from_millis(100), RESYNC))
 }

@@ -135,11 +135,13 @@ impl IdAllocator {
                     .unwrap_or(0)
             };
             let (stage, job) = (read(STAGE_KEY), read(JOB_KEY));
-            let next_stage = stage + stages;
-            let next_job = job + jobs;
-            if next_stage > MAX_ID || next_job > MAX_ID {
+            // The counters are a ConfigMap anyone with access may edit.
+            let (Some(next_stage), Some(next_job)) = (
+                stage.checked_add(stages).filter(|n| *n <= MAX_ID),
+                job.checked_add(jobs).filter(|n| *n <= MAX_ID),
+            ) else {
                 return Err(Error::IdsExhausted);
-            }
+            };
             let mut updated = current.clone();
             let data = updated.data.get_or_insert_with(BTreeMap::new);
             data.insert(STAGE_KEY.into(), next_stage.to_string());

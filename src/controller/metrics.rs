@@ -44,6 +44,8 @@ pub struct Metrics {
     reconcile_time: Family<ControllerLabels, Histogram>,
     cancel_duration: Family<ReasonLabels, Histogram>,
     leader: Family<LeaseLabels, Gauge>,
+    event_queue: Gauge,
+    events_dropped: Family<ReasonLabels, Counter>,
     /// False once this instance must be restarted (it lost its Lease).
     healthy: std::sync::atomic::AtomicBool,
 }
@@ -87,9 +89,23 @@ impl Metrics {
             "1 while this instance holds the leader Lease, 0 while it stands by (absent before it has read the Lease)",
             leader.clone(),
         );
+        let event_queue = Gauge::default();
+        registry.register(
+            "cancel_operator_event_retry_queue",
+            "Events the API server refused that wait to be recorded again",
+            event_queue.clone(),
+        );
+        let events_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "cancel_operator_events_dropped",
+            "Events never recorded, per reason: queue_full, expired (retried too long), stopped (the controllers stopped)",
+            events_dropped.clone(),
+        );
         Metrics {
             registry,
             leader,
+            event_queue,
+            events_dropped,
             reconciles,
             reconcile_time,
             cancel_duration,
@@ -105,6 +121,31 @@ impl Metrics {
                 name: name.to_string(),
             })
             .set(i64::from(leading));
+    }
+
+    /// How many refused Events wait to be recorded again.
+    pub(super) fn event_queued(&self, waiting: usize) {
+        self.event_queue
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Counts Events dropped unrecorded, for `reason`.
+    pub(super) fn events_dropped(&self, reason: &'static str, n: usize) {
+        self.events_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    #[cfg(test)]
+    pub(super) fn dropped_events(&self, reason: &'static str) -> u64 {
+        self.events_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .get()
+    }
+
+    #[cfg(test)]
+    pub(super) fn queued_events(&self) -> i64 {
+        self.event_queue.get()
     }
 
     /// Makes /healthz fail from now on.

@@ -4,17 +4,23 @@
 //! without I/O (`plan.rs`, `request_plan.rs`), applies the decision and
 //! records it (`stagerun.rs`, `cancelrequest.rs`). `context.rs` holds what
 //! the reconciles share, `wiring.rs` how changes reach them, and
-//! `leader.rs` the Lease that lets one replica of several act, and
+//! `leader.rs` the Lease that lets one replica of several act,
+//! `events.rs` the bounded queue that retries refused Events,
+//! `isolate.rs` how a reconcile that panics fails its object alone, and
 //! `config.rs` the settings (the `controller` command's flags).
 
 mod cache;
 mod cancelrequest;
 mod config;
 mod context;
+mod events;
 mod ids;
+mod isolate;
 mod leader;
 mod metrics;
 mod plan;
+#[cfg(test)]
+mod plan_props;
 mod request_plan;
 mod stagerun;
 #[cfg(test)]

@@ -21,6 +21,11 @@ pub const STOP_WAIT: Duration = Duration::from_secs(60);
 
 pub const COND_SUCCEEDED: &str = "Succeeded";
 pub const COND_FORCE_DELETED: &str = "PodsForceDeleted";
+/// Set by a reconcile that failed on the object itself (it panicked);
+/// cleared by the next pass that gets as far as a decision.
+pub const COND_RECONCILE_FAILED: &str = "ReconcileFailed";
+/// Set while a job's Job could not be created for a reason that may pass.
+pub const COND_CREATION_HELD: &str = "JobCreationHeld";
 
 use crate::crd::REASON_DEADLINE;
 
@@ -301,6 +306,22 @@ fn since(now: Timestamp, at: &Time) -> SignedDuration {
     now.duration_since(at.0)
 }
 
+/// `at` plus `d`, held at the ends of time: the numbers users write
+/// (deadlines, TTLs, grace periods, even in an edited status) never overflow
+/// a timestamp.
+pub fn later(at: Timestamp, d: SignedDuration) -> Timestamp {
+    at.checked_add(d).unwrap_or(if d.is_negative() {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
+/// `at` plus `secs` seconds, held at the ends of time.
+pub fn after_secs(at: Timestamp, secs: i64) -> Timestamp {
+    later(at, SignedDuration::from_secs(secs))
+}
+
 fn to_std(d: SignedDuration) -> Duration {
     d.try_into().unwrap_or(Duration::ZERO)
 }
@@ -362,6 +383,9 @@ pub fn plan(obs: &Observation) -> Plan {
     let run = obs.run;
     let mut status = run.status.clone().unwrap_or_default();
     status.observed_generation = run.metadata.generation;
+    status
+        .conditions
+        .retain(|c| c.type_ != COND_RECONCILE_FAILED);
     assign_ids(&mut status, obs);
     let mut p = Plan {
         status,
@@ -526,7 +550,7 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
         .spec
         .active_deadline_seconds
         .zip(status.start_time.as_ref())
-        .map(|(secs, start)| start.0 + SignedDuration::from_secs(secs));
+        .map(|(secs, start)| after_secs(start.0, secs));
     if let Some(order) = &obs.cancel {
         let grace = order
             .grace_period_seconds
@@ -725,9 +749,10 @@ fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
     let now = obs.now;
     let record = cancel_record(obs, &mut p.status);
     let grace = record.grace_period_seconds.max(0);
-    let force_at = record.accepted_at.0
-        + SignedDuration::from_secs(grace)
-        + SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::ZERO);
+    let force_at = later(
+        after_secs(record.accepted_at.0, grace),
+        SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::MAX),
+    );
     let forced = grace == 0 || now >= force_at;
     stop_jobs(obs, p, force_at);
     delete_pods(obs, p, grace, forced);
@@ -825,7 +850,7 @@ fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
     // Every pod gets the grace period once; a pod already terminating on a
     // later deadline (a shorter override came) or still there past the force
     // deadline is deleted again, sooner.
-    let kill_by = now + SignedDuration::from_secs(grace);
+    let kill_by = after_secs(now, grace);
     let to_delete: Vec<String> = obs
         .pods
         .iter()
@@ -836,7 +861,7 @@ fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
             if issued.is_some_and(|(_, g)| g == 0) {
                 return false;
             }
-            let issued_deadline = issued.map(|(at, g)| at + SignedDuration::from_secs(g));
+            let issued_deadline = issued.map(|(at, g)| after_secs(at, g));
             let deadline = match (p.deletion_deadline, issued_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -852,14 +877,27 @@ fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
         names: to_delete.clone(),
         grace_seconds: if forced { 0 } else { grace },
     });
-    if !(forced && grace > 0) {
+    if !forced {
         return;
     }
+    // As Kubernetes says of a deletion with grace 0: the API object goes at
+    // once, without the kubelet confirming that the containers stopped.
+    let (reason, why) = if grace > 0 {
+        (
+            "GracePeriodExpired",
+            format!(
+                "still present {}s after the {grace}s grace period",
+                obs.force_margin.as_secs()
+            ),
+        )
+    } else {
+        ("GracePeriodZero", "with a grace period of 0".to_string())
+    };
     let msg = format!(
-        "force-deleted {} pod(s) still present {}s after the {}s grace period: {}",
+        "force-deleted {} pod(s) {why}: {}; immediate deletion does not wait for \
+         confirmation that the containers have stopped, which may go on running \
+         on their node for a while",
         to_delete.len(),
-        obs.force_margin.as_secs(),
-        grace,
         to_delete.join(", ")
     );
     let status = &mut p.status;
@@ -878,7 +916,7 @@ fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
         &mut status.conditions,
         COND_FORCE_DELETED,
         "True",
-        "GracePeriodExpired",
+        reason,
         msg,
         obs.run.metadata.generation,
         now,
@@ -933,10 +971,20 @@ fn end_cancelled(obs: &Observation, p: &mut Plan, timeout: bool) -> StagePhase {
         obs.run.metadata.generation,
         now,
     );
+    let forced = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == COND_FORCE_DELETED && c.status == "True");
+    let left = if forced {
+        "no pod object of it remains; some were force-deleted, and their \
+         containers may still be stopping on their nodes"
+    } else {
+        "no pod of it remains"
+    };
     p.events.push(PlannedEvent {
         warning: false,
         reason: "Cancelled",
-        note: format!("{message}; no pod of it remains"),
+        note: format!("{message}; {left}"),
     });
     StagePhase::Failed
 }
@@ -956,12 +1004,20 @@ pub enum JobCreation {
     NameTaken { resource_name: String },
     /// The API server refused it for good (invalid, or denied by policy).
     Refused { message: String },
+    /// Not created this time, for a reason that may pass: forbidden (a
+    /// quota, a policy or a webhook), or the API server unreachable or
+    /// overloaded. Tried again with backoff; the run's deadline runs on.
+    Held { message: String },
 }
 
-/// Records the outcomes of `CreateJob` actions in the plan: the second pure
-/// step of a pass. A job that cannot be created ends Failed, once, with a
-/// Warning Event that says why; it is never tried again.
+/// Records the outcomes of `CreateJob` actions in the plan, every one of
+/// them: the second pure step of a pass. A job that cannot be created ends
+/// Failed, once, with a Warning Event that says why; it is never tried
+/// again. A job whose creation is held stays scheduled, and the
+/// `JobCreationHeld` condition (with one Event while it says the same)
+/// names it and why until every job is created.
 pub fn record_creations(p: &mut Plan, outcomes: &[(String, JobCreation)], now: Timestamp) {
+    let mut held = Vec::new();
     for (job, outcome) in outcomes {
         let Some(js) = p.status.jobs.iter_mut().find(|j| &j.name == job) else {
             continue;
@@ -988,6 +1044,10 @@ pub fn record_creations(p: &mut Plan, outcomes: &[(String, JobCreation)], now: T
                 "InvalidJob",
                 format!("job {job} could not be created: {message}"),
             )),
+            JobCreation::Held { message } => {
+                held.push(format!("job {job}: {message}"));
+                None
+            }
         };
         if let Some((reason, message)) = failure {
             js.state = JobState::Completed;
@@ -1001,6 +1061,34 @@ pub fn record_creations(p: &mut Plan, outcomes: &[(String, JobCreation)], now: T
             });
         }
     }
+    record_held(p, &held, now);
+}
+
+/// Sets or clears `JobCreationHeld` after a pass that created Jobs.
+fn record_held(p: &mut Plan, held: &[String], now: Timestamp) {
+    let conditions = &mut p.status.conditions;
+    if held.is_empty() {
+        conditions.retain(|c| c.type_ != COND_CREATION_HELD);
+        return;
+    }
+    let message = format!("not created yet, retried with backoff: {}", held.join("; "));
+    let said = conditions
+        .iter()
+        .any(|c| c.type_ == COND_CREATION_HELD && c.message == message);
+    if !said {
+        p.events
+            .push(PlannedEvent::warning(COND_CREATION_HELD, message.clone()));
+    }
+    let generation = p.status.observed_generation;
+    set_condition(
+        conditions,
+        COND_CREATION_HELD,
+        "True",
+        "CreationFailed",
+        message,
+        generation,
+        now,
+    );
 }
 
 /// A completion time no earlier than any job's.

@@ -667,7 +667,8 @@ fn assert_invariants(label: &str, w: &World, p: &Plan) {
         );
     }
 
-    // Force deletion only at/after accepted_at + grace + margin, with a condition.
+    // Force deletion only at/after accepted_at + grace + margin (or with a
+    // grace of 0), always with a condition that says so.
     for a in &p.actions {
         if let Action::DeletePods {
             grace_seconds: 0, ..
@@ -679,9 +680,13 @@ fn assert_invariants(label: &str, w: &World, p: &Plan) {
                     w.now >= force_at(c, w.force_margin),
                     "{label}: forced before the deadline"
                 );
-                let cond = find_condition(&p.status, COND_FORCE_DELETED);
-                assert_eq!(cond.map(|c| c.status.as_str()), Some("True"), "{label}");
             }
+            let cond = find_condition(&p.status, COND_FORCE_DELETED);
+            assert_eq!(cond.map(|c| c.status.as_str()), Some("True"), "{label}");
+            assert!(
+                cond.is_some_and(|c| c.message.contains("may go on running")),
+                "{label}: {cond:?}"
+            );
         }
     }
     let force_events = p
@@ -1169,7 +1174,7 @@ fn rows() -> Vec<Row> {
         row(S::Running, C::DeadlinePasses, P::Canceling, R::Unknown, vec![suspend_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["lint-pod"], 30)], &["DeadlineExceeded"], After(5)).check(accepted_deadline),
         row(S::Running, C::AllGone, P::Failed, R::Failed, vec![], &["Failed"], Unchecked).check(unit_vanished_run),
         row(S::Running, C::ForceDeadlinePasses, P::Running, R::Unknown, vec![], &[], After(505)).check(unit_building),
-        row(S::Running, C::GraceOverrideZero, P::Canceling, R::Unknown, vec![suspend_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 0)], &["Canceling"], After(5)).check(accepted_request_grace_zero),
+        row(S::Running, C::GraceOverrideZero, P::Canceling, R::Unknown, vec![suspend_job(UNIT_JOB), delete_job(LINT_JOB), delete_pods(&["unit-pod", "lint-pod"], 0)], &["Canceling", "ForceDeleted"], After(5)).check(accepted_request_grace_zero),
         // Canceling since 5s (grace 30s, margin 10s): the unit Job suspended,
         // not yet reported stopped; the lint Job being deleted.
         row(S::Canceling, C::Nothing, P::Canceling, R::Unknown, vec![], &[], After(5)).check(kept_first_cancel),
@@ -1667,20 +1672,39 @@ fn a_longer_grace_override_delays_forcing() {
 }
 
 #[test]
-fn a_grace_of_zero_forces_every_pass_without_a_force_report() {
+fn a_grace_of_zero_is_a_force_deletion_and_says_so_once() {
     let mut status = canceling_status();
     status.cancel = Some(CancelRecord {
         grace_period_seconds: 0,
         ..first_cancel()
     });
-    let w = World {
+    let mut w = World {
         run: stage_run("success", json!({}), Some(status)),
         ..baseline(Start::Canceling)
     };
     let p = w.plan();
     assert_eq!(p.actions, vec![delete_pods(&["unit-pod"], 0)]);
-    assert!(p.events.is_empty());
-    assert!(find_condition(&p.status, COND_FORCE_DELETED).is_none());
+    assert_eq!(reasons(&p), vec!["ForceDeleted"]);
+    let cond = find_condition(&p.status, COND_FORCE_DELETED).expect("condition");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("True", "GracePeriodZero")
+    );
+    assert!(
+        cond.message.contains("with a grace period of 0"),
+        "{}",
+        cond.message
+    );
+    assert!(
+        cond.message.contains("may go on running on their node"),
+        "{}",
+        cond.message
+    );
+    // The next pass forces again, without a second Event.
+    w.run.status = Some(p.status.clone());
+    let again = w.plan();
+    assert_eq!(again.actions, vec![delete_pods(&["unit-pod"], 0)]);
+    assert!(again.events.is_empty());
 }
 
 #[test]
@@ -2435,6 +2459,70 @@ fn a_job_that_cannot_be_created_fails_once_and_is_never_retried() {
             end.status.failure_reason
         );
     }
+}
+
+#[test]
+fn a_held_creation_keeps_its_siblings_outcomes_and_is_tried_again() {
+    let mut w = baseline(Start::NoStatus);
+    let mut p = w.plan();
+    let quota = "jobs.batch \"lint\" is forbidden: exceeded quota: one-job (403)";
+    let held = || JobCreation::Held {
+        message: quota.into(),
+    };
+    record_creations(
+        &mut p,
+        &[
+            (
+                "unit".into(),
+                JobCreation::Refused {
+                    message: "Invalid value".into(),
+                },
+            ),
+            ("lint".into(), held()),
+        ],
+        t0(),
+    );
+    let job = |p: &Plan, n: &str| p.status.jobs.iter().find(|j| j.name == n).unwrap().clone();
+    // The refusal is recorded although its sibling's creation was held.
+    assert_eq!(
+        (job(&p, "unit").state, job(&p, "unit").result),
+        (JobState::Completed, RunResult::Failed)
+    );
+    assert_eq!(job(&p, "lint").job_name, None);
+    assert_eq!(job(&p, "lint").state, JobState::Scheduled);
+    let cond = find_condition(&p.status, COND_CREATION_HELD).expect("condition");
+    assert_eq!(cond.status, "True");
+    assert!(cond.message.contains("job lint: "), "{}", cond.message);
+    assert!(cond.message.contains("exceeded quota"), "{}", cond.message);
+    assert_eq!(reasons(&p), vec!["InvalidJob", COND_CREATION_HELD]);
+
+    // The next pass creates only the held job again; the same refusal is
+    // not announced twice.
+    w.run.status = Some(p.status.clone());
+    w.ids = None;
+    let mut again = w.plan();
+    assert_eq!(again.actions, vec![create("lint")]);
+    record_creations(&mut again, &[("lint".into(), held())], t0());
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert!(find_condition(&again.status, COND_CREATION_HELD).is_some());
+
+    // Created at last: the condition goes.
+    w.run.status = Some(again.status);
+    let mut last = w.plan();
+    assert_eq!(last.actions, vec![create("lint")]);
+    record_creations(
+        &mut last,
+        &[(
+            "lint".into(),
+            JobCreation::Created {
+                resource_name: LINT_JOB.into(),
+            },
+        )],
+        t0(),
+    );
+    assert!(find_condition(&last.status, COND_CREATION_HELD).is_none());
+    assert!(last.events.is_empty());
+    assert_eq!(job(&last, "lint").job_name.as_deref(), Some(LINT_JOB));
 }
 
 /// A running stage (unit running, lint finished) cancelled: the running Job

@@ -7,11 +7,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use super::plan::{PlannedEvent, set_condition};
+use super::plan::{COND_RECONCILE_FAILED, PlannedEvent, after_secs, set_condition};
 use crate::crd::{
     CancelRequest, CancelRequestStatus, CancelTarget, CancelTargetStatus, RequestPhase, RunResult,
     StageRun, TargetKind, TargetOutcome,
@@ -118,6 +118,9 @@ pub fn plan_request<R: Borrow<StageRun>>(
     now: Timestamp,
 ) -> RequestPlan {
     let mut status = req.status.clone().unwrap_or_default();
+    status
+        .conditions
+        .retain(|c| c.type_ != COND_RECONCILE_FAILED);
     let generation = req.metadata.generation;
     let mut event = None;
     if status.phase.unwrap_or(RequestPhase::Pending) == RequestPhase::Pending {
@@ -300,7 +303,7 @@ fn ttl_left(req: &CancelRequest, status: &CancelRequestStatus, now: Timestamp) -
         return None;
     }
     let done = status.completion_time.as_ref()?;
-    let expires = done.0 + SignedDuration::from_secs(req.spec.ttl_seconds_after_finished.max(0));
+    let expires = after_secs(done.0, req.spec.ttl_seconds_after_finished.max(0));
     if now >= expires {
         return Some(Duration::ZERO);
     }

@@ -17,12 +17,11 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::cache;
-use super::context::{Context, key, resync};
+use super::context::{Context, key, requeue, resync};
 use super::plan::{
     self, CancelOrder, Decision, Fresh, JobCreation, Need, Observation, ObservedJob, ObservedPod,
-    PlannedEvent,
 };
+use super::{cache, isolate};
 use crate::crd::{
     CancelRecord, CancelRequest, JobTemplate, RequestPhase, StagePhase, StageRun, TargetOutcome,
 };
@@ -30,7 +29,10 @@ use crate::{Error, Result, Step, labels};
 
 pub(super) async fn reconcile(obj: Arc<StageRun>, ctx: Arc<Context>) -> Result<Action> {
     let start = std::time::Instant::now();
-    let result = reconcile_timed(&obj, &ctx).await;
+    let result = isolate::isolated(reconcile_timed(&obj, &ctx)).await;
+    if let Err(e) = &result {
+        isolate::report(&ctx, obj.as_ref(), e).await;
+    }
     ctx.metrics
         .reconciled("stagerun", result.is_ok(), start.elapsed());
     result
@@ -83,7 +85,7 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
     // Jobs are created before the status names them: a crash in between
     // leaves a Job that the next pass finds by label, never a name without
     // a Job.
-    create_jobs(ctx, run, &ns, &uid, &mut plan).await?;
+    let held = create_jobs(ctx, run, &ns, &uid, &mut plan).await;
     if run.status.as_ref() != Some(&plan.status) {
         ctx.write_status(run, &plan.status).await?;
     }
@@ -96,8 +98,13 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
     if finished && let Some(cancel) = plan.status.cancel.as_ref() {
         record_cancel_completed(ctx, run, &ns, cancel);
     }
+    if held {
+        // Recorded (the condition says which job and why): retried with
+        // the backoff of a failed pass.
+        return Err(Error::CreationHeld);
+    }
     Ok(match plan.requeue_after {
-        Some(d) => Action::requeue(d.max(Duration::from_millis(100))),
+        Some(d) => requeue(d),
         None if finished => Action::await_change(),
         None => resync(),
     })
@@ -193,15 +200,16 @@ async fn confirm_children(
     ))
 }
 
-/// Applies the plan's `CreateJob` actions and records what came of them
-/// in the plan (the core's second pure step).
+/// Applies the plan's `CreateJob` actions and records what came of every
+/// one of them in the plan (the core's second pure step); true when a
+/// creation was held, for the pass to be retried with backoff.
 async fn create_jobs(
     ctx: &Context,
     run: &StageRun,
     ns: &str,
     uid: &str,
     plan: &mut plan::Plan,
-) -> Result<()> {
+) -> bool {
     let creations: Vec<_> = plan
         .actions
         .iter()
@@ -211,7 +219,7 @@ async fn create_jobs(
         })
         .collect();
     if creations.is_empty() {
-        return Ok(());
+        return false;
     }
     let outcomes = join_all(
         creations
@@ -219,13 +227,11 @@ async fn create_jobs(
             .map(|job| create_job(ctx, run, ns, uid, job, plan)),
     )
     .await;
-    let outcomes: Vec<(String, JobCreation)> = creations
-        .into_iter()
-        .zip(outcomes)
-        .map(|(job, o)| o.map(|o| (job, o)))
-        .collect::<Result<_>>()?;
+    let outcomes: Vec<(String, JobCreation)> = creations.into_iter().zip(outcomes).collect();
     plan::record_creations(plan, &outcomes, Timestamp::now());
-    Ok(())
+    outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, JobCreation::Held { .. }))
 }
 
 /// A cancelled (or timed out) run has ended: its latency and a log line.
@@ -239,9 +245,9 @@ fn record_cancel_completed(ctx: &Context, run: &StageRun, ns: &str, cancel: &Can
     );
 }
 
-/// Creates the Job of one spec job and says what came of it; errors that
-/// may pass (unreachable API server, forbidden, quota) are returned for a
-/// retry with backoff, and recorded as a Warning Event.
+/// Creates the Job of one spec job and says what came of it: refusals for
+/// good fail the job; whatever may pass (forbidden by a quota, a policy or
+/// a webhook; the API server unreachable) holds it for a retry.
 async fn create_job(
     ctx: &Context,
     run: &StageRun,
@@ -249,13 +255,12 @@ async fn create_job(
     uid: &str,
     job: &str,
     plan: &plan::Plan,
-) -> Result<JobCreation> {
-    let template = run
-        .spec
-        .jobs
-        .iter()
-        .find(|j| j.name == job)
-        .ok_or(Error::MissingField("job template"))?;
+) -> JobCreation {
+    let Some(template) = run.spec.jobs.iter().find(|j| j.name == job) else {
+        return JobCreation::Refused {
+            message: "the stage has no such job".into(),
+        };
+    };
     let id = plan
         .status
         .jobs
@@ -266,43 +271,36 @@ async fn create_job(
     let k8s_job = match build_job(run, template, id) {
         Ok(j) => j,
         Err(e) => {
-            return Ok(JobCreation::Refused {
+            return JobCreation::Refused {
                 message: e.to_string(),
-            });
+            };
         }
     };
     let resource_name = k8s_job.metadata.name.clone().unwrap_or_default();
     let api = ctx.api::<Job>(ns);
+    let held = |e: kube::Error| JobCreation::Held {
+        message: match e {
+            kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+            e => e.to_string(),
+        },
+    };
     match api.create(&PostParams::default(), &k8s_job).await {
-        Ok(_) => Ok(JobCreation::Created { resource_name }),
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            // Ours only if this StageRun owns it.
-            match api
-                .get_opt(&resource_name)
-                .await
-                .step("read the Job whose name is taken")?
-            {
-                Some(existing) if owned_by(&existing, uid) => Ok(JobCreation::AlreadyOurs {
-                    id: ObservedJob::from_job(&existing).and_then(|j| j.id),
-                    resource_name,
-                }),
-                Some(_) => Ok(JobCreation::NameTaken { resource_name }),
-                // Deleted in between: the next pass creates it.
-                None => Err(kube::Error::Api(s)).step("create a Job"),
-            }
-        }
-        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => Ok(JobCreation::Refused {
+        Ok(_) => JobCreation::Created { resource_name },
+        // Ours only if this StageRun owns it.
+        Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&resource_name).await {
+            Ok(Some(existing)) if owned_by(&existing, uid) => JobCreation::AlreadyOurs {
+                id: ObservedJob::from_job(&existing).and_then(|j| j.id),
+                resource_name,
+            },
+            Ok(Some(_)) => JobCreation::NameTaken { resource_name },
+            // Deleted in between: the next pass creates it.
+            Ok(None) => held(kube::Error::Api(s)),
+            Err(e) => held(e),
+        },
+        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => JobCreation::Refused {
             message: s.message.clone(),
-        }),
-        Err(e) => {
-            let failed = PlannedEvent {
-                warning: true,
-                reason: "JobCreateFailed",
-                note: format!("job {job} could not be created yet: {e}"),
-            };
-            ctx.event(run, &failed).await;
-            Err(e).step("create a Job")
-        }
+        },
+        Err(e) => held(e),
     }
 }
 
@@ -383,7 +381,7 @@ async fn apply_deletions<'a>(
         {
             let grace = (*grace_seconds).max(0);
             let dp = DeleteParams {
-                grace_period_seconds: Some(grace as u32),
+                grace_period_seconds: Some(u32::try_from(grace).unwrap_or(u32::MAX)),
                 ..DeleteParams::default()
             };
             let results = join_all(

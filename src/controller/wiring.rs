@@ -33,10 +33,13 @@ pub(super) async fn run_controllers(
     let (caches, feeds) = cache::caches(&client, config.namespace.as_deref());
     let caches = Arc::new(caches);
     let concurrency = config.concurrency.max(1);
-    let ctx = Arc::new(Context::new(client, config, metrics, caches.clone()));
+    let (ctx, event_worker) = Context::new(client, config, metrics, caches.clone());
+    let ctx = Arc::new(ctx);
     let (run_tx, run_rx) = futures::channel::mpsc::channel(TRIGGER_BUFFER);
     let (request_tx, request_rx) = futures::channel::mpsc::channel(TRIGGER_BUFFER);
     let mut routers = tokio::task::JoinSet::new();
+    // Stopped with the routers: a deposed leader retries no Event.
+    routers.spawn(event_worker.run());
     routers.spawn(route_runs(
         feeds.runs,
         ctx.clone(),

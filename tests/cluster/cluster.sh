@@ -9,6 +9,9 @@
 #   cluster.sh env     print shell exports for the running control plane
 #   cluster.sh restart COMPONENT   restart one component with the same flags
 #   cluster.sh node up|down|state|import ARCHIVE   one real node (see node.sh)
+#
+# The API server writes an audit log of every write to audit.log in the
+# control plane's directory, unless CANCEL_OPERATOR_AUDIT=off.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -168,7 +171,17 @@ up() {
     --initial-cluster="test=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level=warn
   wait_for 60 etcd curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-  start kube-apiserver "$BIN/kube-apiserver" \
+  # The API server's own record of every write (who, what, when), for tests
+  # that must show from its side what a client wrote; off for benchmarks.
+  local audit=()
+  if [[ ${CANCEL_OPERATOR_AUDIT:-on} != off ]]; then
+    printf '%s\n' 'apiVersion: audit.k8s.io/v1' 'kind: Policy' 'omitStages: [RequestReceived]' 'rules:' \
+      '- level: Metadata' '  verbs: [create, update, patch, delete, deletecollection]' '- level: None' \
+      >"$dir/audit-policy.yaml"
+    audit=(--audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log"
+      --audit-log-format=json --audit-log-maxsize=100 --audit-log-maxbackup=1)
+  fi
+  start kube-apiserver "$BIN/kube-apiserver" "${audit[@]}" \
     --etcd-servers="http://127.0.0.1:$etcd_port" --cert-dir="$dir/certs" \
     --secure-port="$api_port" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
     --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \

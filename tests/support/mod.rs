@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use cancel_operator::crd::{CancelRequest, StageRun};
 
 pub mod fixture;
+pub mod proxy;
 pub mod python;
 pub mod raw_http;
 pub mod world;

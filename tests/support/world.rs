@@ -262,9 +262,9 @@ pub fn controller_process(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> std
     if !extra.contains(&"--metrics-address") {
         cmd.args(["--metrics-address", "127.0.0.1:0"]);
     }
-    cmd.args(extra)
+    cmd.env("KUBECONFIG", super::kubeconfig_path(super::User::Admin))
+        .args(extra)
         .envs(env.iter().copied())
-        .env("KUBECONFIG", super::kubeconfig_path(super::User::Admin))
         .env("LOG_FORMAT", "text")
         .stdout(controller_log(ns))
         .stderr(std::process::Stdio::inherit())
