@@ -734,7 +734,7 @@ async fn a_status_edited_to_extreme_values_stops_nothing_else() {
         &Patch::Merge(json!({"status": {"phase": "Canceling", "cancel": {
             "cause": "Request", "requestName": "edited", "requestedBy": "mallory",
             "reason": "edited by hand",
-            "requestedAt": "9999-12-31T23:59:59Z", "acceptedAt": "9999-12-31T23:59:59Z",
+            "requestedAt": "9999-12-30T00:00:00Z", "acceptedAt": "9999-12-30T00:00:00Z",
             "gracePeriodSeconds": i64::MAX,
         }}})),
     )

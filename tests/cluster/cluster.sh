@@ -202,7 +202,7 @@ up() {
 
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
     --leader-elect=false --secure-port=0 --use-service-account-credentials=false \
-    --controllers=job-controller,deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,ttl-after-finished-controller,pod-garbage-collector-controller,root-ca-certificate-publisher-controller,endpointslice-controller \
+    --controllers=job-controller,resourcequota-controller,deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,ttl-after-finished-controller,pod-garbage-collector-controller,root-ca-certificate-publisher-controller,endpointslice-controller \
     --service-account-private-key-file="$dir/sa.key" --root-ca-file="$dir/certs/apiserver.crt" \
     --concurrent-job-syncs=10 --concurrent-gc-syncs=10
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG" --leader-elect=false --secure-port=0
