@@ -319,6 +319,10 @@ pub struct JobStatus {
     /// Name of the batch/v1 Job running it, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// Uid of that Job: its pods are known by it (they name it as their
+    /// controller), also once the Job itself is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_uid: Option<String>,
     /// When the job reached its final state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,

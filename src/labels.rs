@@ -8,7 +8,8 @@ pub const MANAGER: &str = "cancel-operator";
 /// `app.kubernetes.io/managed-by` value on everything the controller creates.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
-/// Label on Jobs and pods: uid of the owning StageRun (how children are found).
+/// Label on Jobs and pods: uid of the owning StageRun. An index for people
+/// and tools: the controller knows a run's children by their ownerReferences.
 pub const STAGERUN_UID: &str = "cancel.dev/stagerun-uid";
 
 /// Label on Jobs and pods: numeric id of the job run.

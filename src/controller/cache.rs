@@ -28,7 +28,9 @@ use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::crd::{CancelRequest, RequestPhase, StageRun};
-use crate::labels;
+
+/// The label the job controller sets on the pods of a Job: its uid.
+pub const JOB_POD_LABEL: &str = "batch.kubernetes.io/controller-uid";
 
 /// Index keys map to the objects that carry them.
 struct Maps<K: Resource> {
@@ -247,9 +249,28 @@ pub fn requests_by_target(uid: &str) -> String {
     format!("target\0{uid}")
 }
 
-/// Index key: Jobs and pods of a StageRun uid.
+/// Index key: the objects (Jobs, pods) whose controller has this uid.
 pub fn children_of(uid: &str) -> String {
     format!("owner\0{uid}")
+}
+
+/// Index key: pods whose controller is the Job of this name in a namespace
+/// (for runs that recorded a Job's name and not its uid).
+pub fn pods_of_job_named(ns: &str, job: &str) -> String {
+    format!("job\0{ns}\0{job}")
+}
+
+/// Index key: the running StageRun that recorded a Job uid.
+pub fn run_by_job_uid(uid: &str) -> String {
+    format!("job-uid\0{uid}")
+}
+
+/// The controller named in an object's ownerReferences: (kind, name, uid).
+pub fn controller_of<K: Resource>(obj: &K) -> Option<(&str, &str, &str)> {
+    obj.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.as_str(), o.name.as_str(), o.uid.as_str()))
 }
 
 fn stagerun_keys(run: &StageRun) -> Vec<String> {
@@ -269,6 +290,8 @@ fn stagerun_keys(run: &StageRun) -> Vec<String> {
         for (k, v) in run.labels() {
             keys.push(active_runs_by_label(&ns, k, v));
         }
+        let jobs = run.status.iter().flat_map(|s| s.jobs.iter());
+        keys.extend(jobs.filter_map(|j| j.job_uid.as_deref().map(run_by_job_uid)));
     }
     keys
 }
@@ -284,13 +307,32 @@ fn request_keys(req: &CancelRequest) -> Vec<String> {
     }
 }
 
-fn child_keys<K: Resource>(obj: &K) -> Vec<String> {
-    obj.meta()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::STAGERUN_UID))
-        .map(|uid| vec![children_of(uid)])
+/// Jobs by their controller's uid: what makes a Job a run's is its
+/// ownerReference, not the labels anyone may edit.
+fn job_keys(job: &Job) -> Vec<String> {
+    controller_of(job)
+        .map(|(_, _, uid)| vec![children_of(uid)])
         .unwrap_or_default()
+}
+
+/// Pods by their controller Job's uid, and by its name.
+fn pod_keys(pod: &Pod) -> Vec<String> {
+    match controller_of(pod) {
+        Some(("Job", name, uid)) => vec![
+            children_of(uid),
+            pods_of_job_named(pod.metadata.namespace.as_deref().unwrap_or_default(), name),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// True when a StageRun is the object's controller.
+fn run_controlled<K: Resource>(obj: &K) -> bool {
+    obj.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == StageRun::kind(&())
+            && o.api_version == StageRun::api_version(&())
+    })
 }
 
 // --------------------------------------------------------------- trimming --
@@ -333,6 +375,15 @@ fn trim_request(req: &mut CancelRequest) {
 
 fn trim_job(job: &mut Job) {
     trim_meta(&mut job.metadata);
+    // Every Job is watched (a run's Job is known by its owner, whatever its
+    // labels say); of the others only the identity is kept.
+    if !run_controlled(job) {
+        let meta = &mut job.metadata;
+        (meta.labels, meta.annotations) = (None, None);
+        job.spec = None;
+        job.status = None;
+        return;
+    }
     // The controller reads the Job's identity, owner, deletion, suspension
     // and outcome.
     job.spec = job.spec.take().map(|s| JobSpec {
@@ -396,8 +447,10 @@ pub fn caches(client: &kube::Client, namespace: Option<&str>) -> (Caches, AllFee
             None => Api::all(client.clone()),
         }
     }
-    // Children are only the ones this controller labelled.
-    let children = watcher::Config::default().labels(labels::STAGERUN_UID);
+    // Every Job: what makes one a run's is its ownerReference, which no
+    // selector reads. The pods of every Job: the job controller keeps this
+    // label on each pod it owns (and releases a pod that loses it).
+    let job_pods = watcher::Config::default().labels(JOB_POD_LABEL);
     let (runs, run_feed) = cache(
         api(client, namespace),
         watcher::Config::default(),
@@ -412,16 +465,11 @@ pub fn caches(client: &kube::Client, namespace: Option<&str>) -> (Caches, AllFee
     );
     let (jobs, job_feed) = cache(
         api(client, namespace),
-        children.clone(),
+        watcher::Config::default(),
         trim_job,
-        child_keys::<Job>,
+        job_keys,
     );
-    let (pods, pod_feed) = cache(
-        api(client, namespace),
-        children,
-        trim_pod,
-        child_keys::<Pod>,
-    );
+    let (pods, pod_feed) = cache(api(client, namespace), job_pods, trim_pod, pod_keys);
     (
         Caches {
             runs,
@@ -476,14 +524,15 @@ pub fn caches_of(runs: Vec<StageRun>, requests: Vec<CancelRequest>) -> Caches {
     Caches {
         runs: filled(runs, trim_stagerun, stagerun_keys),
         requests: filled(requests, trim_request, request_keys),
-        jobs: filled(Vec::new(), trim_job, child_keys::<Job>),
-        pods: filled(Vec::new(), trim_pod, child_keys::<Pod>),
+        jobs: filled(Vec::new(), trim_job, job_keys),
+        pods: filled(Vec::new(), trim_pod, pod_keys),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::labels;
     use serde_json::json;
 
     fn run(name: &str, uid: &str, labels: serde_json::Value, phase: Option<&str>) -> StageRun {
@@ -609,8 +658,10 @@ mod tests {
         assert_ne!(active.spec.jobs[0].template, serde_json::Value::Null);
 
         let mut pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "p", "labels": {labels::STAGERUN_UID: "u2"},
-                         "annotations": {labels::JOB_NAME: "j"}},
+            "metadata": {"name": "p", "namespace": "ns",
+                         "labels": {JOB_POD_LABEL: "job-uid"},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j-1",
+                                              "uid": "job-uid", "controller": true}]},
             "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
                        "containerStatuses": [
@@ -619,13 +670,73 @@ mod tests {
         }))
         .expect("pod");
         trim_pod(&mut pod);
-        let before = crate::controller::plan::ObservedPod::from_pod(&pod);
+        let before = crate::controller::plan::ObservedPod::from_pod(&pod, Some("j".into()));
         assert_eq!(
             before.progress,
             crate::controller::plan::PodProgress::Running
         );
-        assert_eq!(before.job.as_deref(), Some("j"));
         assert!(pod.spec.as_ref().is_some_and(|s| s.containers.is_empty()));
-        assert_eq!(child_keys(&pod), vec![children_of("u2")]);
+        assert_eq!(
+            pod_keys(&pod),
+            vec![children_of("job-uid"), pods_of_job_named("ns", "j-1")]
+        );
+    }
+
+    fn job(owner: serde_json::Value, labels: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "j", "namespace": "ns", "uid": "job-uid",
+                         "labels": labels, "ownerReferences": [owner]},
+            "spec": {"suspend": true, "template": {}},
+            "status": {"conditions": [{"type": "Suspended", "status": "True"}]}
+        }))
+        .expect("job")
+    }
+
+    #[test]
+    fn children_are_indexed_by_their_controller_not_their_labels() {
+        let owner = |kind: &str, uid: &str, controller: bool| {
+            json!({"apiVersion": "cancel.dev/v1alpha1", "kind": kind, "name": "r",
+                   "uid": uid, "controller": controller})
+        };
+        // Labels that name another run, or none: the owner decides.
+        let forged = json!({labels::STAGERUN_UID: "someone-else"});
+        let ours = job(owner("StageRun", "run-uid", true), forged);
+        assert_eq!(job_keys(&ours), vec![children_of("run-uid")]);
+        assert!(run_controlled(&ours));
+        // Owned but not controlled, or controlled by another kind.
+        let not_controlled = job(owner("StageRun", "run-uid", false), json!({}));
+        assert!(job_keys(&not_controlled).is_empty());
+        let other = job(owner("CronJob", "cron-uid", true), json!({}));
+        assert!(!run_controlled(&other));
+
+        // A Job of no run is kept as an identity only.
+        let mut other = other;
+        trim_job(&mut other);
+        assert!(other.spec.is_none() && other.status.is_none() && other.labels().is_empty());
+        let mut ours = ours;
+        trim_job(&mut ours);
+        assert_eq!(ours.spec.as_ref().and_then(|s| s.suspend), Some(true));
+
+        // A pod carrying a run's labels, owned by no Job, is nobody's child.
+        let bare: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "labels": {labels::STAGERUN_UID: "run-uid"}}
+        }))
+        .expect("pod");
+        assert!(pod_keys(&bare).is_empty());
+    }
+
+    #[test]
+    fn running_runs_are_found_by_their_jobs_uids() {
+        let mut r = run("a", "u1", json!({}), Some("Running"));
+        r.status.get_or_insert_with(Default::default).jobs = vec![crate::crd::JobStatus {
+            name: "j".into(),
+            job_uid: Some("job-uid".into()),
+            ..Default::default()
+        }];
+        assert!(stagerun_keys(&r).contains(&run_by_job_uid("job-uid")));
+        let mut done = r.clone();
+        done.status.as_mut().expect("status").phase = Some(crate::crd::StagePhase::Failed);
+        trim_stagerun(&mut done);
+        assert!(!stagerun_keys(&done).contains(&run_by_job_uid("job-uid")));
     }
 }

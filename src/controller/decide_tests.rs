@@ -68,6 +68,7 @@ fn observe(run: &StageRun, jobs: Vec<ObservedJob>, pods: Vec<ObservedPod>) -> Ob
 fn unit_job() -> ObservedJob {
     ObservedJob {
         resource_name: "r-unit".into(),
+        uid: None,
         job: "unit".into(),
         finished: None,
         deleting: false,

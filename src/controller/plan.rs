@@ -34,7 +34,11 @@ use crate::crd::REASON_DEADLINE;
 pub struct ObservedJob {
     /// The k8s object's name.
     pub resource_name: String,
-    /// The stage's job it runs (annotation).
+    /// The k8s object's uid: its pods name it as their controller.
+    pub uid: Option<String>,
+    /// The stage's job it runs: the one whose Job name it has (see
+    /// [`labels::job_resource_name`]); an owned Job of another name stands
+    /// for itself.
     pub job: String,
     /// Passed/Failed once the Job has a Complete/Failed condition.
     pub finished: Option<(RunResult, Option<Time>)>,
@@ -56,9 +60,22 @@ pub struct ObservedJob {
 }
 
 impl ObservedJob {
-    pub fn from_job(job: &Job) -> Option<Self> {
+    /// A Job `run` controls (the caller checks the ownership), and which of
+    /// its jobs the Job runs, known by the Job's name: the annotations and
+    /// labels on it are anyone's to edit.
+    pub fn from_job(job: &Job, run: &StageRun) -> Option<Self> {
         let meta = &job.metadata;
-        let name = meta.annotations.as_ref()?.get(labels::JOB_NAME)?.clone();
+        let resource_name = meta.name.clone()?;
+        let run_uid = run.metadata.uid.as_deref().unwrap_or_default();
+        let run_name = run.metadata.name.as_deref().unwrap_or_default();
+        let name = run
+            .spec
+            .jobs
+            .iter()
+            .map(|j| &j.name)
+            .find(|j| labels::job_resource_name(run_name, run_uid, j) == resource_name)
+            .cloned()
+            .unwrap_or_else(|| resource_name.clone());
         let status = job.status.as_ref();
         let cond = |t: &str| {
             status
@@ -75,7 +92,8 @@ impl ObservedJob {
         };
         let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
         Some(ObservedJob {
-            resource_name: meta.name.clone()?,
+            resource_name,
+            uid: meta.uid.clone(),
             job: name,
             stopped: finished.is_some()
                 || (suspended && cond("Suspended").is_some())
@@ -114,7 +132,9 @@ pub struct ObservedPod {
 }
 
 impl ObservedPod {
-    pub fn from_pod(pod: &Pod) -> Self {
+    /// A pod of one of the run's Jobs (the caller checks the ownership),
+    /// of the stage's `job`.
+    pub fn from_pod(pod: &Pod, job: Option<String>) -> Self {
         let meta = &pod.metadata;
         let status = pod.status.as_ref();
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
@@ -139,11 +159,7 @@ impl ObservedPod {
         };
         ObservedPod {
             name: meta.name.clone().unwrap_or_default(),
-            job: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::JOB_NAME))
-                .cloned(),
+            job,
             progress,
             deletion_deadline: meta.deletion_timestamp.as_ref().map(|t| t.0),
         }
@@ -398,6 +414,7 @@ pub fn plan(obs: &Observation) -> Plan {
     if phase.is_finished() || p.status.id.is_none() {
         return p;
     }
+    record_job_uids(&mut p.status, obs);
     let phase = accept_cancel_or_timeout(obs, phase, &mut p);
     let phase = match phase {
         StagePhase::Pending if !approved(run) => await_approval(obs, &mut p),
@@ -507,13 +524,19 @@ fn assign_ids(status: &mut StageRunStatus, obs: &Observation) {
             .collect();
     }
     for js in status.jobs.iter_mut() {
-        if let Some(id) = obs
-            .jobs
-            .iter()
-            .find(|j| j.job == js.name)
-            .and_then(|j| j.id)
-        {
+        if let Some(id) = jobs_of(obs, &js.name).and_then(|j| j.id) {
             js.id = id;
+        }
+    }
+}
+
+/// Each observed Job's uid, in the status of a run still going: recorded
+/// before anything is deleted (the status is written first), so that the
+/// Job's pods stay known by it once the Job is gone.
+fn record_job_uids(status: &mut StageRunStatus, obs: &Observation) {
+    for js in status.jobs.iter_mut() {
+        if let Some(uid) = jobs_of(obs, &js.name).and_then(|j| j.uid.as_ref()) {
+            js.job_uid = Some(uid.clone());
         }
     }
 }
@@ -992,12 +1015,16 @@ fn end_cancelled(obs: &Observation, p: &mut Plan, timeout: bool) -> StagePhase {
 /// What came of creating one Job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobCreation {
-    /// Created now, under this name.
-    Created { resource_name: String },
+    /// Created now, under this name, with this uid.
+    Created {
+        resource_name: String,
+        uid: Option<String>,
+    },
     /// Already there and owned by this StageRun (created by an earlier pass
     /// whose status write was lost), with the id it was created with.
     AlreadyOurs {
         resource_name: String,
+        uid: Option<String>,
         id: Option<i64>,
     },
     /// The name is taken by a Job this StageRun does not own.
@@ -1023,12 +1050,18 @@ pub fn record_creations(p: &mut Plan, outcomes: &[(String, JobCreation)], now: T
             continue;
         };
         let failure = match outcome {
-            JobCreation::Created { resource_name } => {
+            JobCreation::Created { resource_name, uid } => {
                 js.job_name = Some(resource_name.clone());
+                js.job_uid.clone_from(uid);
                 None
             }
-            JobCreation::AlreadyOurs { resource_name, id } => {
+            JobCreation::AlreadyOurs {
+                resource_name,
+                uid,
+                id,
+            } => {
                 js.job_name = Some(resource_name.clone());
+                js.job_uid.clone_from(uid);
                 if let Some(id) = id {
                     js.id = *id;
                 }

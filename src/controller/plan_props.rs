@@ -167,6 +167,7 @@ fn job_status() -> impl Strategy<Value = JobStatus> {
                 state,
                 result,
                 scheduled_at,
+                job_uid: job_name.as_ref().map(|n| format!("uid-{n}")),
                 job_name,
                 completion_time,
             },
@@ -314,6 +315,7 @@ fn observed_job() -> impl Strategy<Value = ObservedJob> {
     )
         .prop_map(
             |((resource_name, job), finished, (deleting, suspended, stopped), id)| ObservedJob {
+                uid: Some(format!("uid-{resource_name}")),
                 resource_name,
                 job,
                 finished,
@@ -397,9 +399,17 @@ fn seen() -> impl Strategy<Value = Seen> {
 
 fn creation() -> impl Strategy<Value = JobCreation> {
     prop_oneof![
-        name().prop_map(|resource_name| JobCreation::Created { resource_name }),
-        (name(), prop::option::of(number()))
-            .prop_map(|(resource_name, id)| JobCreation::AlreadyOurs { resource_name, id }),
+        name().prop_map(|resource_name| JobCreation::Created {
+            uid: Some(format!("uid-{resource_name}")),
+            resource_name,
+        }),
+        (name(), prop::option::of(number())).prop_map(|(resource_name, id)| {
+            JobCreation::AlreadyOurs {
+                uid: Some(format!("uid-{resource_name}")),
+                resource_name,
+                id,
+            }
+        }),
         name().prop_map(|resource_name| JobCreation::NameTaken { resource_name }),
         text().prop_map(|message| JobCreation::Refused { message }),
     ]

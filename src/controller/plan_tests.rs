@@ -161,6 +161,7 @@ fn failed_status() -> StageRunStatus {
 fn observed_job(resource_name: &str, job: &str) -> ObservedJob {
     ObservedJob {
         resource_name: resource_name.into(),
+        uid: None,
         job: job.into(),
         finished: None,
         deleting: false,
@@ -2034,6 +2035,26 @@ fn k8s_job(value: Value) -> Job {
     serde_json::from_value(value).unwrap()
 }
 
+/// The unit job as the controller observes it from a Job of `value` named
+/// as the controller names the unit job's Job (and then called `UNIT_JOB`
+/// here, as in the rest of these tests).
+fn observe_unit_job(mut value: Value) -> Option<ObservedJob> {
+    let run = stage_run("success", json!({}), None);
+    value["metadata"]["name"] = json!(unit_job_name(&run));
+    ObservedJob::from_job(&k8s_job(value), &run).map(|j| ObservedJob {
+        resource_name: UNIT_JOB.into(),
+        ..j
+    })
+}
+
+fn unit_job_name(run: &StageRun) -> String {
+    labels::job_resource_name(
+        run.metadata.name.as_deref().unwrap(),
+        run.metadata.uid.as_deref().unwrap(),
+        "unit",
+    )
+}
+
 fn annotated_job(status: Value) -> Value {
     json!({
         "apiVersion": "batch/v1",
@@ -2135,7 +2156,7 @@ fn from_job_table() {
     for (label, value, expected) in cases {
         // Every Job of the table carries the id label 501.
         let expected = expected.map(|j| ObservedJob { id: Some(501), ..j });
-        assert_eq!(ObservedJob::from_job(&k8s_job(value)), expected, "{label}");
+        assert_eq!(observe_unit_job(value), expected, "{label}");
     }
 }
 
@@ -2175,7 +2196,7 @@ fn a_suspended_job_the_job_controller_failed_but_cannot_finish_is_stopped() {
         "uncountedTerminatedPods": {},
     }));
     value["spec"]["suspend"] = json!(true);
-    let observed = ObservedJob::from_job(&k8s_job(value)).unwrap();
+    let observed = observe_unit_job(value).unwrap();
     assert!(observed.suspended && observed.stopped && observed.finished.is_none());
 
     let mut w = baseline(Start::Canceling);
@@ -2193,31 +2214,45 @@ fn a_suspended_job_the_job_controller_failed_but_cannot_finish_is_stopped() {
 fn from_job_reads_deletion() {
     let mut value = annotated_job(json!({}));
     value["metadata"]["deletionTimestamp"] = json!(time(0).0.to_string());
-    let observed = ObservedJob::from_job(&k8s_job(value)).unwrap();
+    let observed = observe_unit_job(value).unwrap();
     assert!(observed.deleting);
 
-    let observed = ObservedJob::from_job(&k8s_job(annotated_job(json!({})))).unwrap();
+    let observed = observe_unit_job(annotated_job(json!({}))).unwrap();
     assert!(!observed.deleting);
 }
 
+/// Which job a Job runs is read from its name, which the controller chose
+/// and nobody can change, not from annotations or labels anyone may edit.
 #[test]
-fn from_job_skips_jobs_it_cannot_place() {
-    let mut no_annotations = annotated_job(json!({}));
-    no_annotations["metadata"]
-        .as_object_mut()
-        .unwrap()
-        .remove("annotations");
-    let mut other_annotations = annotated_job(json!({}));
-    other_annotations["metadata"]["annotations"] = json!({"cancel.dev/stagerun": "build-7-test"});
+fn from_job_knows_the_job_by_its_name_not_its_annotations() {
+    let run = stage_run("success", json!({}), None);
+    let observe = |value: Value| ObservedJob::from_job(&k8s_job(value), &run);
+    let named = |name: &str, annotations: Value| {
+        let mut value = annotated_job(json!({}));
+        value["metadata"]["name"] = json!(name);
+        value["metadata"]["annotations"] = annotations;
+        value
+    };
+    let unit = unit_job_name(&run);
+    for (label, annotations) in [
+        ("no annotations", json!({})),
+        (
+            "another job's annotation",
+            json!({"cancel.dev/job": "lint"}),
+        ),
+        ("a job of no run", json!({"cancel.dev/job": "deploy"})),
+    ] {
+        let observed = observe(named(&unit, annotations)).expect(label);
+        assert_eq!(observed.job, "unit", "{label}");
+        assert_eq!(observed.resource_name, unit, "{label}");
+    }
+    // A Job the run controls under another name stands for itself (it is
+    // stopped with the run, and runs no job of it).
+    let stray = observe(named("hand-made", json!({"cancel.dev/job": "unit"}))).unwrap();
+    assert_eq!(stray.job, "hand-made");
     let mut no_name = annotated_job(json!({}));
     no_name["metadata"].as_object_mut().unwrap().remove("name");
-    for (label, value) in [
-        ("no annotations", no_annotations),
-        ("no job annotation", other_annotations),
-        ("no name", no_name),
-    ] {
-        assert_eq!(ObservedJob::from_job(&k8s_job(value)), None, "{label}");
-    }
+    assert_eq!(observe(no_name), None);
 }
 
 // ------------------------------------------------- ObservedPod::from_pod --
@@ -2308,7 +2343,7 @@ fn from_pod_progress_table() {
         ),
     ];
     for (label, spec, status, expected) in cases {
-        let observed = ObservedPod::from_pod(&k8s_pod(spec, status));
+        let observed = ObservedPod::from_pod(&k8s_pod(spec, status), Some("unit".into()));
         assert_eq!(observed.progress, expected, "{label}");
         assert_eq!(observed.name, "unit-pod", "{label}");
         assert_eq!(observed.job.as_deref(), Some("unit"), "{label}");
@@ -2317,11 +2352,11 @@ fn from_pod_progress_table() {
 }
 
 #[test]
-fn from_pod_reads_the_deletion_deadline_and_job() {
+fn from_pod_reads_the_deletion_deadline() {
     let mut pod = k8s_pod(json!({"nodeName": "n"}), json!({"phase": "Running"}));
     pod.metadata.deletion_timestamp = Some(time(25));
     assert_eq!(
-        ObservedPod::from_pod(&pod),
+        ObservedPod::from_pod(&pod, Some("unit".into())),
         ObservedPod {
             name: "unit-pod".into(),
             job: Some("unit".into()),
@@ -2329,9 +2364,6 @@ fn from_pod_reads_the_deletion_deadline_and_job() {
             deletion_deadline: Some(at(25)),
         }
     );
-
-    pod.metadata.annotations = None;
-    assert_eq!(ObservedPod::from_pod(&pod).job, None);
 }
 
 // ------------------------------------------- applying a plan, recorded --
@@ -2367,12 +2399,14 @@ fn creations_are_recorded() {
                 "unit".into(),
                 JobCreation::Created {
                     resource_name: "unit-job".into(),
+                    uid: Some("unit-uid".into()),
                 },
             ),
             (
                 "lint".into(),
                 JobCreation::AlreadyOurs {
                     resource_name: "lint-job".into(),
+                    uid: Some("lint-uid".into()),
                     id: Some(777),
                 },
             ),
@@ -2381,8 +2415,10 @@ fn creations_are_recorded() {
     );
     let job = |n: &str| p.status.jobs.iter().find(|j| j.name == n).unwrap().clone();
     assert_eq!(job("unit").job_name.as_deref(), Some("unit-job"));
+    assert_eq!(job("unit").job_uid.as_deref(), Some("unit-uid"));
     assert_eq!(job("unit").state, JobState::Scheduled);
     assert_eq!(job("lint").job_name.as_deref(), Some("lint-job"));
+    assert_eq!(job("lint").job_uid.as_deref(), Some("lint-uid"));
     assert_eq!(job("lint").id, 777);
     assert!(p.events.is_empty());
 }
@@ -2416,6 +2452,7 @@ fn a_job_that_cannot_be_created_fails_once_and_is_never_retried() {
                     "unit".into(),
                     JobCreation::Created {
                         resource_name: UNIT_JOB.into(),
+                        uid: None,
                     },
                 ),
                 ("lint".into(), outcome),
@@ -2516,6 +2553,7 @@ fn a_held_creation_keeps_its_siblings_outcomes_and_is_tried_again() {
             "lint".into(),
             JobCreation::Created {
                 resource_name: LINT_JOB.into(),
+                uid: None,
             },
         )],
         t0(),
@@ -2787,4 +2825,31 @@ fn issued_suspensions_are_remembered_like_deletions() {
     w.issued = memory;
     w.now = at(1);
     assert_eq!(deletions(&w.plan()), vec![]);
+}
+
+/// A Job's uid is recorded while its run goes on, in the status written
+/// before anything is deleted: its pods stay known by it once it is gone.
+/// A finished run's status is left as it is.
+#[test]
+fn the_uids_of_observed_jobs_are_recorded_while_the_run_goes_on() {
+    for start in [Start::Running, Start::Canceling] {
+        let mut w = baseline(start);
+        w.jobs[0].uid = Some("unit-uid".into());
+        let p = w.plan();
+        assert_eq!(
+            job(&p.status, "unit").job_uid.as_deref(),
+            Some("unit-uid"),
+            "{start:?}"
+        );
+        assert_eq!(job(&p.status, "lint").job_uid, None, "{start:?}");
+    }
+    for start in [Start::Succeeded, Start::Failed] {
+        let mut w = baseline(start);
+        w.jobs = vec![ObservedJob {
+            uid: Some("unit-uid".into()),
+            ..observed_job(UNIT_JOB, "unit")
+        }];
+        let p = w.plan();
+        assert_eq!(job(&p.status, "unit").job_uid, None, "{start:?}");
+    }
 }

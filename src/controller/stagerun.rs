@@ -1,7 +1,7 @@
 //! StageRun reconcile: observe from the caches → decide (plan.rs) → apply →
 //! record what applying did (plan.rs again) → write the status → delete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,23 +58,78 @@ async fn reconcile_timed(run: &StageRun, ctx: &Context) -> Result<Action> {
     Ok(action)
 }
 
-fn observe_jobs(ctx: &Context, uid: &str) -> Vec<ObservedJob> {
+/// The Jobs the run controls, from the cache (by ownerReference).
+fn observe_jobs(ctx: &Context, run: &StageRun, uid: &str) -> Vec<ObservedJob> {
     ctx.caches
         .jobs
         .lookup(&cache::children_of(uid))
         .iter()
         .filter(|j| owned_by(j.as_ref(), uid))
-        .filter_map(|j| ObservedJob::from_job(j))
+        .filter_map(|j| ObservedJob::from_job(j, run))
         .collect()
 }
 
-fn observe_pods(ctx: &Context, uid: &str) -> Vec<ObservedPod> {
-    ctx.caches
-        .pods
-        .lookup(&cache::children_of(uid))
-        .iter()
-        .map(|p| ObservedPod::from_pod(p))
-        .collect()
+/// The run's Jobs as their pods know them: each Job it observes or
+/// recorded, by uid (pods name their Job's uid as their controller), or by
+/// name where only the name was recorded.
+struct JobsOfRun {
+    run_uid: String,
+    by_uid: HashMap<String, String>,
+    by_name: HashMap<String, String>,
+}
+
+impl JobsOfRun {
+    fn new(run: &StageRun, jobs: &[ObservedJob]) -> Self {
+        let mut by_uid = HashMap::new();
+        let mut by_name = HashMap::new();
+        for js in run.status.iter().flat_map(|s| s.jobs.iter()) {
+            match (&js.job_uid, &js.job_name) {
+                (Some(uid), _) => by_uid.insert(uid.clone(), js.name.clone()),
+                (None, Some(name)) => by_name.insert(name.clone(), js.name.clone()),
+                (None, None) => None,
+            };
+        }
+        for j in jobs {
+            if let Some(uid) = &j.uid {
+                by_name.remove(&j.resource_name);
+                by_uid.insert(uid.clone(), j.job.clone());
+            }
+        }
+        JobsOfRun {
+            run_uid: run.uid().unwrap_or_default(),
+            by_uid,
+            by_name,
+        }
+    }
+
+    /// The stage's job a pod runs, if one of these Jobs is its controller.
+    fn job_of(&self, pod: &Pod) -> Option<String> {
+        match cache::controller_of(pod) {
+            Some(("Job", name, uid)) => (self.by_uid.get(uid))
+                .or_else(|| self.by_name.get(name))
+                .cloned(),
+            _ => None,
+        }
+    }
+
+    fn observe<'a>(&self, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<ObservedPod> {
+        let mut seen = HashSet::new();
+        pods.into_iter()
+            .filter(|p| seen.insert(p.metadata.name.clone()))
+            .filter_map(|p| Some(ObservedPod::from_pod(p, Some(self.job_of(p)?))))
+            .collect()
+    }
+}
+
+/// The pods of the run's Jobs, from the cache.
+fn observe_pods(ctx: &Context, ns: &str, jobs: &JobsOfRun) -> Vec<ObservedPod> {
+    let by_uid = jobs.by_uid.keys().map(|uid| cache::children_of(uid));
+    let by_name = (jobs.by_name.keys()).map(|name| cache::pods_of_job_named(ns, name));
+    let pods: Vec<Arc<Pod>> = by_uid
+        .chain(by_name)
+        .flat_map(|key| ctx.caches.pods.lookup(&key))
+        .collect();
+    jobs.observe(pods.iter().map(AsRef::as_ref))
 }
 
 /// One pass: observe from the caches, decide, apply, record.
@@ -118,12 +173,14 @@ async fn decide(ctx: &Context, run: &StageRun, ns: &str, uid: &str) -> Result<pl
         None => find_cancel(ctx, ns, uid),
         Some(_) => None,
     };
+    let jobs = observe_jobs(ctx, run, uid);
+    let pods = observe_pods(ctx, ns, &JobsOfRun::new(run, &jobs));
     let mut obs = Observation {
         now,
         run,
         ids: None,
-        jobs: observe_jobs(ctx, uid),
-        pods: observe_pods(ctx, uid),
+        jobs,
+        pods,
         cancel,
         force_margin: ctx.config.force_margin,
         issued: ctx.issued(run, now),
@@ -136,7 +193,7 @@ async fn decide(ctx: &Context, run: &StageRun, ns: &str, uid: &str) -> Result<pl
                 match need {
                     Need::Ids { jobs } => obs.ids = Some(ctx.ids.allocate(jobs).await?),
                     Need::Jobs { names } => {
-                        obs.jobs.extend(read_jobs(ctx, ns, uid, &names).await?);
+                        obs.jobs.extend(read_jobs(ctx, run, ns, uid, &names).await?);
                         fresh.jobs = true;
                     }
                 }
@@ -145,7 +202,7 @@ async fn decide(ctx: &Context, run: &StageRun, ns: &str, uid: &str) -> Result<pl
                 obs.issued = ctx.issued(run, obs.now);
             }
             Decision::Confirm(plan) => {
-                let (jobs, pods) = confirm_children(ctx, ns, uid).await?;
+                let (jobs, pods) = confirm_children(ctx, run, ns, uid, &obs.jobs).await?;
                 if jobs.is_empty() && pods.is_empty() {
                     return Ok(plan);
                 }
@@ -160,16 +217,23 @@ async fn decide(ctx: &Context, run: &StageRun, ns: &str, uid: &str) -> Result<pl
 /// and are the run's).
 async fn read_jobs(
     ctx: &Context,
+    run: &StageRun,
     ns: &str,
     uid: &str,
     names: &[String],
 ) -> Result<Vec<ObservedJob>> {
     let api = ctx.api::<Job>(ns);
+    let reads = names
+        .iter()
+        .map(|name| async { api.get_opt(name).await.step("read a Job the cache lacks") });
     let mut found = Vec::new();
-    for name in names {
-        if let Some(job) = api.get_opt(name).await.step("read a Job the cache lacks")?
-            && owned_by(&job, uid)
-            && let Some(observed) = ObservedJob::from_job(&job)
+    for job in futures::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .flatten()
+    {
+        if owned_by(&job, uid)
+            && let Some(observed) = ObservedJob::from_job(&job, run)
         {
             found.push(observed);
         }
@@ -177,27 +241,68 @@ async fn read_jobs(
     Ok(found)
 }
 
-/// This run's Jobs and pods, read from the API server now (two small
-/// label-selected lists, once per cancelled run).
+/// This run's Jobs and pods, read from the API server now, once per
+/// cancelled run: each Job the run may have made, by its name (whatever
+/// its labels say), and the pods of every Job of the run known by then, by
+/// the label the job controller keeps on them.
 async fn confirm_children(
     ctx: &Context,
+    run: &StageRun,
     ns: &str,
     uid: &str,
+    observed: &[ObservedJob],
 ) -> Result<(Vec<ObservedJob>, Vec<ObservedPod>)> {
-    let selector = ListParams::default().labels(&format!("{}={uid}", labels::STAGERUN_UID));
-    let (job_api, pod_api) = (ctx.api::<Job>(ns), ctx.api::<Pod>(ns));
-    let (jobs, pods) = futures::try_join!(
-        async { job_api.list(&selector).await.step("list the run's Jobs") },
-        async { pod_api.list(&selector).await.step("list the run's pods") },
+    let run_name = run.name_any();
+    let mut names: Vec<String> = (run.spec.jobs.iter())
+        .map(|j| labels::job_resource_name(&run_name, uid, &j.name))
+        .collect();
+    names.extend(observed.iter().map(|j| j.resource_name.clone()));
+    names.sort();
+    names.dedup();
+    let known = JobsOfRun::new(run, observed);
+    let (jobs, mut pods) = futures::try_join!(
+        read_jobs(ctx, run, ns, uid, &names),
+        list_job_pods(ctx, ns, &known),
     )?;
-    Ok((
-        jobs.items
-            .iter()
-            .filter(|j| owned_by(*j, uid))
-            .filter_map(ObservedJob::from_job)
+    // Jobs the list of pods did not ask about (made by a pass whose status
+    // write was lost, and not yet cached).
+    let all = JobsOfRun::new(run, &jobs);
+    let missed = JobsOfRun {
+        run_uid: all.run_uid.clone(),
+        by_uid: (all.by_uid.iter())
+            .filter(|(u, _)| !known.by_uid.contains_key(*u))
+            .map(|(u, j)| (u.clone(), j.clone()))
             .collect(),
-        pods.items.iter().map(ObservedPod::from_pod).collect(),
-    ))
+        by_name: HashMap::new(),
+    };
+    if !missed.by_uid.is_empty() {
+        pods.extend(list_job_pods(ctx, ns, &missed).await?);
+    }
+    Ok((jobs, all.observe(pods.iter())))
+}
+
+/// The pods of these Jobs, listed now: by the job controller's label for
+/// the Jobs known by uid, by this controller's label for those known only
+/// by name (recorded before Job uids were); owners are checked after.
+async fn list_job_pods(ctx: &Context, ns: &str, jobs: &JobsOfRun) -> Result<Vec<Pod>> {
+    let api = ctx.api::<Pod>(ns);
+    let mut selectors = Vec::new();
+    if !jobs.by_uid.is_empty() {
+        let uids: Vec<&str> = jobs.by_uid.keys().map(String::as_str).collect();
+        selectors.push(format!("{} in ({})", cache::JOB_POD_LABEL, uids.join(",")));
+    }
+    if !jobs.by_name.is_empty() {
+        selectors.push(format!("{}={}", labels::STAGERUN_UID, jobs.run_uid));
+    }
+    let lists = selectors.iter().map(|s| {
+        let api = &api;
+        async move {
+            let lp = ListParams::default().labels(s);
+            api.list(&lp).await.step("list the run's pods")
+        }
+    });
+    let lists = futures::future::try_join_all(lists).await?;
+    Ok(lists.into_iter().flat_map(|l| l.items).collect())
 }
 
 /// Applies the plan's `CreateJob` actions and records what came of every
@@ -285,11 +390,15 @@ async fn create_job(
         },
     };
     match api.create(&PostParams::default(), &k8s_job).await {
-        Ok(_) => JobCreation::Created { resource_name },
+        Ok(created) => JobCreation::Created {
+            resource_name,
+            uid: created.metadata.uid,
+        },
         // Ours only if this StageRun owns it.
         Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&resource_name).await {
             Ok(Some(existing)) if owned_by(&existing, uid) => JobCreation::AlreadyOurs {
-                id: ObservedJob::from_job(&existing).and_then(|j| j.id),
+                id: ObservedJob::from_job(&existing, run).and_then(|j| j.id),
+                uid: existing.metadata.uid.clone(),
                 resource_name,
             },
             Ok(Some(_)) => JobCreation::NameTaken { resource_name },

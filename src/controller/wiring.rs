@@ -15,7 +15,6 @@ use super::context::Context;
 use super::metrics::Metrics;
 use super::{Config, cache, cancelrequest, stagerun};
 use crate::crd::{CancelRequest, RequestPhase, StageRun};
-use crate::labels;
 
 /// Changes queued for reconciles, per controller, before the router waits.
 const TRIGGER_BUFFER: usize = 4096;
@@ -234,7 +233,9 @@ async fn route_requests(
     }
 }
 
-/// A Job's or pod's change concerns the StageRun it belongs to.
+/// A Job's or pod's change concerns the StageRun it belongs to: a Job's
+/// controller, or the controller of a pod's Job (found by the Job's uid in
+/// the run's status, or through the cached Job).
 async fn route_children<K>(
     mut feed: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
     ctx: Arc<Context>,
@@ -242,6 +243,23 @@ async fn route_children<K>(
 ) where
     K: Resource<DynamicType = ()>,
 {
+    let run_of = |child: &K| -> Option<ObjectRef<StageRun>> {
+        let ns = child.namespace()?;
+        match cache::controller_of(child)? {
+            ("StageRun", name, _) => Some(ObjectRef::new(name).within(&ns)),
+            ("Job", name, uid) => {
+                if let Some(run) = ctx.caches.runs.lookup(&cache::run_by_job_uid(uid)).first() {
+                    return Some(ObjectRef::from_obj(run.as_ref()));
+                }
+                let job = ctx.caches.jobs.get(&ObjectRef::new(name).within(&ns))?;
+                match cache::controller_of(job.as_ref())? {
+                    ("StageRun", run, _) => Some(ObjectRef::new(run).within(&ns)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    };
     while let Some(event) = feed.next().await {
         let child = match event {
             Ok(watcher::Event::Apply(c) | watcher::Event::Delete(c)) => c,
@@ -251,13 +269,9 @@ async fn route_children<K>(
                 continue;
             }
         };
-        let (Some(name), Some(ns)) = (
-            child.annotations().get(labels::STAGERUN_NAME),
-            child.namespace(),
-        ) else {
+        let Some(run) = run_of(&child) else {
             continue;
         };
-        let run = ObjectRef::<StageRun>::new(name).within(&ns);
         if ctx.caches.runs.get(&run).is_some_and(|r| !r.is_finished())
             && !send(&mut runs, run).await
         {
