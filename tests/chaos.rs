@@ -1,16 +1,21 @@
 //! Faults in combination, under load. Running StageRuns are cancelled through
 //! every way in (the four REST APIs, `kubectl cancel`, a selector
 //! CancelRequest) while two controller replicas are SIGKILLed at random
-//! moments (the leader among them) and restarted, and the kube-apiserver is
-//! restarted. Afterwards nothing is lost, nothing is done twice, nothing is
-//! stuck, and no REST call was answered 5xx except the documented 503 while
-//! the API server was away.
+//! moments (the leader among them) and restarted, the kube-apiserver is
+//! restarted, and the leader's network path to the API server is cut
+//! (black-holed, or every connection refused, by a proxy in front of each
+//! replica) until the other replica has taken over. Afterwards nothing is
+//! lost, nothing is done twice, nothing is stuck, no REST call was answered
+//! 5xx except the documented 503 while the API server was away, and each
+//! cut-off leader stopped on its own, its last write (from the API server's
+//! audit log) before the new leader's first.
 //!
 //! `make test` runs a short version; `make chaos` the full one (200 StageRuns,
-//! 10 kills, 2 API server restarts). Knobs: CHAOS_RUNS, CHAOS_KILLS,
-//! CHAOS_APISERVER_RESTARTS, CHAOS_SEED (the schedule is printed with its
-//! seed, so a failing run can be replayed). This binary holds a single test
-//! because it restarts the API server every other test shares.
+//! 10 kills, 2 API server restarts, 2 partitions). Knobs: CHAOS_RUNS,
+//! CHAOS_KILLS, CHAOS_APISERVER_RESTARTS, CHAOS_PARTITIONS, CHAOS_SEED (the
+//! schedule is printed with its seed, so a failing run can be replayed). This
+//! binary holds a single test because it restarts the API server every other
+//! test shares.
 
 mod support;
 
@@ -27,6 +32,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use support::proxy::{self, Path, Proxy};
 use support::world::{self, PASSWORD, UsersFile};
 use support::{TestNamespace, User, stage_run, try_wait_list, wait_list};
 
@@ -123,27 +129,56 @@ struct Log {
     answers: Vec<(Way, u16, Instant)>,
     kills: usize,
     leader_kills: usize,
-    /// Replicas that exited on their own (restarted, as a Deployment would).
-    exits: Vec<String>,
+    /// Replicas that exited on their own (restarted, as a Deployment
+    /// would): their users, and whether they exited with success.
+    exits: Vec<(String, bool)>,
     apiserver_restarts: usize,
     /// Seconds from each fault until a live replica renewed the Lease.
     recoveries: Vec<f64>,
+    partitions: Vec<Partition>,
 }
 
-/// A controller replica, restarted with the same identity after each kill.
+/// A leader cut off from the API server.
+struct Partition {
+    cut: Path,
+    at: Timestamp,
+    /// The cut-off process's user, and its successor's.
+    old: String,
+    new: String,
+}
+
+/// A controller replica, restarted with the same identity after each kill,
+/// reaching the API server through its own proxy.
 struct Replica {
     identity: &'static str,
+    server: String,
+    /// The user this process acts as (impersonated, one per process): the
+    /// audit log tells its writes apart.
+    user: String,
     child: Child,
 }
 
 impl Replica {
-    fn start(ns: &str, identity: &'static str) -> Self {
+    fn start(ns: &str, identity: &'static str, server: &str) -> Self {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let user = format!("{ns}-{identity}-{n}");
+        let kubeconfig = proxy::replica_kubeconfig(&user, Some(server));
         let child = world::controller_process(
             ns,
             &["--leader-elect", "--lease-duration-seconds", "4"],
-            &[("POD_NAME", identity)],
+            &[("POD_NAME", identity), ("KUBECONFIG", &kubeconfig)],
         );
-        Replica { identity, child }
+        Replica {
+            identity,
+            server: server.to_string(),
+            user,
+            child,
+        }
+    }
+
+    fn restart(&mut self, ns: &str) {
+        *self = Replica::start(ns, self.identity, &self.server);
     }
 }
 
@@ -160,12 +195,14 @@ async fn lease_holder(leases: &Api<Lease>) -> Option<(String, Timestamp)> {
     Some((spec.holder_identity?, spec.renew_time?.0))
 }
 
-/// Waits until a replica holds the Lease and has renewed it after `since`.
-async fn wait_led(leases: &Api<Lease>, since: Timestamp) -> f64 {
+/// Waits until a replica (other than `not`) holds the Lease and has
+/// renewed it after `since`.
+async fn wait_led(leases: &Api<Lease>, since: Timestamp, not: Option<&str>) -> f64 {
     let start = Instant::now();
     loop {
-        if let Some((_, renewed)) = lease_holder(leases).await
+        if let Some((holder, renewed)) = lease_holder(leases).await
             && renewed > since
+            && Some(holder.as_str()) != not
         {
             return start.elapsed().as_secs_f64();
         }
@@ -195,72 +232,154 @@ async fn supervise(ns: String, replicas: Arc<Mutex<Vec<Replica>>>, log: Arc<Mute
         for r in all.iter_mut() {
             if let Ok(Some(status)) = r.child.try_wait() {
                 eprintln!(
-                    "chaos: {} exited on its own ({status}); restarting it",
-                    r.identity
+                    "chaos: {} ({}) exited on its own ({status}); restarting it",
+                    r.identity, r.user
                 );
                 log.lock()
                     .unwrap()
                     .exits
-                    .push(format!("{}: {status}", r.identity));
-                *r = Replica::start(&ns, r.identity);
+                    .push((r.user.clone(), status.success()));
+                r.restart(&ns);
             }
         }
     }
 }
 
-/// Kills replicas (the Lease's holder every other time) and restarts the
-/// API server at random moments, following `rng`.
+/// How many faults of each kind.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    kills: u64,
+    restarts: u64,
+    partitions: u64,
+}
+
+/// One fault, numbered within its kind.
+#[derive(Clone, Copy)]
+enum Fault {
+    Kill(u64),
+    Partition(u64),
+}
+
+/// Kills replicas (the Lease's holder every other time), restarts the API
+/// server after some kills, and cuts the leader off, at random moments and
+/// in a random order, following `rng`.
 async fn inject_faults(
     ns: String,
     leases: Api<Lease>,
     replicas: Arc<Mutex<Vec<Replica>>>,
-    kills: u64,
-    restarts: u64,
+    proxies: Arc<Vec<Proxy>>,
+    schedule: Schedule,
     mut rng: fastrand::Rng,
     log: Arc<Mutex<Log>>,
 ) {
     // Which kills are followed by an API server restart.
-    let mut restart_after: Vec<u64> = (0..kills).collect();
+    let mut restart_after: Vec<u64> = (0..schedule.kills).collect();
     rng.shuffle(&mut restart_after);
-    restart_after.truncate(restarts as usize);
-    for k in 0..kills {
+    restart_after.truncate(schedule.restarts as usize);
+    let mut faults: Vec<Fault> = (0..schedule.kills)
+        .map(Fault::Kill)
+        .chain((0..schedule.partitions).map(Fault::Partition))
+        .collect();
+    rng.shuffle(&mut faults);
+    for fault in faults {
         tokio::time::sleep(Duration::from_millis(rng.u64(300..2500))).await;
-        let holder = lease_holder(&leases).await.map(|(h, _)| h);
-        let at_leader = k % 2 == 0 && holder.is_some();
-        let fault = Timestamp::now();
-        {
-            let mut all = replicas.lock().unwrap();
-            let i = match (&holder, at_leader) {
-                (Some(h), true) => all.iter().position(|r| r.identity == h).unwrap_or(0),
-                _ => rng.usize(0..all.len()),
-            };
-            let identity = all[i].identity;
-            eprintln!(
-                "chaos: kill {} ({identity}{})",
-                k + 1,
-                if at_leader { ", the leader" } else { "" }
-            );
-            let _ = all[i].child.kill();
-            let _ = all[i].child.wait();
-            let mut l = log.lock().unwrap();
-            l.kills += 1;
-            l.leader_kills += usize::from(at_leader);
-            drop(l);
-            all[i] = Replica::start(&ns, identity);
+        match fault {
+            Fault::Kill(k) => {
+                let fault = Timestamp::now();
+                kill(&ns, &leases, &replicas, k, &mut rng, &log).await;
+                if restart_after.contains(&k) {
+                    eprintln!("chaos: restarting kube-apiserver");
+                    let down = Instant::now();
+                    tokio::task::spawn_blocking(restart_apiserver)
+                        .await
+                        .expect("join");
+                    let mut l = log.lock().unwrap();
+                    l.outages.push((down, Instant::now()));
+                    l.apiserver_restarts += 1;
+                }
+                let took = wait_led(&leases, fault, None).await;
+                log.lock().unwrap().recoveries.push(took);
+            }
+            Fault::Partition(p) => partition(&leases, &replicas, &proxies, p, &log).await,
         }
-        if restart_after.contains(&k) {
-            eprintln!("chaos: restarting kube-apiserver");
-            let down = Instant::now();
-            tokio::task::spawn_blocking(restart_apiserver)
-                .await
-                .expect("join");
-            let mut l = log.lock().unwrap();
-            l.outages.push((down, Instant::now()));
-            l.apiserver_restarts += 1;
-        }
-        let took = wait_led(&leases, fault).await;
-        log.lock().unwrap().recoveries.push(took);
     }
+}
+
+/// SIGKILLs a replica (the leader every other time) and starts it again.
+async fn kill(
+    ns: &str,
+    leases: &Api<Lease>,
+    replicas: &Mutex<Vec<Replica>>,
+    k: u64,
+    rng: &mut fastrand::Rng,
+    log: &Mutex<Log>,
+) {
+    let holder = lease_holder(leases).await.map(|(h, _)| h);
+    let at_leader = k % 2 == 0 && holder.is_some();
+    let mut all = replicas.lock().unwrap();
+    let i = match (&holder, at_leader) {
+        (Some(h), true) => all.iter().position(|r| r.identity == h).unwrap_or(0),
+        _ => rng.usize(0..all.len()),
+    };
+    eprintln!(
+        "chaos: kill {} ({}{})",
+        k + 1,
+        all[i].identity,
+        if at_leader { ", the leader" } else { "" }
+    );
+    let _ = all[i].child.kill();
+    let _ = all[i].child.wait();
+    let mut l = log.lock().unwrap();
+    l.kills += 1;
+    l.leader_kills += usize::from(at_leader);
+    drop(l);
+    all[i].restart(ns);
+}
+
+/// Cuts the leader's path to the API server (black-holed, or every
+/// connection refused, in turn) until the other replica leads and the
+/// cut-off one has stopped on its own; then heals the path.
+async fn partition(
+    leases: &Api<Lease>,
+    replicas: &Mutex<Vec<Replica>>,
+    proxies: &[Proxy],
+    p: u64,
+    log: &Mutex<Log>,
+) {
+    wait_led(leases, Timestamp::now(), None).await;
+    let (holder, _) = lease_holder(leases).await.expect("a leader");
+    let i = REPLICAS
+        .iter()
+        .position(|r| *r == holder)
+        .expect("a replica leads");
+    let old = replicas.lock().unwrap()[i].user.clone();
+    let cut = if p % 2 == 0 {
+        Path::BlackHole
+    } else {
+        Path::Rejected
+    };
+    eprintln!("chaos: partition {} ({holder}, the leader: {cut:?})", p + 1);
+    let at = Timestamp::now();
+    proxies[i].set(cut);
+    let took = wait_led(leases, at, Some(&holder)).await;
+    let (successor, _) = lease_holder(leases).await.expect("a leader");
+    let new = (replicas.lock().unwrap().iter())
+        .find(|r| r.identity == successor)
+        .map(|r| r.user.clone())
+        .expect("the new leader");
+    // The supervisor restarts it (still cut off) once it has stopped.
+    support::eventually("the cut-off leader to stop on its own", SETTLE, || {
+        let stopped = (log.lock().unwrap().exits.iter()).any(|(user, _)| *user == old);
+        let result = stopped
+            .then_some(())
+            .ok_or_else(|| format!("{old} still runs"));
+        async move { result }
+    })
+    .await;
+    proxies[i].set(Path::Open);
+    let mut l = log.lock().unwrap();
+    l.recoveries.push(took);
+    l.partitions.push(Partition { cut, at, old, new });
 }
 
 /// Cancels each of `runs` through the REST API of `way`, retrying its
@@ -394,6 +513,7 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
     let n = knob("CHAOS_RUNS", 35) as usize;
     let kills = knob("CHAOS_KILLS", 3);
     let restarts = knob("CHAOS_APISERVER_RESTARTS", 1);
+    let partitions = knob("CHAOS_PARTITIONS", 1);
     let seed = knob(
         "CHAOS_SEED",
         std::time::SystemTime::now()
@@ -402,7 +522,7 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
             .as_secs(),
     );
     eprintln!(
-        "chaos: {n} StageRuns, {kills} controller kills, {restarts} API server restarts, CHAOS_SEED={seed}"
+        "chaos: {n} StageRuns, {kills} controller kills, {restarts} API server restarts, {partitions} partitions, CHAOS_SEED={seed}"
     );
     let mut rng = fastrand::Rng::with_seed(seed);
     let started = Instant::now();
@@ -421,12 +541,16 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
     let _sidecar = world::AbortOnDrop(vec![sidecar.abort_handle()]);
     let http = reqwest::Client::new();
     world::wait_ready(&http, addr).await;
+    let mut proxies = Vec::new();
+    for _ in REPLICAS {
+        proxies.push(Proxy::start(proxy::api_server()).await);
+    }
     let replicas = Arc::new(Mutex::new(
-        REPLICAS
-            .iter()
-            .map(|id| Replica::start(&ns.name, id))
+        (REPLICAS.iter().zip(&proxies))
+            .map(|(id, p)| Replica::start(&ns.name, id, &p.addr.to_string()))
             .collect::<Vec<_>>(),
     ));
+    let proxies = Arc::new(proxies);
 
     // The work: n StageRuns, spread over the ways in.
     let runs: Api<StageRun> = ns.api();
@@ -467,14 +591,19 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         ns.name.clone(),
         leases.clone(),
         replicas.clone(),
-        kills,
-        restarts,
+        proxies.clone(),
+        Schedule {
+            kills,
+            restarts,
+            partitions,
+        },
         rng.fork(),
         log.clone(),
     ));
     // Cancels are spread over about as long as the faults take, so that
-    // they meet them: a kill every 0.3-2.5 s, an API server restart ~8 s.
-    let window = Duration::from_millis(1400 * kills + 8000 * restarts);
+    // they meet them: a kill every 0.3-2.5 s, an API server restart ~8 s,
+    // a partition ~6 s.
+    let window = Duration::from_millis(1400 * kills + 8000 * restarts + 6000 * partitions);
     let per_way = n.div_ceil(WAYS.len()).max(1) as u32;
     let pace = window / per_way;
     let base = format!("http://{addr}");
@@ -651,8 +780,12 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         .sum();
     println!("chaos figures (CHAOS_SEED={seed}):");
     println!(
-        "  faults: {} controller kills ({} of the leader), {} API server restarts",
-        log.kills, log.leader_kills, log.apiserver_restarts
+        "  faults: {} controller kills ({} of the leader), {} API server restarts, {} partitions of the leader {:?}",
+        log.kills,
+        log.leader_kills,
+        log.apiserver_restarts,
+        log.partitions.len(),
+        log.partitions.iter().map(|p| p.cut).collect::<Vec<_>>()
     );
     println!(
         "  cancels: {issued} StageRuns by {} ways ({} REST answers, {} of them the documented unavailable answer), {} CancelRequests ({} rejected)",
@@ -696,6 +829,27 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
     assert!(bad_answers.is_empty(), "5xx answers: {bad_answers:#?}");
     assert_eq!(log.kills as u64, kills);
     assert_eq!(log.apiserver_restarts as u64, restarts);
+    assert_eq!(log.partitions.len() as u64, partitions);
+    // Each cut-off leader stopped on its own with an error, and wrote
+    // nothing after its successor's first write (from the audit log).
+    for p in &log.partitions {
+        let exits: Vec<bool> = (log.exits.iter())
+            .filter(|(user, _)| *user == p.old)
+            .map(|(_, ok)| *ok)
+            .collect();
+        assert_eq!(exits, vec![false], "{} exits", p.old);
+        let first_new = (proxy::writes_of(&p.new).into_iter())
+            .find(|t| *t > p.at)
+            .expect("the new leader's writes");
+        if let Some(last_old) = proxy::writes_of(&p.old).last() {
+            assert!(
+                *last_old < first_new,
+                "{} ({:?}) wrote at {last_old}, after its successor's first write at {first_new}",
+                p.old,
+                p.cut
+            );
+        }
+    }
 }
 
 /// What a run that never settled is waiting on: its status, and each of its

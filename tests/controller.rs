@@ -1350,3 +1350,130 @@ async fn a_namespace_with_a_long_history_gives_the_same_decisions() {
         .count();
     assert_eq!(untouched, 300);
 }
+
+/// What makes a Job or pod a run's is ownership: a Job the run controls, a
+/// pod its Job controls. Labels and annotations anyone may edit: stripped
+/// from a run's live children, the children are still stopped before the
+/// run is reported cancelled; forged on objects the run does not own, those
+/// objects neither hold the cancel open nor get deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_are_known_by_ownership_not_by_labels() {
+    let s = setup("ctl-owner").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    let (jobs_api, pods_api): (Api<Job>, Api<Pod>) = (s.ns.api(), s.ns.api());
+    let slow_stop = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "2s"});
+    runs.create(
+        &PostParams::default(),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", slow_stop.clone())
+            .job("Lint", slow_stop.clone())
+            .build(),
+    )
+    .await
+    .unwrap();
+    let building = support::wait_jobs_building(&runs, "foo-1-dev", T).await;
+    let uid = building.uid().unwrap();
+    let (jobs, pods) = (
+        jobs_of(&s.ns.client, &s.ns.name, &building).await,
+        pods_of(&s.ns.client, &s.ns.name, &building).await,
+    );
+    assert_eq!((jobs.len(), pods.len()), (2, 2));
+
+    // Every label and annotation the controller put on them, stripped
+    // (the job controller's own labels stay: without them it would
+    // release the pods).
+    let strip = json!({"metadata": {
+        "labels": {"cancel.dev/stagerun-uid": null, "cancel.dev/job-id": null,
+                   "app.kubernetes.io/managed-by": null},
+        "annotations": {"cancel.dev/stagerun": null, "cancel.dev/job": null},
+    }});
+    let pp = PatchParams::default();
+    for j in &jobs {
+        jobs_api
+            .patch(&j.name_any(), &pp, &Patch::Merge(&strip))
+            .await
+            .unwrap();
+    }
+    for p in &pods {
+        pods_api
+            .patch(&p.name_any(), &pp, &Patch::Merge(&strip))
+            .await
+            .unwrap();
+    }
+    // The run's labels and annotations, forged on a bare pod and on a Job
+    // of nobody's (suspended: it makes no pod).
+    let forged = json!({
+        "labels": {"cancel.dev/stagerun-uid": uid, "cancel.dev/job-id": "1",
+                   "app.kubernetes.io/managed-by": "cancel-operator"},
+        "annotations": {"cancel.dev/stagerun": "foo-1-dev", "cancel.dev/job": "UnitTest"},
+    });
+    let mut impostor_meta = forged.clone();
+    impostor_meta["name"] = json!("impostor");
+    let impostor: Pod = serde_json::from_value(json!({
+        "metadata": impostor_meta,
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }))
+    .unwrap();
+    pods_api
+        .create(&PostParams::default(), &impostor)
+        .await
+        .unwrap();
+    let mut stray_meta = forged.clone();
+    stray_meta["name"] = json!("impostor-job");
+    let stray: Job = serde_json::from_value(json!({
+        "metadata": stray_meta,
+        "spec": {"suspend": true, "template": {
+            "metadata": forged,
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]},
+        }},
+    }))
+    .unwrap();
+    jobs_api
+        .create(&PostParams::default(), &stray)
+        .await
+        .unwrap();
+
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("stop-dev", json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    let status = sr.status.as_ref().unwrap();
+    assert_eq!(status.result, Some(RunResult::Cancelled));
+    // Reported cancelled once its own children were gone, found by owner.
+    for j in &jobs {
+        assert!(
+            jobs_api.get_opt(&j.name_any()).await.unwrap().is_none(),
+            "Job {} outlived the cancel",
+            j.name_any()
+        );
+        assert!(
+            status.jobs.iter().any(|js| js.job_uid == j.uid()),
+            "{j:?} recorded"
+        );
+    }
+    for p in &pods {
+        assert!(
+            pods_api.get_opt(&p.name_any()).await.unwrap().is_none(),
+            "pod {} outlived the cancel",
+            p.name_any()
+        );
+    }
+    // What only looked like the run's is untouched.
+    let impostor = pods_api.get("impostor").await.unwrap();
+    assert!(
+        impostor.metadata.deletion_timestamp.is_none(),
+        "{impostor:?}"
+    );
+    let stray = jobs_api.get("impostor-job").await.unwrap();
+    assert!(stray.metadata.deletion_timestamp.is_none(), "{stray:?}");
+    assert_eq!(
+        stray.spec.as_ref().and_then(|s| s.suspend),
+        Some(true),
+        "nobody's Job is left as it was"
+    );
+}

@@ -11,7 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::proxy::{Path, Proxy};
+use support::proxy::{Path, Proxy, api_server, replica_kubeconfig, writes_of};
 use support::{TestNamespace, stage_run, wait_for, world};
 
 const T: Duration = Duration::from_secs(90);
@@ -177,11 +177,20 @@ async fn a_leader_that_loses_its_lease_stops_fails_health_and_exits_non_zero() {
         )
         .await
         .unwrap();
-    // Its health fails (or it is gone), and it exits with an error.
-    support::eventually("the former leader's health check to fail", T, || async {
-        match http.get(&healthz).send().await {
-            Ok(r) if r.status() == 200 => Err("still healthy".to_string()),
-            _ => Ok(()),
+    assert!(
+        matches!(leader.try_wait(), Ok(None)),
+        "the leader stopped while it held the Lease"
+    );
+    // Its health fails (or it is gone: then another process may have
+    // its port), and it exits with an error.
+    support::eventually("the former leader's health check to fail", T, || {
+        let gone = !matches!(leader.try_wait(), Ok(None));
+        let (http, healthz) = (&http, &healthz);
+        async move {
+            match http.get(healthz).send().await {
+                Ok(r) if r.status() == 200 && !gone => Err("still healthy".to_string()),
+                _ => Ok(()),
+            }
         }
     })
     .await;
@@ -257,75 +266,6 @@ async fn a_leader_that_stops_cleanly_hands_over_before_its_term_ends() {
     second.wait().ok();
 }
 
-/// A kubeconfig for a replica: the admin's credentials, acting as
-/// `identity` (impersonated, in system:masters) so that the API server's
-/// audit log tells its writes apart, through `server` (a proxy, or the API
-/// server itself).
-fn replica_kubeconfig(ns: &TestNamespace, identity: &str, server: Option<&str>) -> String {
-    let admin = std::fs::read_to_string(support::kubeconfig_path(support::User::Admin))
-        .expect("admin kubeconfig");
-    let mut config: serde_json::Value = yaml_serde::from_str(&admin).expect("kubeconfig yaml");
-    if let Some(server) = server {
-        config["clusters"][0]["cluster"]["server"] = json!(format!("https://{server}"));
-    }
-    config["users"][0]["user"]["as"] = json!(identity);
-    config["users"][0]["user"]["as-groups"] = json!(["system:masters"]);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
-    std::fs::create_dir_all(&dir).expect("create the kubeconfig directory");
-    let path = dir.join(format!("{}-{identity}.kubeconfig", ns.name));
-    std::fs::write(&path, serde_json::to_string(&config).unwrap()).expect("write kubeconfig");
-    // It carries the admin's token.
-    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
-    std::fs::set_permissions(&path, private).expect("chmod kubeconfig");
-    path.display().to_string()
-}
-
-/// The API server's address, from the admin kubeconfig.
-fn api_server() -> std::net::SocketAddr {
-    let admin = std::fs::read_to_string(support::kubeconfig_path(support::User::Admin))
-        .expect("admin kubeconfig");
-    let config: serde_json::Value = yaml_serde::from_str(&admin).expect("kubeconfig yaml");
-    let server = config["clusters"][0]["cluster"]["server"]
-        .as_str()
-        .expect("server");
-    server
-        .trim_start_matches("https://")
-        .parse()
-        .expect("host:port")
-}
-
-/// When the API server received each write of `user`, from its audit log.
-fn writes_of(user: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
-    let dir = support::cluster_dir();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("control plane directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".log"))
-        })
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no audit log in {}", dir.display());
-    let mut at = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("audit log");
-        for line in text.lines() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if event["impersonatedUser"]["username"] == user
-                && let Some(t) = event["requestReceivedTimestamp"].as_str()
-            {
-                at.push(t.parse().expect("timestamp"));
-            }
-        }
-    }
-    at.sort();
-    at
-}
-
 /// A leader whose path to the API server is cut (black-holed, or every
 /// connection rejected) stops on its own, before the standby can take the
 /// Lease, and exits non-zero; the API server's audit log shows that it
@@ -338,7 +278,7 @@ async fn a_partitioned_leader_stops_before_the_standby_takes_over(cut: Path) {
     let proxy = Proxy::start(api_server()).await;
     let (a, b) = (format!("{}-a", ns.name), format!("{}-b", ns.name));
     let replica = |identity: &str, server: Option<&str>| {
-        let kubeconfig = replica_kubeconfig(&ns, identity, server);
+        let kubeconfig = replica_kubeconfig(identity, server);
         world::controller_process(
             &ns.name,
             &["--leader-elect", "--lease-duration-seconds", "4"],

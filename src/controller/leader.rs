@@ -172,8 +172,13 @@ async fn renew_deadline(
             _ = tokio::time::sleep_until(deadline) => return,
             lease = leases.next() => match lease {
                 Some(Ok(lease)) => {
+                    // Only a renewal moves the deadline, and only later: a
+                    // read of the Lease from before this term (a watch
+                    // cache behind the acquisition) or naming another
+                    // holder (a loss, which the Lease manager reports)
+                    // leaves it where it is.
                     let left = renewed_for(&lease, &identity, duration, margin, Timestamp::now());
-                    deadline = tokio::time::Instant::now() + left;
+                    deadline = deadline.max(tokio::time::Instant::now() + left);
                 }
                 Some(Err(_)) => {}
                 None => return,

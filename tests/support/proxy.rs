@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -93,4 +94,75 @@ async fn pipe(
             Path::Rejected => return,
         }
     }
+}
+
+// --------------------------------------------- replicas behind a proxy --
+
+/// A kubeconfig for a replica: the admin's credentials, acting as
+/// `identity` (impersonated, in system:masters) so that the API server's
+/// audit log tells its writes apart, through `server` (a proxy, or the API
+/// server itself).
+pub fn replica_kubeconfig(identity: &str, server: Option<&str>) -> String {
+    let admin = std::fs::read_to_string(super::kubeconfig_path(super::User::Admin))
+        .expect("admin kubeconfig");
+    let mut config: serde_json::Value = yaml_serde::from_str(&admin).expect("kubeconfig yaml");
+    if let Some(server) = server {
+        config["clusters"][0]["cluster"]["server"] = json!(format!("https://{server}"));
+    }
+    config["users"][0]["user"]["as"] = json!(identity);
+    config["users"][0]["user"]["as-groups"] = json!(["system:masters"]);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
+    std::fs::create_dir_all(&dir).expect("create the kubeconfig directory");
+    let path = dir.join(format!("{identity}.kubeconfig"));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).expect("write kubeconfig");
+    // It carries the admin's token.
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&path, private).expect("chmod kubeconfig");
+    path.display().to_string()
+}
+
+/// The API server's address, from the admin kubeconfig.
+pub fn api_server() -> std::net::SocketAddr {
+    let admin = std::fs::read_to_string(super::kubeconfig_path(super::User::Admin))
+        .expect("admin kubeconfig");
+    let config: serde_json::Value = yaml_serde::from_str(&admin).expect("kubeconfig yaml");
+    let server = config["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .expect("server");
+    server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("host:port")
+}
+
+/// When the API server received each write of `user`, from its audit log.
+pub fn writes_of(user: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
+    let dir = super::cluster_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("control plane directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit") && n.ends_with(".log"))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no audit log in {}", dir.display());
+    let mut at = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("audit log");
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if event["impersonatedUser"]["username"] == user
+                && let Some(t) = event["requestReceivedTimestamp"].as_str()
+            {
+                at.push(t.parse().expect("timestamp"));
+            }
+        }
+    }
+    at.sort();
+    at
 }
