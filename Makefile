@@ -40,10 +40,11 @@ test:
 	tests/run-tests.sh
 
 ## Faults in combination under load: 200 StageRuns cancelled every way while
-## the controller is killed 10 times and the API server restarted twice
+## the controller is killed 10 times, the API server restarted twice and the
+## leader cut off from it twice
 ## (make test runs a short version).
 chaos:
-	CHAOS_RUNS=$${CHAOS_RUNS:-200} CHAOS_KILLS=$${CHAOS_KILLS:-10} CHAOS_APISERVER_RESTARTS=$${CHAOS_APISERVER_RESTARTS:-2} \
+	CHAOS_RUNS=$${CHAOS_RUNS:-200} CHAOS_KILLS=$${CHAOS_KILLS:-10} CHAOS_APISERVER_RESTARTS=$${CHAOS_APISERVER_RESTARTS:-2} CHAOS_PARTITIONS=$${CHAOS_PARTITIONS:-2} \
 		tests/run-tests.sh --test chaos -- --nocapture
 
 ## Benchmarks, as ratios to a baseline measured in the same run.
