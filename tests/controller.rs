@@ -709,6 +709,64 @@ async fn an_active_deadline_times_the_stage_out_through_the_cancel_path() {
     );
 }
 
+/// The deadline holds while no controller runs: each Job carries what is
+/// left of it, and the job controller ends the Job there. The controller,
+/// back, reports the run timed out, as if it had been there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_holds_while_the_controller_is_away() {
+    let ns = TestNamespace::new("ctl-deadline-away").await;
+    support::install_crds(&ns.client).await;
+    let s = with_controller(ns);
+    let runs: Api<StageRun> = s.ns.api();
+    let jobs: Api<Job> = s.ns.api();
+    runs.create(
+        &PostParams::default(),
+        &stage_run("foo-1-dev")
+            .deadline(6)
+            .job("UnitTest", json!({"sim.cancel.dev/run-for": "1h"}))
+            .build(),
+    )
+    .await
+    .unwrap();
+    let building = support::wait_jobs_building(&runs, "foo-1-dev", T).await;
+    let Setup { ns, _controller } = s;
+    drop(_controller);
+    let job_name = building.status.as_ref().unwrap().jobs[0]
+        .job_name
+        .clone()
+        .unwrap();
+    let job = jobs.get(&job_name).await.unwrap();
+    let carried = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    assert!(carried.is_some_and(|d| (1..=6).contains(&d)), "{carried:?}");
+
+    // The job controller ends it at the deadline; the run, unwatched, still
+    // says Running.
+    wait_for(&jobs, &job_name, "the Job to pass its deadline", T, |j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "Failed"
+                        && c.status == "True"
+                        && c.reason.as_deref() == Some("DeadlineExceeded")
+                })
+            })
+    })
+    .await;
+    assert_eq!(
+        phase(&runs.get("foo-1-dev").await.unwrap()),
+        Some(StagePhase::Running)
+    );
+
+    let s = with_controller(ns);
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "deadline exceeded").await;
+    let cancel = sr.status.as_ref().unwrap().cancel.clone().unwrap();
+    assert_eq!(cancel.cause, CancelCause::Deadline);
+    assert_eq!(cancel.reason, "DeadlineExceeded");
+}
+
 /// A status anyone allowed to edit it may write: a cancel accepted at the
 /// end of time, with the longest grace period there is. The controller must
 /// neither die on it (the timestamp arithmetic once overflowed and panicked,

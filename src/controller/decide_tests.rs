@@ -71,6 +71,7 @@ fn unit_job() -> ObservedJob {
         uid: None,
         job: "unit".into(),
         finished: None,
+        deadline_exceeded: false,
         deleting: false,
         suspended: false,
         stopped: false,

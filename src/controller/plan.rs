@@ -42,6 +42,9 @@ pub struct ObservedJob {
     pub job: String,
     /// Passed/Failed once the Job has a Complete/Failed condition.
     pub finished: Option<(RunResult, Option<Time>)>,
+    /// The job controller failed it for passing its `activeDeadlineSeconds`
+    /// (the run's deadline, which the Job carries).
+    pub deadline_exceeded: bool,
     pub deleting: bool,
     /// Its spec asks for it to be suspended.
     pub suspended: bool,
@@ -58,6 +61,10 @@ pub struct ObservedJob {
     /// The job id it was created with (label).
     pub id: Option<i64>,
 }
+
+/// The reason of a Job's `Failed` condition when the job controller ended it
+/// at its `activeDeadlineSeconds`.
+const JOB_DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 
 impl ObservedJob {
     /// A Job `run` controls (the caller checks the ownership), and which of
@@ -91,7 +98,10 @@ impl ObservedJob {
             cond("Failed").map(|c| (RunResult::Failed, c.last_transition_time.clone()))
         };
         let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+        let deadline_exceeded =
+            cond("Failed").is_some_and(|c| c.reason.as_deref() == Some(JOB_DEADLINE_EXCEEDED));
         Some(ObservedJob {
+            deadline_exceeded,
             resource_name,
             uid: meta.uid.clone(),
             job: name,
@@ -559,11 +569,15 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
     let status = &mut p.status;
     // A run whose jobs have all finished keeps its result, even when a cancel
     // or its deadline is noticed in the same pass (the cancel came too late).
+    // A Job the job controller ended at the run's deadline (which it carries,
+    // so that the deadline holds while no controller runs) did not finish on
+    // its own: the run timed out.
     let naturally_finished = phase == StagePhase::Running
         && !status.jobs.is_empty()
         && status.jobs.iter().all(|js| {
             js.state == JobState::Completed
-                || jobs_of(obs, &js.name).is_some_and(|j| j.finished.is_some())
+                || jobs_of(obs, &js.name)
+                    .is_some_and(|j| j.finished.is_some() && !j.deadline_exceeded)
         })
         && obs.pods.iter().all(|p| p.progress == PodProgress::Finished);
     if phase == StagePhase::Canceling || status.cancel.is_some() || naturally_finished {
@@ -626,6 +640,20 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
         }
         None => phase,
     }
+}
+
+/// The `activeDeadlineSeconds` of a Job created for the run at `now`: what
+/// is left of the run's deadline, rounded up, at least a second. The job
+/// controller then ends the run's pods at its deadline even while no
+/// controller of ours runs; `None` without a deadline.
+pub fn job_deadline(run: &StageRun, status: &StageRunStatus, now: Timestamp) -> Option<i64> {
+    let secs = run.spec.active_deadline_seconds?;
+    let start = status.start_time.as_ref().map_or(now, |t| t.0);
+    let left = after_secs(start, secs).duration_since(now);
+    let whole = left
+        .as_secs()
+        .saturating_add(i64::from(left.subsec_nanos() > 0));
+    Some(whole.max(1))
 }
 
 /// Pending, manual approval not given yet.

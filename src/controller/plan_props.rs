@@ -310,14 +310,20 @@ fn observed_job() -> impl Strategy<Value = ObservedJob> {
     (
         (name(), name()),
         prop::option::of((result(), prop::option::of(time()))),
-        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         prop::option::of(number()),
     )
         .prop_map(
-            |((resource_name, job), finished, (deleting, suspended, stopped), id)| ObservedJob {
+            |(
+                (resource_name, job),
+                finished,
+                (deleting, suspended, stopped, deadline_exceeded),
+                id,
+            )| ObservedJob {
                 uid: Some(format!("uid-{resource_name}")),
                 resource_name,
                 job,
+                deadline_exceeded,
                 finished,
                 deleting,
                 suspended,

@@ -164,6 +164,7 @@ fn observed_job(resource_name: &str, job: &str) -> ObservedJob {
         uid: None,
         job: job.into(),
         finished: None,
+        deadline_exceeded: false,
         deleting: false,
         suspended: false,
         stopped: false,
@@ -2852,4 +2853,73 @@ fn the_uids_of_observed_jobs_are_recorded_while_the_run_goes_on() {
         let p = w.plan();
         assert_eq!(job(&p.status, "unit").job_uid, None, "{start:?}");
     }
+}
+
+/// A Job carries what is left of its run's deadline, so that the job
+/// controller ends it at that deadline even while no controller runs.
+#[test]
+fn a_job_carries_what_is_left_of_the_runs_deadline() {
+    let run = stage_run("success", json!({}), None);
+    let started = running_status(); // 60 s ago
+    assert_eq!(job_deadline(&run, &started, t0()), Some(DEADLINE - 60));
+    // Part of a second left counts as a whole one.
+    let now = t0().checked_add(SignedDuration::from_millis(200)).unwrap();
+    assert_eq!(job_deadline(&run, &started, now), Some(DEADLINE - 60));
+    // Not started yet: the whole deadline; past it: a second, never less.
+    assert_eq!(
+        job_deadline(&run, &StageRunStatus::default(), t0()),
+        Some(DEADLINE)
+    );
+    assert_eq!(job_deadline(&run, &started, at(DEADLINE * 2)), Some(1));
+    let mut no_deadline = run.clone();
+    no_deadline.spec.active_deadline_seconds = None;
+    assert_eq!(job_deadline(&no_deadline, &started, t0()), None);
+}
+
+/// A Job the job controller ended at the run's deadline (the controller was
+/// away meanwhile) means the run timed out: it is cancelled for its
+/// deadline, not failed by its job. A job that failed on its own, past the
+/// deadline too, keeps the run's result.
+#[test]
+fn a_job_ended_at_the_runs_deadline_times_the_run_out() {
+    let past = at(DEADLINE - 60 + 5);
+    for (deadline_exceeded, phase, cause) in [
+        (true, StagePhase::Canceling, Some(CancelCause::Deadline)),
+        (false, StagePhase::Failed, None),
+    ] {
+        let mut w = baseline(Start::Running);
+        w.now = past;
+        w.jobs[0] = ObservedJob {
+            deadline_exceeded,
+            ..finished(observed_job(UNIT_JOB, "unit"), RunResult::Failed, 0)
+        };
+        w.pods = vec![
+            pod("unit-pod", "unit", PodProgress::Finished),
+            pod("lint-pod", "lint", PodProgress::Finished),
+        ];
+        let p = w.plan();
+        assert_eq!(p.status.phase, Some(phase), "{deadline_exceeded}");
+        assert_eq!(
+            p.status.cancel.as_ref().map(|c| c.cause),
+            cause,
+            "{deadline_exceeded}"
+        );
+        assert_invariants("deadline exceeded by the job controller", &w, &p);
+    }
+}
+
+#[test]
+fn from_job_reads_a_deadline_the_job_controller_enforced() {
+    let failed = |reason: &str| {
+        let mut c = job_condition("Failed", "True", -3);
+        c["reason"] = json!(reason);
+        observe_unit_job(annotated_job(json!({"conditions": [c]}))).unwrap()
+    };
+    assert!(failed("DeadlineExceeded").deadline_exceeded);
+    assert!(!failed("BackoffLimitExceeded").deadline_exceeded);
+    assert!(
+        !observe_unit_job(annotated_job(json!({})))
+            .unwrap()
+            .deadline_exceeded
+    );
 }

@@ -373,7 +373,8 @@ async fn create_job(
         .find(|j| j.name == job)
         .map(|j| j.id)
         .unwrap_or_default();
-    let k8s_job = match build_job(run, template, id) {
+    let deadline = plan::job_deadline(run, &plan.status, Timestamp::now());
+    let k8s_job = match build_job(run, template, id, deadline) {
         Ok(j) => j,
         Err(e) => {
             return JobCreation::Refused {
@@ -572,8 +573,9 @@ fn earliest_cancel<'a>(
     })
 }
 
-/// The batch/v1 Job for one job of a StageRun.
-fn build_job(run: &StageRun, job: &JobTemplate, id: i64) -> Result<Job> {
+/// The batch/v1 Job for one job of a StageRun, ended by the job controller
+/// after `deadline` seconds (what is left of the run's).
+fn build_job(run: &StageRun, job: &JobTemplate, id: i64, deadline: Option<i64>) -> Result<Job> {
     let invalid = |message: String| Error::InvalidTemplate {
         job: job.name.clone(),
         message,
@@ -622,6 +624,7 @@ fn build_job(run: &StageRun, job: &JobTemplate, id: i64) -> Result<Job> {
         },
         spec: Some(JobSpec {
             backoff_limit: Some(job.backoff_limit),
+            active_deadline_seconds: deadline,
             template,
             ..JobSpec::default()
         }),
