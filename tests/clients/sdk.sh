@@ -1,9 +1,10 @@
 #!/bin/sh
 # Builds the runner of one of Huawei Cloud's published SDKs that the client
 # tests drive (tests/clients/<sdk>/, pinned by its lockfile), once per content
-# of that directory (and toolchain version), and prints the path of a program
-# that runs it on stdout. The program reads the CODEARTS_* variables its
-# source describes and exits non-zero at the first step that fails.
+# of that directory, of this script and of the toolchain, and prints the path
+# of a program that runs it on stdout. The program reads the CODEARTS_*
+# variables its source describes and exits non-zero at the first step that
+# fails.
 # Idempotent and safe to run concurrently, like venv.sh.
 #
 #   RUN=$(tests/clients/sdk.sh go) && CODEARTS_ENDPOINT=… "$RUN"
@@ -29,6 +30,7 @@ key=$({
   cd "$src" && find . -type f -not -path './node_modules/*' -not -path './target/*' |
     LC_ALL=C sort | xargs sha256sum
   echo "$toolchain"
+  cat "$here/sdk.sh"
 } | sha256sum | cut -d' ' -f1)
 dir="$cache/sdk-$sdk-$(printf %s "$key" | cut -c1-12)"
 stamp="$dir/.content.sha256"
@@ -42,7 +44,7 @@ build() {
   mkdir -p "$dir"
   case "$sdk" in
     go)
-      (cd "$src" && go build -mod=readonly -trimpath -o "$dir/run" .)
+      (cd "$src" && go build -mod=readonly -trimpath -buildvcs=false -o "$dir/run" .)
       ;;
     node)
       cp -R "$src/." "$dir/"
