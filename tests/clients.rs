@@ -1,9 +1,10 @@
 //! Published API clients, unmodified, against the sidecar on the real
-//! control plane. Each client runs in the Python virtualenv that
+//! control plane. Python clients run in the virtualenv that
 //! tests/clients/venv.sh builds from tests/clients/requirements.txt, driven
-//! by a pytest file under tests/clients; this side sets up the namespace,
-//! the controller and the sidecar, and checks what the client did to the
-//! StageRuns.
+//! by a pytest file under tests/clients; Huawei Cloud's Go, Java and Node.js
+//! SDKs run in a program of tests/clients/<sdk>/ that tests/clients/sdk.sh
+//! builds. This side sets up the namespace, the controller and the sidecar,
+//! and checks what the client did to the StageRuns.
 
 mod support;
 
@@ -79,10 +80,93 @@ async fn with_users(
     stages: &[(&str, &str, &str)],
 ) -> (PathBuf, world::Served, world::UsersFile) {
     let venv = venv().await;
+    let (w, users) = serve_with_users(prefix, stages).await;
+    (venv, w, users)
+}
+
+/// [`with_users`] without the virtualenv.
+async fn serve_with_users(
+    prefix: &str,
+    stages: &[(&str, &str, &str)],
+) -> (world::Served, world::UsersFile) {
     let users = world::UsersFile::new(&format!("{prefix}-{}", std::process::id()));
     let w = world::serve(TestNamespace::new(prefix).await, Some(&users.path)).await;
     start_running(&w, stages).await;
-    (venv, w, users)
+    (w, users)
+}
+
+/// Runs the runner of one of Huawei Cloud's published SDKs
+/// (tests/clients/<sdk>/, built by tests/clients/sdk.sh) with `env`. It
+/// exits non-zero at the first step that fails.
+async fn huawei_sdk(sdk: &'static str, env: Vec<(&'static str, String)>) {
+    let script = repo().join("tests/clients/sdk.sh");
+    let built = tokio::task::spawn_blocking(move || Command::new(script).arg(sdk).output())
+        .await
+        .expect("sdk.sh ran")
+        .expect("start sdk.sh");
+    assert!(
+        built.status.success(),
+        "sdk.sh {sdk} failed ({}):\n{}",
+        built.status,
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let run = PathBuf::from(String::from_utf8(built.stdout).expect("a path").trim());
+    let out = tokio::task::spawn_blocking(move || Command::new(run).envs(env).output())
+        .await
+        .expect("the SDK runner ran")
+        .expect("start the SDK runner");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ok:"),
+        "the {sdk} SDK failed ({}):\n{}\n{}",
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The CodeArts client `client` stops build 1 of `job`, running as
+/// `stage_run` in a namespace named after `prefix`, signing with the users
+/// file's access key; the build ends cancelled by the key's user, and the
+/// sidecar counted the calls of the client's workflow (see
+/// tests/clients/test_codearts.py, which each SDK's runner follows).
+async fn codearts_client_stops_a_build(
+    prefix: &str,
+    (stage_run, job): (&str, &str),
+    client: CodeArtsClient,
+) {
+    let (w, _users) = serve_with_users(prefix, &[(stage_run, job, "build")]).await;
+    let env = vec![
+        ("CODEARTS_ENDPOINT", format!("http://{}", w.addr)),
+        ("CODEARTS_AK", world::ACCESS_KEY.into()),
+        ("CODEARTS_SK", world::SECRET_KEY.into()),
+        ("CODEARTS_JOB_ID", job.into()),
+        ("CODEARTS_BUILD_NO", "1".into()),
+    ];
+    match client {
+        CodeArtsClient::Python => pytest(&venv().await, "test_codearts.py", env).await,
+        CodeArtsClient::Sdk(sdk) => huawei_sdk(sdk, env).await,
+    }
+
+    assert_eq!(wait_cancelled(&w, stage_run).await, "jez");
+    assert_counted(
+        &w,
+        &[
+            r#"http_requests_total{route="codearts_status",code="200"}"#,
+            r#"http_requests_total{route="codearts_status",code="401"} 1"#,
+            r#"http_requests_total{route="codearts_history",code="200"}"#,
+            r#"http_requests_total{route="codearts_history_details",code="200"}"#,
+            r#"http_requests_total{route="codearts_stop",code="200"} 2"#,
+        ],
+    )
+    .await;
+}
+
+enum CodeArtsClient {
+    /// tests/clients/test_codearts.py in the virtualenv.
+    Python,
+    /// A runner of tests/clients/sdk.sh: go, node or java.
+    Sdk(&'static str),
 }
 
 /// Creates a running StageRun of each (name, pipeline, stage), all with
@@ -235,31 +319,43 @@ async fn python_cloudfoundry_client_finds_and_cancels_a_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huawei_codearts_sdk_stops_a_build_with_aksk() {
-    let (venv, w, _users) = with_users("clients-codearts", &[("ca-1", "ca-app", "build")]).await;
-
-    pytest(
-        &venv,
-        "test_codearts.py",
-        vec![
-            ("CODEARTS_ENDPOINT", format!("http://{}", w.addr)),
-            ("CODEARTS_AK", world::ACCESS_KEY.into()),
-            ("CODEARTS_SK", world::SECRET_KEY.into()),
-            ("CODEARTS_JOB_ID", "ca-app".into()),
-            ("CODEARTS_BUILD_NO", "1".into()),
-        ],
+    codearts_client_stops_a_build(
+        "clients-codearts",
+        ("ca-1", "ca-app"),
+        CodeArtsClient::Python,
     )
     .await;
+}
 
-    assert_eq!(wait_cancelled(&w, "ca-1").await, "jez");
-    assert_counted(
-        &w,
-        &[
-            r#"http_requests_total{route="codearts_status",code="200"}"#,
-            r#"http_requests_total{route="codearts_status",code="401"} 1"#,
-            r#"http_requests_total{route="codearts_history",code="200"}"#,
-            r#"http_requests_total{route="codearts_history_details",code="200"}"#,
-            r#"http_requests_total{route="codearts_stop",code="200"} 2"#,
-        ],
+/// Huawei's Go SDK signs only the headers it sets, never Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huawei_codearts_go_sdk_stops_a_build_with_aksk() {
+    codearts_client_stops_a_build(
+        "clients-codearts-go",
+        ("ca-go-1", "ca-go-app"),
+        CodeArtsClient::Sdk("go"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huawei_codearts_java_sdk_stops_a_build_with_aksk() {
+    codearts_client_stops_a_build(
+        "clients-codearts-java",
+        ("ca-java-1", "ca-java-app"),
+        CodeArtsClient::Sdk("java"),
+    )
+    .await;
+}
+
+/// The Node.js SDK's core signing and sending the CodeArts client's calls
+/// (its CodeArts Build package is not published on npm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huawei_codearts_nodejs_sdk_stops_a_build_with_aksk() {
+    codearts_client_stops_a_build(
+        "clients-codearts-node",
+        ("ca-node-1", "ca-node-app"),
+        CodeArtsClient::Sdk("node"),
     )
     .await;
 }

@@ -14,10 +14,11 @@
 //! sorted by name then value. Each signed header is `name:value` (name
 //! lowercased, value trimmed), one a line.
 //!
-//! Beyond the signature itself, a request must sign `host` and `x-sdk-date`,
-//! be dated within the allowed skew, and, unless it is a read (GET, HEAD),
-//! not repeat a signature already seen within that window. Secret keys are
-//! never logged or shown.
+//! Beyond the signature itself, a request must sign `x-sdk-date` (every
+//! official signer does; `host` is signed by the Python, Java and Node.js
+//! SDKs but not by the Go SDK), be dated within the allowed skew, and, unless
+//! it is a read (GET, HEAD), not repeat a signature already seen within that
+//! window. Secret keys are never logged or shown.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -370,10 +371,18 @@ impl Verifier {
                 if eq { Some(k) } else { found }
             })
             .ok_or_else(|| format!("unknown access key {}", auth.access))?;
-        for required in ["host", DATE_HEADER] {
-            if !auth.signed_headers.iter().any(|h| h == required) {
-                return Err(format!("SignedHeaders must include {required}"));
-            }
+        // X-Sdk-Date is the one header every official signer signs. Host is
+        // not: Huawei's Go SDK signs only the headers it sets itself. Where
+        // Host is signed, the signature covers the Host received, so a
+        // request sent to another host than the one signed does not verify.
+        // Leaving Host out opens no replay that was closed before: the
+        // sidecar does not check Host against a name of its own, so a
+        // replayer could always send the signed Host unchanged; the replay
+        // memory below is keyed by the signature alone, which a changed Host
+        // does not change; and method, path, query, body and date are
+        // covered whatever the client signs.
+        if !auth.signed_headers.iter().any(|h| h == DATE_HEADER) {
+            return Err(format!("SignedHeaders must include {DATE_HEADER}"));
         }
         let date = req
             .headers
@@ -428,8 +437,6 @@ mod tests {
     use super::*;
     use warp::http::{HeaderMap, HeaderValue};
 
-    // Produced by Huawei Cloud's SDK signer (huaweicloudsdkcore 3.1.219):
-    // tests/clients/aksk_vectors.py.
     const AK: &str = "QTWAOYTTINDUT2QVKYUC";
     const SK: &str = "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc";
     const DATE: &str = "20260102T030405Z";
@@ -437,54 +444,159 @@ mod tests {
     const STOP_BODY: &str = r#"{"job_id": "f9d6c8466d614a9788e9a0acf6c15f46", "build_no": "20"}"#;
 
     struct Vector {
+        sdk: &'static str,
         method: Method,
         path: &'static str,
         query: &'static str,
         body: &'static str,
+        /// What the SDK sends besides Host (always `HOST`) and Authorization.
+        headers: &'static [(&'static str, &'static str)],
         authorization: &'static str,
     }
 
+    const PYTHON_HEADERS: &[(&str, &str)] = &[
+        ("content-type", "application/json"),
+        ("x-sdk-date", DATE),
+        ("user-agent", "huaweicloud-usdk-python/3.0"),
+    ];
+    const GO_HEADERS: &[(&str, &str)] = &[
+        ("content-type", "application/json"),
+        ("user-agent", "huaweicloud-usdk-go/3.0"),
+        ("x-project-id", "cancel-operator"),
+        ("x-sdk-date", DATE),
+    ];
+    const NODE_HEADERS: &[(&str, &str)] = &[
+        ("content-type", "application/json"),
+        ("x-project-id", "cancel-operator"),
+        ("x-sdk-date", DATE),
+    ];
+
+    /// Requests signed by each SDK's own signer at `DATE`.
     fn vectors() -> Vec<Vector> {
+        let python = |method, path, query, body, authorization| Vector {
+            sdk: "python",
+            method,
+            path,
+            query,
+            body,
+            headers: PYTHON_HEADERS,
+            authorization,
+        };
+        let go = |method, path, query, body, authorization| Vector {
+            sdk: "go",
+            headers: GO_HEADERS,
+            ..python(method, path, query, body, authorization)
+        };
+        let node = |method, path, query, body, authorization| Vector {
+            sdk: "node",
+            headers: NODE_HEADERS,
+            ..python(method, path, query, body, authorization)
+        };
         vec![
-            Vector {
-                method: Method::POST,
-                path: "/v3/jobs/stop",
-                query: "",
-                body: STOP_BODY,
-                authorization: "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=29786a1c56639d467d76fcbb2b18364bce4d8fe3dbc2d8a7eab3e6208162be28",
-            },
-            Vector {
-                method: Method::GET,
-                path: "/v3/jobs/f9d6c8466d614a9788e9a0acf6c15f46/status",
-                query: "",
-                body: "",
-                authorization: "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=582112e56540a20fea1fd1d6013807bc729a561ba560281f33b559b96f330842",
-            },
-            Vector {
-                method: Method::GET,
-                path: "/v3/jobs/demo/history",
-                query: "interval=30&limit=10&offset=0",
-                body: "",
-                authorization: "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=b1c03c987c35b3bc5f6cab181ad2f24f21945d15ece4ef57ca42d7a21615e984",
-            },
-            Vector {
-                method: Method::POST,
-                path: "/v3/jobs/my%20job/3/stop",
-                query: "a=%C3%A9~%2A&b=x%20y",
-                body: "",
-                authorization: "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=49fa4e3362989d50f5045b2b36515cb86d930d1d2fee77f0fcc90524d79ba979",
-            },
+            // huaweicloudsdkcore 3.1.219: tests/clients/aksk_vectors.py.
+            python(
+                Method::POST,
+                "/v3/jobs/stop",
+                "",
+                STOP_BODY,
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=29786a1c56639d467d76fcbb2b18364bce4d8fe3dbc2d8a7eab3e6208162be28",
+            ),
+            python(
+                Method::GET,
+                "/v3/jobs/f9d6c8466d614a9788e9a0acf6c15f46/status",
+                "",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=582112e56540a20fea1fd1d6013807bc729a561ba560281f33b559b96f330842",
+            ),
+            python(
+                Method::GET,
+                "/v3/jobs/demo/history",
+                "interval=30&limit=10&offset=0",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=b1c03c987c35b3bc5f6cab181ad2f24f21945d15ece4ef57ca42d7a21615e984",
+            ),
+            python(
+                Method::POST,
+                "/v3/jobs/my%20job/3/stop",
+                "a=%C3%A9~%2A&b=x%20y",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;user-agent;x-sdk-date, Signature=49fa4e3362989d50f5045b2b36515cb86d930d1d2fee77f0fcc90524d79ba979",
+            ),
+            // huaweicloud-sdk-go-v3 v0.1.215: tests/clients/go/vectors. It
+            // signs the headers it sets, never Host.
+            go(
+                Method::POST,
+                "/v3/jobs/stop",
+                "",
+                "{\"build_no\":\"20\",\"job_id\":\"f9d6c8466d614a9788e9a0acf6c15f46\"}\n",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=user-agent;x-project-id;x-sdk-date, Signature=0cf76fd0e0769e87092320cf225bfdbcd27bfe93febe97810e8e20687019da9c",
+            ),
+            go(
+                Method::GET,
+                "/v3/jobs/f9d6c8466d614a9788e9a0acf6c15f46/status",
+                "",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=user-agent;x-project-id;x-sdk-date, Signature=49aefadcb7552e1c79f7e292a800f02ec31b7a0ebefdbf2a146fbde015a551e8",
+            ),
+            go(
+                Method::GET,
+                "/v3/jobs/demo/history",
+                "interval=30&limit=10&offset=0",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=user-agent;x-project-id;x-sdk-date, Signature=7f19c8b0f1ed083bc43d8b35390422e3208f654034f705cc5083ad86f75f7191",
+            ),
+            go(
+                Method::POST,
+                "/v3/jobs/my%20job/3/stop",
+                "a=%C3%A9~%2A&b=x%20y",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=user-agent;x-project-id;x-sdk-date, Signature=088750de2fddb2276c0e9778a499f0274d14f683260b456e81f97fd976ead5ef",
+            ),
+            // @huaweicloud/huaweicloud-sdk-core 3.1.211: tests/clients/node/vectors.js.
+            node(
+                Method::POST,
+                "/v3/jobs/stop",
+                "",
+                r#"{"job_id":"f9d6c8466d614a9788e9a0acf6c15f46","build_no":"20"}"#,
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;x-project-id;x-sdk-date, Signature=3623139c7110de9d9187f4821085371af6de689d7dc26812d9af7c01b4dcc187",
+            ),
+            node(
+                Method::GET,
+                "/v3/jobs/f9d6c8466d614a9788e9a0acf6c15f46/status",
+                "",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;x-project-id;x-sdk-date, Signature=cd10f00b50ffa4691abd143ada3692b21103ebf6752ef12fe5341ff7b8bb4117",
+            ),
+            node(
+                Method::GET,
+                "/v3/jobs/demo/history",
+                "offset=0&limit=10&interval=30",
+                "",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;x-project-id;x-sdk-date, Signature=cdb71d1368be9d1f540b6876bbb49f6732b242a01bd675723b5116426a34b554",
+            ),
+            node(
+                Method::POST,
+                "/v3/jobs/my-job/3/stop",
+                "b=x%20y&a=%C3%A9~*",
+                "{}",
+                "SDK-HMAC-SHA256 Access=QTWAOYTTINDUT2QVKYUC, SignedHeaders=content-type;host;x-project-id;x-sdk-date, Signature=306c93d07bdc1ba9a885279a3af7716ad22928aba56c7f9dd250ec7f3ead6793",
+            ),
         ]
+    }
+
+    /// The first vector of `sdk`.
+    fn vector(sdk: &str) -> Vector {
+        vectors()
+            .into_iter()
+            .find(|v| v.sdk == sdk)
+            .expect("a vector of that SDK")
     }
 
     fn headers(v: &Vector) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("content-type", HeaderValue::from_static("application/json"));
-        h.insert("x-sdk-date", HeaderValue::from_static(DATE));
-        h.insert(
-            "user-agent",
-            HeaderValue::from_static("huaweicloud-usdk-python/3.0"),
-        );
+        for (name, value) in v.headers {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
         h.insert("host", HeaderValue::from_static(HOST));
         h.insert("authorization", HeaderValue::from_static(v.authorization));
         h
@@ -541,7 +653,7 @@ mod tests {
         let verifier = verifier();
         for v in vectors() {
             let who = check(&verifier, &v, &headers(&v), at(DATE)).unwrap_or_else(|e| {
-                panic!("{} {}: {e}", v.method, v.path);
+                panic!("{}: {} {}: {e}", v.sdk, v.method, v.path);
             });
             assert_eq!(who.username, "codearts-bot");
             assert_eq!(who.groups, vec!["ci".to_string()]);
@@ -616,23 +728,34 @@ mod tests {
         );
         assert!(refused(&h, v, now).contains("YYYYMMDDTHHMMSSZ"));
 
-        // Host not signed (the signature is checked after the required headers).
+        // X-Sdk-Date not signed (the signature is checked after the
+        // required headers).
+        let mut h = headers(v);
+        let no_date = v
+            .authorization
+            .replace("user-agent;x-sdk-date", "user-agent");
+        h.insert("authorization", HeaderValue::from_str(&no_date).unwrap());
+        assert!(refused(&h, v, now).contains("SignedHeaders must include x-sdk-date"));
+
+        // Host taken out of a signature that covered it.
         let mut h = headers(v);
         let no_host = v
             .authorization
             .replace("content-type;host;user-agent", "content-type;user-agent");
         h.insert("authorization", HeaderValue::from_str(&no_host).unwrap());
-        assert!(refused(&h, v, now).contains("SignedHeaders must include host"));
+        assert!(refused(&h, v, now).contains("signature does not match"));
 
         // A signed header that is not sent.
         let mut h = headers(v);
         h.remove("user-agent");
         assert!(refused(&h, v, now).contains("signed header user-agent is not in the request"));
 
-        // Another host than the one signed.
-        let mut h = headers(v);
-        h.insert("host", HeaderValue::from_static("evil.example"));
-        assert!(refused(&h, v, now).contains("signature does not match"));
+        // Another host than the one signed, whichever SDK signed it.
+        for v in [v, &vector("node")] {
+            let mut h = headers(v);
+            h.insert("host", HeaderValue::from_static("evil.example"));
+            assert!(refused(&h, v, now).contains("signature does not match"));
+        }
 
         // Tampered body.
         let h = headers(v);
@@ -681,6 +804,68 @@ mod tests {
             method: v.method.clone(),
             ..*v
         }
+    }
+
+    #[test]
+    fn a_signature_without_host_covers_the_rest_of_the_request() {
+        // The Go SDK signs only the headers it sets: the Host it reached is
+        // not part of the signature, but everything else is.
+        let v = &vector("go");
+        assert!(!v.authorization.contains("host"));
+        let now = at(DATE);
+        let refused = |h: &HeaderMap, v: &Vector| check(&verifier(), v, h, now).unwrap_err();
+
+        let mut h = headers(v);
+        h.insert("host", HeaderValue::from_static("sidecar.example:443"));
+        assert!(check(&verifier(), v, &h, now).is_ok());
+
+        for (name, value) in [
+            ("x-project-id", "another-project"),
+            ("user-agent", "curl/8"),
+            ("x-sdk-date", "20260102T030406Z"),
+        ] {
+            let mut h = headers(v);
+            h.insert(name, HeaderValue::from_static(value));
+            assert!(
+                refused(&h, v).contains("signature does not match"),
+                "{name}"
+            );
+        }
+        let mut h = headers(v);
+        h.remove("x-project-id");
+        assert!(refused(&h, v).contains("signed header x-project-id is not in the request"));
+
+        let h = headers(v);
+        let other_body = Vector {
+            body: "{\"build_no\":\"21\",\"job_id\":\"f9d6c8466d614a9788e9a0acf6c15f46\"}\n",
+            ..clone(v)
+        };
+        assert!(refused(&h, &other_body).contains("signature does not match"));
+        let other_path = Vector {
+            path: "/v3/jobs/other/1/stop",
+            ..clone(v)
+        };
+        assert!(refused(&h, &other_path).contains("signature does not match"));
+        let history = &vectors()
+            .into_iter()
+            .find(|v| v.sdk == "go" && !v.query.is_empty())
+            .unwrap();
+        let other_query = Vector {
+            query: "interval=30&limit=100&offset=0",
+            ..clone(history)
+        };
+        assert!(refused(&headers(history), &other_query).contains("signature does not match"));
+    }
+
+    #[test]
+    fn a_signature_without_host_is_not_replayed_at_another_host() {
+        let verifier = verifier();
+        let v = &vector("go");
+        assert!(check(&verifier, v, &headers(v), at(DATE)).is_ok());
+        let mut h = headers(v);
+        h.insert("host", HeaderValue::from_static("sidecar.example:443"));
+        let e = check(&verifier, v, &h, at("20260102T030406Z")).unwrap_err();
+        assert!(e.contains("already used"), "{e}");
     }
 
     #[test]

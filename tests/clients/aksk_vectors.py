@@ -1,6 +1,6 @@
 """Prints AK/SK signing test vectors made by Huawei Cloud's own SDK signer.
 
-The vectors in src/sidecar/aksk.rs (`sdk_vectors`) are this script's output:
+The Python vectors in src/sidecar/aksk.rs (`vectors`) are this script's output:
 
     python3 -m venv /tmp/aksk-venv
     /tmp/aksk-venv/bin/pip install huaweicloudsdkcore==3.1.219
