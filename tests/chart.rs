@@ -475,7 +475,7 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
     let ctl = tokio::spawn(controller::run(
         as_controller.clone(),
         controller::Config {
-            namespace: Some(work.name.clone()),
+            namespaces: vec![work.name.clone()],
             state_namespace: name.clone(),
             id_configmap: format!("{fullname}-ids"),
             force_margin: Duration::from_secs(1),
