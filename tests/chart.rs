@@ -47,9 +47,55 @@ fn run(mut cmd: Command) -> String {
 
 #[test]
 fn the_chart_lints() {
-    let mut cmd = tool("helm");
-    cmd.args(["lint", "--strict"]).arg(chart());
-    run(cmd);
+    for mode in [
+        &["--set", "controller.watch.mode=cluster"][..],
+        &[
+            "--set",
+            "controller.watch.mode=namespaces",
+            "--set",
+            "controller.watch.namespaces={ci,nightly}",
+        ][..],
+    ] {
+        let mut cmd = tool("helm");
+        cmd.args(["lint", "--strict"]).arg(chart()).args(mode);
+        run(cmd);
+    }
+}
+
+/// Where the controller works is a choice the install makes: no default,
+/// and a list of namespaces only with the mode that uses it.
+#[test]
+fn the_watched_namespaces_are_an_explicit_choice() {
+    for (values, says) in [
+        (&[][..], "missing property 'mode'"),
+        (
+            &["controller.watch.mode=all"][..],
+            "'cluster', 'namespaces'",
+        ),
+        (&["controller.watch.mode=namespaces"][..], "minItems"),
+        (
+            &[
+                "controller.watch.mode=cluster",
+                "controller.watch.namespaces={ci}",
+            ][..],
+            "maxItems",
+        ),
+    ] {
+        let mut template = tool("helm");
+        template
+            .args(["template", "rel", "--kube-version", "1.35.8"])
+            .arg(chart());
+        for v in values {
+            template.args(["--set", v]);
+        }
+        let out = template.output().expect("helm");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{values:?} accepted");
+        assert!(
+            stderr.contains("/controller/watch") && stderr.contains(says),
+            "{values:?}: {stderr}"
+        );
+    }
 }
 
 /// The chart's default image is the one `make image` (scripts/image.sh) tags
@@ -69,7 +115,8 @@ fn the_default_image_is_the_one_the_project_builds() {
     let mut template = tool("helm");
     template
         .args(["template", "rel", "--kube-version", "1.35.8"])
-        .arg(chart());
+        .arg(chart())
+        .args(["--set", "controller.watch.mode=cluster"]);
     let rendered = run(template);
     let mut containers = 0;
     for doc in yaml_serde::Deserializer::from_str(&rendered) {
@@ -117,10 +164,12 @@ fn the_default_image_is_the_one_the_project_builds() {
 async fn the_api_server_accepts_every_rendered_object() {
     let ns = TestNamespace::new("chart-render").await;
     let several = format!("sidecar.namespaces={{{},default}}", ns.name);
-    let watched = format!("controller.watchNamespace={}", ns.name);
+    let watched = format!("controller.watch.namespaces={{{},default}}", ns.name);
     for extra in [
-        &[][..],
+        &["--set", "controller.watch.mode=cluster"][..],
         &[
+            "--set",
+            "controller.watch.mode=namespaces",
             "--set",
             "serviceMonitor.enabled=false",
             "--set",
@@ -132,11 +181,28 @@ async fn the_api_server_accepts_every_rendered_object() {
         ][..],
         &[
             "--set",
+            "controller.watch.mode=cluster",
+            "--set",
             "sidecar.enabled=false",
             "--set",
             "requestedByPolicy.enabled=false",
         ][..],
-        &["--set", "replicaCount=2"][..],
+        &[
+            "--set",
+            "controller.watch.mode=cluster",
+            "--set",
+            "replicaCount=2",
+        ][..],
+        // Where the cluster serves MutatingAdmissionPolicy (as this one does);
+        // and the optional ServiceAccount policy.
+        &[
+            "--set",
+            "controller.watch.mode=cluster",
+            "--api-versions",
+            "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy",
+            "--set",
+            "stageRunServiceAccounts.restrict=true",
+        ][..],
     ] {
         let mut template = tool("helm");
         template
@@ -176,7 +242,7 @@ async fn the_api_server_accepts_every_rendered_object() {
         ] {
             assert_eq!(out.contains(object), sidecar, "{object}: {out}");
         }
-        // With a watched namespace, the controller's rights are a Role there.
+        // Watching namespaces, the controller's rights are a Role in each.
         let confined = extra.contains(&watched.as_str());
         assert_eq!(
             out.contains("clusterrole.rbac.authorization.k8s.io/rel-cancel-operator-controller "),
@@ -185,9 +251,25 @@ async fn the_api_server_accepts_every_rendered_object() {
         );
         assert_eq!(
             out.lines()
-                .any(|l| l
-                    .starts_with("role.rbac.authorization.k8s.io/rel-cancel-operator-controller ")),
-            confined,
+                .filter(|l| l
+                    .starts_with("role.rbac.authorization.k8s.io/rel-cancel-operator-controller "))
+                .count(),
+            if confined { 2 } else { 0 },
+            "{out}"
+        );
+        // An empty requestedBy is filled at admission where the API is served.
+        let mutating = extra.contains(&"--api-versions");
+        for object in [
+            "mutatingadmissionpolicy.admissionregistration.k8s.io/rel-cancel-operator-requested-by ",
+            "mutatingadmissionpolicybinding.admissionregistration.k8s.io/rel-cancel-operator-requested-by ",
+        ] {
+            assert_eq!(out.contains(object), mutating, "{object}: {out}");
+        }
+        assert_eq!(
+            out.contains(
+                "validatingadmissionpolicy.admissionregistration.k8s.io/rel-cancel-operator-stagerun-service-accounts "
+            ),
+            extra.contains(&"stageRunServiceAccounts.restrict=true"),
             "{out}"
         );
         // A disruption budget only when there is more than one replica.
@@ -198,6 +280,7 @@ async fn the_api_server_accepts_every_rendered_object() {
     let mut bad = tool("helm");
     bad.args(["template", "rel", "--kube-version", "1.35.8"])
         .arg(chart())
+        .args(["--set", "controller.watch.mode=cluster"])
         .args(["--set", "replicaCount=-1"]);
     let out = bad.output().expect("helm");
     assert!(!out.status.success());
@@ -316,8 +399,8 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// The controller's rights where it works (its watched namespace, or every
-/// namespace without one).
+/// The controller's rights where it works (each watched namespace, or every
+/// namespace).
 const CONTROLLER_RIGHTS: &[&str] = &[
     "get cancel.dev/stageruns",
     "list cancel.dev/stageruns",
@@ -365,8 +448,6 @@ fn controller_state_rights(fullname: &str) -> BTreeSet<String> {
         &format!("list coordination.k8s.io/leases/{fullname}-controller"),
         &format!("watch coordination.k8s.io/leases/{fullname}-controller"),
         &format!("patch coordination.k8s.io/leases/{fullname}-controller"),
-        &format!("update coordination.k8s.io/leases/{fullname}-controller"),
-        &format!("delete coordination.k8s.io/leases/{fullname}-controller"),
     ])
 }
 
@@ -429,16 +510,27 @@ fn helm_install(release: &str, values: &[String]) -> Uninstall {
 async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
     let release = TestNamespace::new("chart-install").await;
     let work = TestNamespace::new("chart-work").await;
+    let second = TestNamespace::new("chart-second").await;
     let elsewhere = TestNamespace::new("chart-elsewhere").await;
     support::install_crds(&release.client).await;
     let name = release.name.clone();
     let uninstall = helm_install(
         &name,
         &[
-            format!("controller.watchNamespace={}", work.name),
+            "controller.watch.mode=namespaces".to_string(),
+            format!(
+                "controller.watch.namespaces={{{},{}}}",
+                work.name, second.name
+            ),
             format!("sidecar.namespaces={{{}}}", work.name),
             format!(
                 "requestedByPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}",
+                work.name
+            ),
+            "stageRunServiceAccounts.restrict=true".to_string(),
+            "stageRunServiceAccounts.allowed={default,builder}".to_string(),
+            format!(
+                "stageRunServiceAccounts.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}",
                 work.name
             ),
         ],
@@ -452,15 +544,36 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
     let as_sidecar = client_as_service_account(&admin, &name, &sidecar_sa).await;
 
     // No more: each account's rights, exactly, where it works and elsewhere.
-    assert_eq!(
-        rights(&as_controller, &work.name).await,
-        set(CONTROLLER_RIGHTS)
-    );
+    for ns in [&work.name, &second.name] {
+        assert_eq!(rights(&as_controller, ns).await, set(CONTROLLER_RIGHTS));
+    }
     assert_eq!(
         rights(&as_controller, &name).await,
         controller_state_rights(&fullname)
     );
     assert_eq!(rights(&as_controller, &elsewhere.name).await, set(&[]));
+    // Nothing cluster-wide: the watched namespaces are Roles.
+    let controller_user = format!("system:serviceaccount:{name}:{controller_sa}");
+    for (verb, group, resource) in [
+        ("delete", "", "pods"),
+        ("list", "", "pods"),
+        ("create", "batch", "jobs"),
+        ("delete", "batch", "jobs"),
+        ("list", "cancel.dev", "stageruns"),
+    ] {
+        for (ns, may) in [
+            (work.name.as_str(), true),
+            (second.name.as_str(), true),
+            (elsewhere.name.as_str(), false),
+            ("", false),
+        ] {
+            assert_eq!(
+                allowed(&admin, &controller_user, verb, group, resource, ns).await,
+                may,
+                "the controller may {verb} {resource} in {ns:?}"
+            );
+        }
+    }
     assert_eq!(
         rights(&as_sidecar, &work.name).await,
         union(SIDECAR_REVIEWS, SIDECAR_SERVING)
@@ -475,7 +588,7 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
     let ctl = tokio::spawn(controller::run(
         as_controller.clone(),
         controller::Config {
-            namespace: Some(work.name.clone()),
+            namespaces: vec![work.name.clone(), second.name.clone()],
             state_namespace: name.clone(),
             id_configmap: format!("{fullname}-ids"),
             force_margin: Duration::from_secs(1),
@@ -490,18 +603,35 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
         },
     ));
     let _ctl = world::AbortOnDrop(vec![ctl.abort_handle()]);
+    // A run outside the watched namespaces is left alone; one in each of
+    // them runs.
+    let ignored: Api<StageRun> = elsewhere.api();
+    ignored
+        .create(&PostParams::default(), &stagerun("outside"))
+        .await
+        .expect("create StageRun elsewhere");
     let runs: Api<StageRun> = work.api();
     runs.create(&PostParams::default(), &stagerun("demo-1"))
         .await
         .expect("create StageRun");
+    let running =
+        |r: &StageRun| r.status.as_ref().and_then(|s| s.phase) == Some(StagePhase::Running);
+    wait_for(&runs, "demo-1", "Running", Duration::from_secs(60), running).await;
+    let second_runs: Api<StageRun> = second.api();
+    second_runs
+        .create(&PostParams::default(), &stagerun("demo-2"))
+        .await
+        .expect("create StageRun in the second namespace");
     wait_for(
-        &runs,
-        "demo-1",
+        &second_runs,
+        "demo-2",
         "Running",
         Duration::from_secs(60),
-        |r: &StageRun| r.status.as_ref().and_then(|s| s.phase) == Some(StagePhase::Running),
+        running,
     )
     .await;
+    let outside = ignored.get("outside").await.expect("get");
+    assert!(outside.status.is_none(), "{:?}", outside.status);
 
     // ...and the sidecar, as its own account, takes a GoCD cancel from `operator`.
     world::grant(
@@ -569,13 +699,54 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
         )
         .await
         .expect("own name is accepted");
-    Api::<CancelRequest>::namespaced(as_sidecar, &work.name)
+    let on_behalf = Api::<CancelRequest>::namespaced(as_sidecar, &work.name)
         .create(
             &PostParams::default(),
             &cancel_request("alice", "on-behalf"),
         )
         .await
         .expect("the sidecar may name its caller");
+    assert_eq!(on_behalf.spec.requested_by, "alice");
+
+    // Left out, requestedBy is filled with the creating user: a plain
+    // `kubectl apply` records who cancelled.
+    let manifest = std::env::temp_dir().join(format!("{}-plain.yaml", work.name));
+    std::fs::write(
+        &manifest,
+        "apiVersion: cancel.dev/v1alpha1\nkind: CancelRequest\nmetadata: {name: plain}\nspec: {target: {stageRun: demo-1}}\n",
+    )
+    .expect("write manifest");
+    let mut apply = tool("kubectl");
+    apply
+        .env("KUBECONFIG", support::kubeconfig_path(User::Operator))
+        .args(["apply", "-n", &work.name, "-f"])
+        .arg(&manifest);
+    run(apply);
+    let plain = as_operator.get("plain").await.expect("get plain");
+    assert_eq!(plain.spec.requested_by, "operator");
+
+    // With the optional policy, a StageRun's jobs run only as the listed
+    // ServiceAccounts.
+    let as_account = |account: &str| {
+        let mut sr = stagerun("with-account");
+        sr.spec.jobs[0].template["spec"]["serviceAccountName"] = json!(account);
+        sr
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    runs.create(&dry_run, &as_account("builder"))
+        .await
+        .expect("a listed ServiceAccount is accepted");
+    match runs.create(&dry_run, &as_account("admin")).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message
+                .contains("may run only as the ServiceAccounts default, builder, not admin"),
+            "{s:?}"
+        ),
+        other => panic!("a StageRun running as admin: {other:?}"),
+    }
     // The controller's account is not exempt (give it the right to create, to
     // see that the policy, not RBAC, refuses it).
     world::grant(
@@ -592,7 +763,7 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_watched_namespace_the_controller_works_cluster_wide_and_the_sidecar_still_deletes_nothing()
+async fn watching_the_cluster_the_controller_works_cluster_wide_and_the_sidecar_still_deletes_nothing()
  {
     let release = TestNamespace::new("chart-wide").await;
     let anywhere = TestNamespace::new("chart-anywhere").await;
@@ -600,10 +771,13 @@ async fn without_a_watched_namespace_the_controller_works_cluster_wide_and_the_s
     let name = release.name.clone();
     let uninstall = helm_install(
         &name,
-        &[format!(
-            "requestedByPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}",
-            anywhere.name
-        )],
+        &[
+            "controller.watch.mode=cluster".to_string(),
+            format!(
+                "requestedByPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}",
+                anywhere.name
+            ),
+        ],
     );
     let admin = release.client.clone();
     let fullname = format!("{name}-cancel-operator");

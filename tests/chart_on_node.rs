@@ -3,7 +3,8 @@
 //! kubelet, containerd and runc), in a namespace that enforces the
 //! `restricted` Pod Security level. Through the REST API's pods: the API
 //! documents' curl examples, cancels of running StageRuns (whose Jobs' pods
-//! stay on the kwok node), `kubectl cancel`; the admission policy; `helm
+//! stay on the kwok node), `kubectl cancel`; the admission policies (a false
+//! requestedBy refused, a missing one filled by `kubectl apply`); `helm
 //! upgrade` to two replicas handing leadership over; a password rotated in the
 //! users Secret; `helm test`; `helm uninstall` leaving nothing of the release;
 //! and `cluster.sh node down` leaving the machine as it found it.
@@ -377,8 +378,9 @@ async fn the_chart_runs_on_a_real_node() {
 
     // --- helm install --wait ------------------------------------------------
     let values = [
-        format!("controller.watchNamespace={}", work.name),
-        format!("sidecar.namespaces={{{}}}", work.name),
+        "controller.watch.mode=namespaces".to_string(),
+        // The REST APIs serve the watched namespaces.
+        format!("controller.watch.namespaces={{{}}}", work.name),
         "sidecar.usersSecret=users".to_string(),
         "sidecar.authCacheSeconds=1".to_string(),
         r"nodeSelector.cancel\.dev/node=real".to_string(),
@@ -583,6 +585,26 @@ async fn the_chart_runs_on_a_real_node() {
         }
         other => panic!("a CancelRequest naming alice, created by operator: {other:?}"),
     }
+    // ...and fills an empty one with the creating user: `kubectl apply`
+    // without requestedBy records who cancelled.
+    let manifest = std::env::temp_dir().join(format!("{}-plain.yaml", work.name));
+    std::fs::write(
+        &manifest,
+        "apiVersion: cancel.dev/v1alpha1\nkind: CancelRequest\nmetadata: {name: plain}\nspec: {target: {stageRun: foo-1-dev}}\n",
+    )
+    .expect("write manifest");
+    let mut apply = tool("kubectl");
+    apply
+        .env("KUBECONFIG", support::kubeconfig_path(User::Operator))
+        .args(["apply", "-n", &work.name, "-f"])
+        .arg(&manifest);
+    let applied = blocking(move || run(apply)).await;
+    assert!(
+        applied.contains("cancelrequest.cancel.dev/plain created"),
+        "{applied}"
+    );
+    let plain = as_operator.get("plain").await.expect("get plain");
+    assert_eq!(plain.spec.requested_by, "operator");
 
     // --- helm upgrade to two replicas: leadership handed over ------------------
     let leases: Api<Lease> = ns.api();

@@ -27,6 +27,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Resource, ResourceExt};
 
+use super::namespaces::{self, Feed};
 use crate::crd::{CancelRequest, RequestPhase, StageRun};
 
 /// The label the job controller sets on the pods of a Job: its uid.
@@ -178,10 +179,12 @@ where
     }
 }
 
-/// Starts caching `api` and returns the cache with the stream that feeds it;
-/// the stream must be polled (it yields each event once it is cached).
+/// Starts caching `namespaces` (all namespaces when empty), one watch per
+/// namespace, and returns the cache with the stream that feeds it; the
+/// stream must be polled (it yields each event once it is cached).
 pub fn cache<K>(
-    api: Api<K>,
+    client: &kube::Client,
+    namespaces: &[String],
     config: watcher::Config,
     trim: fn(&mut K),
     keys_of: fn(&K) -> Vec<String>,
@@ -190,7 +193,7 @@ pub fn cache<K>(
     impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -200,15 +203,30 @@ where
 {
     let writer: Writer<K> = Writer::default();
     let store = writer.as_reader();
-    let cache = Arc::new(Cache::new(store, keys_of));
+    let cache = Arc::new(Cache::new(store.clone(), keys_of));
     let indexed = cache.clone();
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(api, config)
+    let watch = |api: Api<K>| -> Feed<K> {
+        watcher::watcher(api, config.clone())
             .modify(trim)
-            .backoff(crate::watch::backoff()),
-    )
-    .map(move |event| {
+            .backoff(crate::watch::backoff())
+            .boxed()
+    };
+    // Several namespaces: only a Role in each is needed, no cluster-wide
+    // list and watch.
+    let events = match namespaces {
+        [] => watch(Api::all(client.clone())),
+        [ns] => watch(Api::namespaced(client.clone(), ns)),
+        _ => namespaces::merge(
+            namespaces.to_vec(),
+            namespaces
+                .iter()
+                .map(|ns| watch(Api::namespaced(client.clone(), ns)))
+                .collect(),
+            store,
+        )
+        .boxed(),
+    };
+    let stream = reflector::reflector(writer, events).map(move |event| {
         if let Ok(event) = &event {
             indexed.apply(event);
         }
@@ -431,45 +449,37 @@ pub struct Feeds<R, Q, J, P> {
     pub pods: P,
 }
 
-type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<Event<K>, watcher::Error>> + Send>>;
-
 /// The feeds of [`Caches`], one per kind.
 pub type AllFeeds = Feeds<Feed<StageRun>, Feed<CancelRequest>, Feed<Job>, Feed<Pod>>;
 
-/// The caches for `namespace` (all namespaces when `None`).
-pub fn caches(client: &kube::Client, namespace: Option<&str>) -> (Caches, AllFeeds) {
-    fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
+/// The caches for `namespaces` (all namespaces when empty).
+pub fn caches(client: &kube::Client, namespaces: &[String]) -> (Caches, AllFeeds) {
     // Every Job: what makes one a run's is its ownerReference, which no
     // selector reads. The pods of every Job: the job controller keeps this
     // label on each pod it owns (and releases a pod that loses it).
     let job_pods = watcher::Config::default().labels(JOB_POD_LABEL);
     let (runs, run_feed) = cache(
-        api(client, namespace),
+        client,
+        namespaces,
         watcher::Config::default(),
         trim_stagerun,
         stagerun_keys,
     );
     let (requests, request_feed) = cache(
-        api(client, namespace),
+        client,
+        namespaces,
         watcher::Config::default(),
         trim_request,
         request_keys,
     );
     let (jobs, job_feed) = cache(
-        api(client, namespace),
+        client,
+        namespaces,
         watcher::Config::default(),
         trim_job,
         job_keys,
     );
-    let (pods, pod_feed) = cache(api(client, namespace), job_pods, trim_pod, pod_keys);
+    let (pods, pod_feed) = cache(client, namespaces, job_pods, trim_pod, pod_keys);
     (
         Caches {
             runs,

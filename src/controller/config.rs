@@ -9,8 +9,8 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 /// Settings of a controller instance.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Namespace to watch; all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// Namespaces to watch; all namespaces when empty.
+    pub namespaces: Vec<String>,
     /// Namespace of the ConfigMap that holds the id counters.
     pub state_namespace: String,
     /// Name of that ConfigMap.
@@ -44,9 +44,10 @@ pub struct LeaderElection {
 /// implements [`clap::Args`] through them (`#[command(flatten)]` it).
 #[derive(Args)]
 struct Flags {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace (repeat, or a comma list, for several;
+    /// default: all namespaces).
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
 
     /// Namespace holding the controller's state (the id counters).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -102,7 +103,7 @@ fn default_identity() -> String {
 impl From<Flags> for Config {
     fn from(flags: Flags) -> Self {
         Config {
-            namespace: flags.namespace,
+            namespaces: flags.namespaces,
             state_namespace: flags.state_namespace,
             id_configmap: flags.id_configmap,
             force_margin: Duration::from_secs(flags.force_delete_margin_seconds),

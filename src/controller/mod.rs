@@ -7,7 +7,8 @@
 //! `leader.rs` the Lease that lets one replica of several act,
 //! `events.rs` the bounded queue that retries refused Events,
 //! `isolate.rs` how a reconcile that panics fails its object alone, and
-//! `config.rs` the settings (the `controller` command's flags).
+//! `config.rs` the settings (the `controller` command's flags), and
+//! `namespaces.rs` how the watches of several namespaces feed one cache.
 
 mod cache;
 mod cancelrequest;
@@ -18,6 +19,7 @@ mod ids;
 mod isolate;
 mod leader;
 mod metrics;
+mod namespaces;
 mod plan;
 #[cfg(test)]
 mod plan_props;

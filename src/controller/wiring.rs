@@ -29,7 +29,7 @@ pub(super) async fn run_controllers(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let stop = futures::FutureExt::shared(Box::pin(stop));
-    let (caches, feeds) = cache::caches(&client, config.namespace.as_deref());
+    let (caches, feeds) = cache::caches(&client, &config.namespaces);
     let caches = Arc::new(caches);
     let concurrency = config.concurrency.max(1);
     let (ctx, event_worker) = Context::new(client, config, metrics, caches.clone());

@@ -181,6 +181,8 @@ up() {
     audit=(--audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log"
       --audit-log-format=json --audit-log-maxsize=100 --audit-log-maxbackup=1)
   fi
+  # MutatingAdmissionPolicy (beta in 1.35, served only when enabled): the
+  # chart fills an empty CancelRequest requestedBy with it.
   start kube-apiserver "$BIN/kube-apiserver" "${audit[@]}" \
     --etcd-servers="http://127.0.0.1:$etcd_port" --cert-dir="$dir/certs" \
     --secure-port="$api_port" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
@@ -190,6 +192,7 @@ up() {
     --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
     --endpoint-reconciler-type=none \
     --disable-admission-plugins=TaintNodesByCondition \
+    --feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true \
     --kubelet-preferred-address-types=InternalIP \
     --kubelet-client-certificate="$dir/certs/kubelet-client.crt" --kubelet-client-key="$dir/certs/kubelet-client.key"
   for user in "${USERS[@]}"; do

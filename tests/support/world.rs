@@ -20,7 +20,7 @@ pub const PASSWORD: &str = "badger";
 /// A controller watching only `ns`, keeping its ids there too.
 pub fn controller_config(ns: &str) -> controller::Config {
     controller::Config {
-        namespace: Some(ns.to_string()),
+        namespaces: vec![ns.to_string()],
         state_namespace: ns.to_string(),
         id_configmap: "cancel-operator-ids".into(),
         force_margin: Duration::from_secs(1),

@@ -73,3 +73,59 @@ affinity:
 {{- .Values.sidecar.replicaCount -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The MutatingAdmissionPolicy API version to render the requestedBy filler
+with, or nothing: where the cluster serves it (auto), or as forced.
+*/}}
+{{- define "cancel-operator.mutatingPolicyVersion" -}}
+{{- $fill := .Values.requestedByPolicy.fillEmpty -}}
+{{- $v1 := .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy" -}}
+{{- $beta := .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy" -}}
+{{- if and (eq (toString $fill) "auto") $v1 -}}
+admissionregistration.k8s.io/v1
+{{- else if and (eq (toString $fill) "auto") $beta -}}
+admissionregistration.k8s.io/v1beta1
+{{- else if eq (toString $fill) "true" -}}
+{{- if $v1 }}admissionregistration.k8s.io/v1{{ else }}admissionregistration.k8s.io/v1beta1{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the controller needs where it works: run StageRuns' Jobs, stop their
+pods, carry out CancelRequests, record Events. Nothing else.
+*/}}
+{{- define "cancel-operator.controllerRules" -}}
+- apiGroups: [cancel.dev]
+  resources: [stageruns, cancelrequests]
+  verbs: [get, list, watch]
+- apiGroups: [cancel.dev]
+  resources: [stageruns/status, cancelrequests/status]
+  verbs: [patch]
+- apiGroups: [cancel.dev]
+  resources: [cancelrequests]
+  verbs: [delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch, delete]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/*
+The namespaces the REST APIs serve, as a JSON list (empty: all): as set, or
+else the controller's watched namespaces.
+*/}}
+{{- define "cancel-operator.sidecarNamespaces" -}}
+{{- if .Values.sidecar.namespaces -}}
+{{- toJson .Values.sidecar.namespaces -}}
+{{- else if eq .Values.controller.watch.mode "namespaces" -}}
+{{- toJson .Values.controller.watch.namespaces -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
