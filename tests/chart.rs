@@ -29,9 +29,7 @@ fn chart() -> PathBuf {
 }
 
 fn tool(name: &str) -> Command {
-    let mut cmd = Command::new(support::cluster_dir().join("bin").join(name));
-    cmd.env("KUBECONFIG", support::kubeconfig_path(User::Admin));
-    cmd
+    support::tool_as(name, User::Admin)
 }
 
 fn run(mut cmd: Command) -> String {
@@ -710,17 +708,12 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
 
     // Left out, requestedBy is filled with the creating user: a plain
     // `kubectl apply` records who cancelled.
-    let manifest = std::env::temp_dir().join(format!("{}-plain.yaml", work.name));
-    std::fs::write(
-        &manifest,
+    let apply = support::kubectl_apply(
+        User::Operator,
+        &work.name,
+        "plain",
         "apiVersion: cancel.dev/v1alpha1\nkind: CancelRequest\nmetadata: {name: plain}\nspec: {target: {stageRun: demo-1}}\n",
-    )
-    .expect("write manifest");
-    let mut apply = tool("kubectl");
-    apply
-        .env("KUBECONFIG", support::kubeconfig_path(User::Operator))
-        .args(["apply", "-n", &work.name, "-f"])
-        .arg(&manifest);
+    );
     run(apply);
     let plain = as_operator.get("plain").await.expect("get plain");
     assert_eq!(plain.spec.requested_by, "operator");

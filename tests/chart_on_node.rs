@@ -71,9 +71,7 @@ fn cluster(args: &[&str]) -> Command {
 
 /// A control-plane tool (helm, kubectl) as admin.
 fn tool(name: &str) -> Command {
-    let mut cmd = Command::new(support::cluster_dir().join("bin").join(name));
-    cmd.env("KUBECONFIG", support::kubeconfig_path(User::Admin));
-    cmd
+    support::tool_as(name, User::Admin)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -587,17 +585,12 @@ async fn the_chart_runs_on_a_real_node() {
     }
     // ...and fills an empty one with the creating user: `kubectl apply`
     // without requestedBy records who cancelled.
-    let manifest = std::env::temp_dir().join(format!("{}-plain.yaml", work.name));
-    std::fs::write(
-        &manifest,
+    let apply = support::kubectl_apply(
+        User::Operator,
+        &work.name,
+        "plain",
         "apiVersion: cancel.dev/v1alpha1\nkind: CancelRequest\nmetadata: {name: plain}\nspec: {target: {stageRun: foo-1-dev}}\n",
-    )
-    .expect("write manifest");
-    let mut apply = tool("kubectl");
-    apply
-        .env("KUBECONFIG", support::kubeconfig_path(User::Operator))
-        .args(["apply", "-n", &work.name, "-f"])
-        .arg(&manifest);
+    );
     let applied = blocking(move || run(apply)).await;
     assert!(
         applied.contains("cancelrequest.cancel.dev/plain created"),

@@ -79,7 +79,7 @@ struct JobsOfRun {
 }
 
 impl JobsOfRun {
-    fn new(run: &StageRun, jobs: &[ObservedJob]) -> Self {
+    fn new<'a>(run: &StageRun, jobs: impl IntoIterator<Item = &'a ObservedJob>) -> Self {
         let mut by_uid = HashMap::new();
         let mut by_name = HashMap::new();
         for js in run.status.iter().flat_map(|s| s.jobs.iter()) {
@@ -99,6 +99,18 @@ impl JobsOfRun {
             run_uid: run.uid().unwrap_or_default(),
             by_uid,
             by_name,
+        }
+    }
+
+    /// Those of these Jobs known by a uid that `other` does not know.
+    fn unknown_to(&self, other: &JobsOfRun) -> JobsOfRun {
+        JobsOfRun {
+            run_uid: self.run_uid.clone(),
+            by_uid: (self.by_uid.iter())
+                .filter(|(uid, _)| !other.by_uid.contains_key(*uid))
+                .map(|(uid, job)| (uid.clone(), job.clone()))
+                .collect(),
+            by_name: HashMap::new(),
         }
     }
 
@@ -266,15 +278,8 @@ async fn confirm_children(
     )?;
     // Jobs the list of pods did not ask about (made by a pass whose status
     // write was lost, and not yet cached).
-    let all = JobsOfRun::new(run, &jobs);
-    let missed = JobsOfRun {
-        run_uid: all.run_uid.clone(),
-        by_uid: (all.by_uid.iter())
-            .filter(|(u, _)| !known.by_uid.contains_key(*u))
-            .map(|(u, j)| (u.clone(), j.clone()))
-            .collect(),
-        by_name: HashMap::new(),
-    };
+    let all = JobsOfRun::new(run, observed.iter().chain(&jobs));
+    let missed = all.unknown_to(&known);
     if !missed.by_uid.is_empty() {
         pods.extend(list_job_pods(ctx, ns, &missed).await?);
     }

@@ -67,6 +67,23 @@ pub fn kubeconfig_path(user: User) -> PathBuf {
     cluster_dir().join(format!("{}.kubeconfig", user.name()))
 }
 
+/// A control-plane tool (kubectl, helm) acting as `user`.
+pub fn tool_as(name: &str, user: User) -> std::process::Command {
+    let mut cmd = std::process::Command::new(cluster_dir().join("bin").join(name));
+    cmd.env("KUBECONFIG", kubeconfig_path(user));
+    cmd
+}
+
+/// `kubectl apply` of `manifest` (YAML) in `ns`, as `user`; the manifest is
+/// written to a file named after `file`.
+pub fn kubectl_apply(user: User, ns: &str, file: &str, manifest: &str) -> std::process::Command {
+    let path = std::env::temp_dir().join(format!("{ns}-{file}.yaml"));
+    std::fs::write(&path, manifest).expect("write manifest");
+    let mut apply = tool_as("kubectl", user);
+    apply.args(["apply", "-n", ns, "-f"]).arg(path);
+    apply
+}
+
 pub fn token(user: User) -> String {
     std::fs::read_to_string(cluster_dir().join(format!("{}.token", user.name())))
         .expect("token file")
