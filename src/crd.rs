@@ -32,6 +32,8 @@ const NAME_PATTERN: &str = "^[a-zA-Z0-9_\\-][a-zA-Z0-9_\\-.]*$";
         .message("spec is immutable: create a new StageRun instead of changing this one")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.cleanup) || self.cleanup.all(c, !self.jobs.exists(j, j.name == c.name))")
+    .message("a cleanup job cannot have the name of one of the stage's jobs"))]
 pub struct StageRunSpec {
     /// Name of the pipeline this stage belongs to (GoCD pipeline name, CodeArts
     /// job_id, CrafterCMS site_id).
@@ -82,6 +84,82 @@ pub struct StageRunSpec {
     #[x_kube(validation = Rule::new("self <= 31536000")
         .message("activeDeadlineSeconds must be at most 31536000 (a year)"))]
     pub active_deadline_seconds: Option<i64>,
+
+    /// Jobs that run when the stage ends, once its other jobs passed, failed
+    /// or were cancelled and none of their pods is left (Tekton `finally`,
+    /// GoCD `oncancel`, GitHub Actions `if: always()` / `cancelled()`). Each
+    /// runs when its `when` holds, with a deadline of its own; the stage
+    /// stays Running (or Canceling) until they have ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(validation = Rule::new("self.all(j, self.filter(k, k.name == j.name).size() == 1)")
+        .message("cleanup job names must be unique within a stage"))]
+    pub cleanup: Vec<CleanupJob>,
+}
+
+impl StageRunSpec {
+    /// Every job's name: the stage's jobs, then its cleanup jobs.
+    pub fn job_names(&self) -> impl Iterator<Item = &str> {
+        (self.jobs.iter().map(|j| j.name.as_str()))
+            .chain(self.cleanup.iter().map(|c| c.job.name.as_str()))
+    }
+
+    /// The template of the job (or cleanup job) of this name.
+    pub fn template(&self, name: &str) -> Option<&JobTemplate> {
+        (self.jobs.iter())
+            .chain(self.cleanup.iter().map(|c| &c.job))
+            .find(|j| j.name == name)
+    }
+
+    /// The cleanup job of this name.
+    pub fn cleanup_job(&self, name: &str) -> Option<&CleanupJob> {
+        self.cleanup.iter().find(|c| c.job.name == name)
+    }
+}
+
+/// A job that runs when the stage ends.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupJob {
+    #[serde(flatten)]
+    pub job: JobTemplate,
+
+    /// When it runs, judged once the stage's jobs have ended: `Always`
+    /// (Tekton `finally`, GitHub `if: always()`), `Cancelled` (the stage was
+    /// cancelled, stopped or timed out: GoCD `oncancel`, GitHub
+    /// `if: cancelled()`), `Failed` (a job failed on its own: GitHub
+    /// `if: failure()`), `Succeeded` (every job passed: GitHub `if: success()`).
+    #[serde(default)]
+    pub when: CleanupWhen,
+
+    /// Seconds it may run (at most a day); the job controller ends it then
+    /// (its Job carries the deadline), and so does the controller.
+    #[serde(default = "default_cleanup_deadline")]
+    #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self <= 86400")
+        .message("a cleanup job's activeDeadlineSeconds must be at most 86400 (a day)"))]
+    pub active_deadline_seconds: i64,
+}
+
+/// When a cleanup job runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CleanupWhen {
+    /// Whatever the stage's outcome.
+    #[default]
+    Always,
+    /// The stage was cancelled, stopped or timed out.
+    Cancelled,
+    /// A job of the stage failed on its own.
+    Failed,
+    /// Every job of the stage passed.
+    Succeeded,
+}
+
+/// Seconds a cleanup job may run unless it says otherwise.
+pub const DEFAULT_CLEANUP_DEADLINE: i64 = 600;
+
+fn default_cleanup_deadline() -> i64 {
+    DEFAULT_CLEANUP_DEADLINE
 }
 
 fn default_counter() -> i64 {
@@ -326,6 +404,13 @@ pub struct JobStatus {
     /// When the job reached its final state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// A cleanup job: it runs when the stage's other jobs have ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleanup: bool,
+    /// A cleanup job whose `when` did not hold (or that a Terminate
+    /// skipped): it never ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// The accepted cancel of a StageRun.
@@ -346,6 +431,28 @@ pub struct CancelRecord {
     pub accepted_at: Time,
     /// Seconds the pods get after SIGTERM.
     pub grace_period_seconds: i64,
+    /// How the run is being stopped. A later request of a stronger mode
+    /// (Stop, then Cancel, then Terminate) takes over the record.
+    #[serde(default)]
+    pub mode: CancelMode,
+}
+
+/// How a cancel stops a StageRun.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum CancelMode {
+    /// Running jobs finish on their own with their results, nothing new
+    /// starts; then the cleanup jobs run (Tekton `StoppedRunFinally`, `argo stop`).
+    Stop,
+    /// Graceful, then forced on a deadline; then the cleanup jobs run
+    /// (Tekton `CancelledRunFinally`).
+    #[default]
+    Cancel,
+    /// As Cancel, and cleanup is skipped; cleanup jobs already running are
+    /// cancelled too (Tekton `Cancelled`, `argo terminate`). Also ends a run
+    /// that is already stopping, canceling or cleaning up.
+    Terminate,
 }
 
 /// A request to cancel StageRuns: one, every active instance of a stage, a
@@ -386,6 +493,10 @@ pub struct CancelRequestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86400))]
     pub grace_period_seconds: Option<i64>,
+
+    /// How the StageRuns are stopped: `Cancel` (default), `Stop` or `Terminate`.
+    #[serde(default)]
+    pub mode: CancelMode,
 
     /// Seconds after completion before the controller deletes this request
     /// (at most a year).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use kube::api::ObjectMeta;
 
-use crate::crd::{CancelRequest, CancelRequestSpec, CancelTarget, DEFAULT_TTL_SECONDS};
+use crate::crd::{CancelMode, CancelRequest, CancelRequestSpec, CancelTarget, DEFAULT_TTL_SECONDS};
 use crate::labels::{self, API as API_LABEL, digest};
 
 /// The values of the `cancel.dev/api` label a request carries.
@@ -41,6 +41,8 @@ pub struct NewCancelRequest {
     /// The authenticated user the request is made for.
     pub requested_by: String,
     pub grace_period_seconds: Option<i64>,
+    /// How the StageRuns are stopped; the REST APIs' cancels are `Cancel`.
+    pub mode: CancelMode,
 }
 
 impl NewCancelRequest {
@@ -65,6 +67,7 @@ impl NewCancelRequest {
                 reason: self.reason,
                 requested_by: self.requested_by,
                 grace_period_seconds: self.grace_period_seconds,
+                mode: self.mode,
                 ttl_seconds_after_finished: DEFAULT_TTL_SECONDS,
             },
             status: None,
@@ -96,6 +99,7 @@ mod tests {
             reason: "why".into(),
             requested_by: "jez".into(),
             grace_period_seconds: Some(0),
+            mode: CancelMode::Terminate,
         }
         .build(Naming::Generated("kubectl-cancel-".into()));
         assert_eq!(r.metadata.generate_name.as_deref(), Some("kubectl-cancel-"));
@@ -103,5 +107,6 @@ mod tests {
         assert_eq!(r.metadata.labels.unwrap()[API_LABEL], via::KUBECTL);
         assert_eq!(r.spec.ttl_seconds_after_finished, DEFAULT_TTL_SECONDS);
         assert_eq!(r.spec.requested_by, "jez");
+        assert_eq!(r.spec.mode, CancelMode::Terminate);
     }
 }

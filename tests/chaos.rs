@@ -113,6 +113,11 @@ fn stagerun(i: usize, way: Way) -> StageRun {
         .image("ant")
         .job("compile", annotations.clone())
         .job("test", annotations)
+        .cleanup(
+            "report",
+            "Always",
+            json!({"sim.cancel.dev/run-for": "2s", "sim.cancel.dev/exit-code": "0"}),
+        )
         .build()
 }
 
@@ -699,6 +704,26 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
             lost.push(format!("{}: {:?} {:?}", r.name_any(), st.phase, st.result));
         }
     }
+    // Each run's cleanup job ran once (its Job created once, from the API
+    // server's audit log) and ended with its own result; one a cancel
+    // reached before the run started was skipped.
+    let creations = proxy::created("jobs", &ns.name);
+    let mut cleanup_wrong = Vec::new();
+    for r in &settled {
+        let st = r.status.as_ref().expect("status");
+        let report = st.jobs.iter().find(|j| j.name == "report");
+        let made = (report.and_then(|j| j.job_name.as_ref()))
+            .map_or(0, |n| creations.iter().filter(|c| *c == n).count());
+        let ok = report.is_some_and(|j| {
+            (j.result == RunResult::Passed && made == 1) || (j.skipped && made == 0)
+        });
+        if !ok {
+            cleanup_wrong.push(format!(
+                "{}: {report:?}, its Job created {made} time(s)",
+                r.name_any()
+            ));
+        }
+    }
     let pods: Api<Pod> = ns.api();
     let mut left = Vec::new();
     for r in settled
@@ -729,6 +754,7 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         "Completed",
         "Rejected",
         "Succeeded",
+        "CleanupStarted",
     ] {
         for (object, evs) in events_by_object(&events, reason) {
             if evs.len() > 1 || evs.iter().any(|e| e.series.is_some()) {
@@ -796,9 +822,10 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         rejected
     );
     println!(
-        "  lost {}, duplicated {}, stuck 0, pods left {}, Canceling Events lost to a kill {}",
+        "  lost {}, duplicated {}, cleanup jobs not run exactly once {}, stuck 0, pods left {}, Canceling Events lost to a kill {}",
         lost.len(),
         duplicated.len(),
+        cleanup_wrong.len(),
         left.len(),
         unrecorded
     );
@@ -824,6 +851,7 @@ async fn cancels_survive_controller_kills_and_apiserver_restarts() {
         started.elapsed().as_secs_f64()
     );
     assert!(lost.is_empty(), "lost: {lost:#?}");
+    assert!(cleanup_wrong.is_empty(), "cleanup: {cleanup_wrong:#?}");
     assert!(left.is_empty(), "pods left: {left:#?}");
     assert!(duplicated.is_empty(), "done twice: {duplicated:#?}");
     assert!(bad_answers.is_empty(), "5xx answers: {bad_answers:#?}");

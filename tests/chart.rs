@@ -740,6 +740,20 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
         ),
         other => panic!("a StageRun running as admin: {other:?}"),
     }
+    // Cleanup jobs too.
+    let mut with_cleanup = as_account("builder");
+    let mut cleanup = serde_json::to_value(&with_cleanup.spec.jobs[0]).expect("job");
+    cleanup["name"] = json!("report");
+    cleanup["template"]["spec"]["serviceAccountName"] = json!("admin");
+    with_cleanup.spec.cleanup = vec![serde_json::from_value(cleanup).expect("cleanup job")];
+    match runs.create(&dry_run, &with_cleanup).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message
+                .contains("may run only as the ServiceAccounts default, builder, not admin"),
+            "{s:?}"
+        ),
+        other => panic!("a cleanup job running as admin: {other:?}"),
+    }
     // The controller's account is not exempt (give it the right to create, to
     // see that the policy, not RBAC, refuses it).
     world::grant(

@@ -6,8 +6,8 @@ use std::process::Child;
 use std::time::Duration;
 
 use cancel_operator::crd::{
-    CancelCause, CancelRequest, JobState, RequestPhase, RunResult, StagePhase, StageRun,
-    TargetOutcome,
+    CancelCause, CancelMode, CancelRequest, JobState, JobStatus, RequestPhase, RunResult,
+    StagePhase, StageRun, TargetOutcome,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Event;
@@ -134,7 +134,7 @@ async fn assert_cancelled(s: &Setup, sr: &StageRun, failure_reason: &str) {
     let completion = status.completion_time.as_ref().expect("completionTime").0;
     for j in &status.jobs {
         assert_eq!(j.state, JobState::Completed, "{j:?}");
-        assert_ne!(j.result, RunResult::Unknown, "{j:?}");
+        assert!(j.result != RunResult::Unknown || j.skipped, "{j:?}");
         assert!(
             j.completion_time
                 .as_ref()
@@ -1534,4 +1534,281 @@ async fn children_are_known_by_ownership_not_by_labels() {
         Some(true),
         "nobody's Job is left as it was"
     );
+}
+
+fn job_entry<'a>(sr: &'a StageRun, name: &str) -> &'a JobStatus {
+    (sr.status.as_ref().expect("status").jobs.iter())
+        .find(|j| j.name == name)
+        .unwrap_or_else(|| panic!("no job {name} in {sr:?}"))
+}
+
+/// The Job of `job` of `sr`, once it exists.
+async fn wait_job_of(s: &Setup, runs: &Api<StageRun>, name: &str, job: &str) -> Job {
+    let sr = wait_for(runs, name, &format!("{job}'s Job to be created"), T, |sr| {
+        sr.status.as_ref().is_some_and(|st| {
+            st.jobs
+                .iter()
+                .any(|j| j.name == job && j.job_name.is_some())
+        })
+    })
+    .await;
+    let job_name = job_entry(&sr, job).job_name.clone().unwrap();
+    Api::<Job>::namespaced(s.ns.client.clone(), &s.ns.name)
+        .get(&job_name)
+        .await
+        .expect("the Job the status names")
+}
+
+/// The pods the job controller made for this Job, listed now.
+async fn pods_of_job(s: &Setup, job: &Job) -> Vec<Pod> {
+    let uid = job.uid().unwrap();
+    Api::<Pod>::namespaced(s.ns.client.clone(), &s.ns.name)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_runs_the_cleanup_jobs_once_the_pods_are_gone() {
+    let s = setup("ctl-cleanup").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    let slow_stop = json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "2s"});
+    runs.create(
+        &PostParams::default(),
+        &stage_run("foo-1-dev")
+            .job("UnitTest", slow_stop)
+            .cleanup(
+                "report",
+                "Always",
+                json!({"sim.cancel.dev/run-for": "3s", "sim.cancel.dev/exit-code": "0"}),
+            )
+            .cleanup(
+                "release-lock",
+                "Cancelled",
+                json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "1"}),
+            )
+            .cleanup(
+                "publish",
+                "Succeeded",
+                json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "0"}),
+            )
+            .build(),
+    )
+    .await
+    .unwrap();
+    let running = wait_for(&runs, "foo-1-dev", "UnitTest to build", T, |sr| {
+        sr.status.as_ref().is_some_and(|st| {
+            st.jobs
+                .iter()
+                .any(|j| j.name == "UnitTest" && j.state == JobState::Building)
+        })
+    })
+    .await;
+    // Listed from the start, as GoCD lists a stage's jobs; not begun.
+    let report = job_entry(&running, "report");
+    assert!(report.cleanup && report.job_name.is_none(), "{report:?}");
+    let unit_job = wait_job_of(&s, &runs, "foo-1-dev", "UnitTest").await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request("stop-dev", json!({"stageRun": "foo-1-dev"}), json!({})),
+        )
+        .await
+        .unwrap();
+
+    // The cleanup begins only once the cancelled job's pods are gone.
+    let report_job = wait_job_of(&s, &runs, "foo-1-dev", "report").await;
+    assert!(
+        pods_of_job(&s, &unit_job).await.is_empty(),
+        "a cleanup job began while a pod of a cancelled job was left"
+    );
+    let during = runs.get("foo-1-dev").await.unwrap();
+    assert_eq!(
+        phase(&during),
+        Some(StagePhase::Canceling),
+        "Canceling while the cleanup runs"
+    );
+    assert_eq!(job_entry(&during, "UnitTest").result, RunResult::Cancelled);
+    let carried = report_job
+        .spec
+        .as_ref()
+        .and_then(|s| s.active_deadline_seconds);
+    assert_eq!(carried, Some(600), "a cleanup job carries its own deadline");
+
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    let entry = |name| job_entry(&sr, name).clone();
+    assert_eq!(entry("report").result, RunResult::Passed);
+    assert_eq!(
+        entry("release-lock").result,
+        RunResult::Failed,
+        "its own result"
+    );
+    let publish = entry("publish");
+    assert!(publish.skipped && publish.job_name.is_none(), "{publish:?}");
+    let cleanup_done = ["report", "release-lock"]
+        .map(|n| entry(n).completion_time.unwrap().0)
+        .into_iter()
+        .max()
+        .unwrap();
+    assert!(
+        sr.status
+            .as_ref()
+            .unwrap()
+            .completion_time
+            .as_ref()
+            .unwrap()
+            .0
+            >= cleanup_done
+    );
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "CleanupStarted")
+            .await
+            .len(),
+        1
+    );
+    let st = wait_request_done(&requests, "stop-dev")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(st.targets[0].outcome, TargetOutcome::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_lets_a_running_job_finish_and_never_starts_a_pending_one() {
+    let s = setup("ctl-stop").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    let mut run = stage_run("foo-1-dev")
+        .job(
+            "Build",
+            json!({"sim.cancel.dev/run-for": "8s", "sim.cancel.dev/exit-code": "0"}),
+        )
+        .job(
+            "Deploy",
+            json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "0"}),
+        )
+        .cleanup(
+            "report",
+            "Always",
+            json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "0"}),
+        )
+        .build();
+    // No node takes Deploy's pod: it stays pending.
+    run.spec.jobs[1].template["spec"]["nodeSelector"] = json!({"cancel.dev/no-such-node": "true"});
+    runs.create(&PostParams::default(), &run).await.unwrap();
+    wait_for(&runs, "foo-1-dev", "Build to build", T, |sr| {
+        sr.status.as_ref().is_some_and(|st| {
+            st.jobs
+                .iter()
+                .any(|j| j.name == "Build" && j.state == JobState::Building)
+        })
+    })
+    .await;
+    let deploy_job = wait_job_of(&s, &runs, "foo-1-dev", "Deploy").await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "stop-gently",
+                json!({"stageRun": "foo-1-dev"}),
+                json!({"mode": "Stop"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let stopping = wait_phase(&runs, "foo-1-dev", StagePhase::Canceling).await;
+    let record = stopping.status.as_ref().unwrap().cancel.clone().unwrap();
+    assert_eq!(record.mode, CancelMode::Stop);
+
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    assert_eq!(
+        job_entry(&sr, "Build").result,
+        RunResult::Passed,
+        "it finished on its own"
+    );
+    assert_eq!(
+        job_entry(&sr, "Deploy").result,
+        RunResult::Cancelled,
+        "it never started"
+    );
+    assert_eq!(job_entry(&sr, "report").result, RunResult::Passed);
+    // Deploy's pod never ran.
+    assert!(
+        events_for(
+            &s.ns.client,
+            &s.ns.name,
+            &deploy_job.name_any(),
+            "Suspended"
+        )
+        .await
+        .len()
+            == 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_during_cleanup_ends_the_run_at_once() {
+    let s = setup("ctl-terminate").await;
+    let runs: Api<StageRun> = s.ns.api();
+    let requests: Api<CancelRequest> = s.ns.api();
+    runs.create(
+        &PostParams::default(),
+        &stage_run("foo-1-dev")
+            .grace(2)
+            .job(
+                "UnitTest",
+                json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "1s"}),
+            )
+            .cleanup(
+                "slow-cleanup",
+                "Always",
+                json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "1s"}),
+            )
+            .build(),
+    )
+    .await
+    .unwrap();
+    cancel_when_building(&runs, &requests, "cancel-first").await;
+    wait_for(&runs, "foo-1-dev", "the cleanup to run", T, |sr| {
+        sr.status.as_ref().is_some_and(|st| {
+            st.jobs
+                .iter()
+                .any(|j| j.name == "slow-cleanup" && j.state == JobState::Building)
+        })
+    })
+    .await;
+    requests
+        .create(
+            &PostParams::default(),
+            &cancel_request(
+                "terminate",
+                json!({"stageRun": "foo-1-dev"}),
+                json!({"mode": "Terminate", "requestedBy": "bob"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let sr = wait_phase(&runs, "foo-1-dev", StagePhase::Failed).await;
+    assert_cancelled(&s, &sr, "task was cancelled").await;
+    assert_eq!(job_entry(&sr, "slow-cleanup").result, RunResult::Cancelled);
+    let record = sr.status.as_ref().unwrap().cancel.clone().unwrap();
+    assert_eq!(
+        (record.mode, record.request_name.as_str()),
+        (CancelMode::Terminate, "terminate")
+    );
+    assert_eq!(record.requested_by, "bob");
+    assert_eq!(
+        events_for(&s.ns.client, &s.ns.name, "foo-1-dev", "Terminating")
+            .await
+            .len(),
+        1
+    );
+    for name in ["cancel-first", "terminate"] {
+        let st = wait_request_done(&requests, name).await.status.unwrap();
+        assert_eq!(st.targets[0].outcome, TargetOutcome::Cancelled, "{name}");
+    }
 }

@@ -92,6 +92,24 @@ async fn invalid_resources_are_rejected_with_a_clear_message() {
             json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "activeDeadlineSeconds": 300_000_000_000i64}),
             "activeDeadlineSeconds must be at most 31536000 (a year)",
         ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "cleanup": [job("a")]}),
+            "a cleanup job cannot have the name of one of the stage's jobs",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")], "cleanup": [job("b"), job("b")]}),
+            "cleanup job names must be unique within a stage",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")],
+                   "cleanup": [{"when": "Sometimes", "name": "b", "template": job("b")["template"]}]}),
+            "spec.cleanup[0].when",
+        ),
+        (
+            json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV", "jobs": [job("a")],
+                   "cleanup": [{"activeDeadlineSeconds": 90000, "name": "b", "template": job("b")["template"]}]}),
+            "a cleanup job's activeDeadlineSeconds must be at most 86400 (a day)",
+        ),
     ];
     for (spec, expected) in cases {
         let message = refusal::<StageRun>(&ns, stagerun(spec.clone())).await;
@@ -123,6 +141,22 @@ async fn invalid_resources_are_rejected_with_a_clear_message() {
     assert_eq!(stored.spec.stage_counter, 1);
     assert_eq!(stored.spec.approved_by, "changes");
     assert_eq!(stored.spec.cancel_grace_period_seconds, 30);
+    // A cleanup job's defaults: it always runs, within ten minutes.
+    let mut with_cleanup = stagerun(
+        json!({"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV",
+        "approvalType": "manual", "jobs": [job("a")], "cleanup": [job("b")]}),
+    );
+    with_cleanup["metadata"]["name"] = json!("with-cleanup");
+    let created = runs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(with_cleanup).unwrap(),
+        )
+        .await
+        .unwrap();
+    let cleanup = &created.spec.cleanup[0];
+    assert_eq!(cleanup.when, cancel_operator::crd::CleanupWhen::Always);
+    assert_eq!(cleanup.active_deadline_seconds, 600);
 
     let request = |target: Value| json!({"apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest", "metadata": {"name": "bad"}, "spec": {"target": target}});
     let exactly_one = "target must set exactly one of stageRun, stage, build, uids or selector";
@@ -148,6 +182,13 @@ async fn invalid_resources_are_rejected_with_a_clear_message() {
     let message = refusal::<CancelRequest>(&ns, long_lived).await;
     assert!(
         message.contains("ttlSecondsAfterFinished must be at most 31536000 (a year)"),
+        "{message}"
+    );
+    let mut odd_mode = request(json!({"stageRun": "a"}));
+    odd_mode["spec"]["mode"] = json!("Abort");
+    let message = refusal::<CancelRequest>(&ns, odd_mode).await;
+    assert!(
+        message.contains("spec.mode") && message.contains("\"Terminate\""),
         "{message}"
     );
 }

@@ -6,7 +6,7 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
-use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
+use cancel_operator::crd::{CancelMode, CancelRequest, RunResult, StagePhase, StageRun};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use support::{TestNamespace, User, stage_run, wait_for, wait_list, world};
@@ -84,6 +84,8 @@ async fn kubectl_cancel_cancels_in_the_callers_name() {
             "foo-1-dev",
             "--reason",
             "wrong branch",
+            "--mode",
+            "terminate",
             "--wait",
         ],
     )
@@ -107,6 +109,7 @@ async fn kubectl_cancel_cancels_in_the_callers_name() {
         "the API server's word for who asked"
     );
     assert_eq!(record.reason, "wrong branch");
+    assert_eq!(record.mode, CancelMode::Terminate);
 
     // In bulk, by selector, without waiting.
     let out = kubectl_cancel(&ns.name, &["selector", "team=web", "--grace-period", "0"]).await;

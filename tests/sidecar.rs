@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
+use cancel_operator::crd::{CancelMode, CancelRequest, JobState, RunResult, StagePhase, StageRun};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -3372,4 +3372,96 @@ async fn a_changed_users_file_takes_effect_without_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// A cleanup job is an ordinary job in every API: GoCD's history lists it
+/// with its state and result, and Cloud Foundry sees the task canceling
+/// until the cleanup has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_jobs_show_in_gocd_history_and_keep_the_task_canceling() {
+    let s = setup("sc-cleanup").await;
+    let run = s
+        .create(
+            stage_run("tidy-1-dev")
+                .of(("tidy", 1, "DEV"))
+                .job(
+                    "UnitTest",
+                    json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "1s"}),
+                )
+                .cleanup(
+                    "report",
+                    "Always",
+                    json!({"sim.cancel.dev/run-for": "10s", "sim.cancel.dev/exit-code": "0"}),
+                )
+                .build(),
+        )
+        .await;
+    let running = s.wait_phase("tidy-1-dev", StagePhase::Running).await;
+    s.wait_cached(&running, "RUNNING").await;
+    let guid = uid(&run);
+    let op = Caller::Bearer(User::Operator);
+    s.post(&format!("/v3/tasks/{guid}/actions/cancel"), op)
+        .await
+        .expect(202);
+
+    // During the cleanup.
+    wait_for(&s.runs(), "tidy-1-dev", "the cleanup to run", T, |sr| {
+        sr.status.as_ref().is_some_and(|st| {
+            st.jobs
+                .iter()
+                .any(|j| j.name == "report" && j.state == JobState::Building)
+        })
+    })
+    .await;
+    let history = s.url("/go/api/stages/tidy/DEV/history/0");
+    let job = |page: &Value, name: &str| -> Value {
+        page["stages"][0]["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["name"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let page = eventually_json(
+        "GoCD to show the cleanup job building",
+        T,
+        || s.http.get(&history).basic_auth("admin", Some(PASSWORD)),
+        |v| job(v, "report")["state"] == "Building",
+    )
+    .await;
+    assert_eq!(job(&page, "report")["result"], "Unknown");
+    assert_eq!(job(&page, "UnitTest")["state"], "Completed");
+    assert_eq!(job(&page, "UnitTest")["result"], "Cancelled");
+    let r = s.get(&format!("/v3/tasks/{guid}"), op).await;
+    r.expect(200);
+    assert_eq!(r.json()["state"], "CANCELING");
+    assert_eq!(r.json()["result"], json!({"failure_reason": null}));
+
+    // After it.
+    let failed = s.wait_phase("tidy-1-dev", StagePhase::Failed).await;
+    s.wait_cached(&failed, "FAILED").await;
+    let page = eventually_json(
+        "GoCD to show the cleanup job passed",
+        T,
+        || s.http.get(&history).basic_auth("admin", Some(PASSWORD)),
+        |v| job(v, "report")["state"] == "Completed",
+    )
+    .await;
+    assert_eq!(job(&page, "report")["result"], "Passed");
+    assert_eq!(page["stages"][0]["result"], "Cancelled");
+    let r = s.get(&format!("/v3/tasks/{guid}"), op).await;
+    r.expect(200);
+    assert_eq!(r.json()["state"], "FAILED");
+    assert_eq!(
+        r.json()["result"],
+        json!({"failure_reason": "task was cancelled"})
+    );
+    let requests = s.cancel_requests().await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].spec.mode,
+        CancelMode::Cancel,
+        "a REST cancel is a Cancel"
+    );
+    let record = failed.status.unwrap().cancel.unwrap();
+    assert_eq!(record.mode, CancelMode::Cancel);
 }

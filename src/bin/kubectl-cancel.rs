@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use cancel_operator::crd::{BuildTarget, CancelRequest, CancelTarget, RequestPhase, StageTarget};
+use cancel_operator::crd::{
+    BuildTarget, CancelMode, CancelRequest, CancelTarget, RequestPhase, StageTarget,
+};
 use cancel_operator::request::{Naming, NewCancelRequest};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::TryStreamExt;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -45,6 +47,23 @@ enum Target {
     Selector { selector: String },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Cancel,
+    Stop,
+    Terminate,
+}
+
+impl From<Mode> for CancelMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Cancel => CancelMode::Cancel,
+            Mode::Stop => CancelMode::Stop,
+            Mode::Terminate => CancelMode::Terminate,
+        }
+    }
+}
+
 #[derive(Args)]
 struct Opts {
     /// Namespace (default: the kubeconfig context's).
@@ -62,6 +81,13 @@ struct Opts {
     /// Seconds the pods get to stop (overrides each StageRun's); 0 kills at once.
     #[arg(long, global = true)]
     grace_period: Option<i64>,
+
+    /// How the StageRuns are stopped: `cancel` (graceful, then forced; then
+    /// the cleanup jobs run), `stop` (running jobs finish on their own,
+    /// nothing new starts; then cleanup), `terminate` (cancel and skip
+    /// cleanup; also ends a run already stopping or cleaning up).
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Cancel)]
+    mode: Mode,
 
     /// Wait until the cancel has completed and print each target's outcome.
     #[arg(long, global = true)]
@@ -176,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         reason: cli.opts.reason.clone(),
         requested_by,
         grace_period_seconds: cli.opts.grace_period,
+        mode: cli.opts.mode.into(),
     }
     .build(Naming::Generated("kubectl-cancel-".into()));
     let created = api

@@ -376,6 +376,7 @@ fn trim_stagerun(run: &mut StageRun) {
         meta.owner_references = None;
         meta.finalizers = None;
         run.spec.jobs = Vec::new();
+        run.spec.cleanup = Vec::new();
         run.spec.approved_by = String::new();
         if let Some(status) = run.status.as_mut() {
             status.jobs = Vec::new();

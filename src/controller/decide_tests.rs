@@ -47,6 +47,7 @@ fn canceling() -> StageRunStatus {
             requested_at: time(-5),
             accepted_at: time(-5),
             grace_period_seconds: 30,
+            mode: CancelMode::Cancel,
         }),
         ..running()
     }

@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{
-    ApprovalType, CancelCause, CancelRecord, JobState, JobStatus, RunResult, StagePhase, StageRun,
-    StageRunStatus,
+    ApprovalType, CancelCause, CancelMode, CancelRecord, CleanupWhen, JobState, JobStatus,
+    RunResult, StagePhase, StageRun, StageRunStatus,
 };
 use crate::labels;
 
@@ -77,12 +77,9 @@ impl ObservedJob {
         let run_name = run.metadata.name.as_deref().unwrap_or_default();
         let name = run
             .spec
-            .jobs
-            .iter()
-            .map(|j| &j.name)
+            .job_names()
             .find(|j| labels::job_resource_name(run_name, run_uid, j) == resource_name)
-            .cloned()
-            .unwrap_or_else(|| resource_name.clone());
+            .map_or_else(|| resource_name.clone(), str::to_string);
         let status = job.status.as_ref();
         let cond = |t: &str| {
             status
@@ -176,8 +173,8 @@ impl ObservedPod {
     }
 }
 
-/// A cancel the StageRun should act on: the earliest accepted CancelRequest
-/// that targets it.
+/// A cancel the StageRun should act on: of the accepted CancelRequests
+/// that target it, the earliest of the strongest mode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CancelOrder {
     pub request_name: String,
@@ -185,6 +182,7 @@ pub struct CancelOrder {
     pub reason: String,
     pub requested_at: Time,
     pub grace_period_seconds: Option<i64>,
+    pub mode: CancelMode,
 }
 
 /// Everything the decision needs.
@@ -316,6 +314,9 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
+    /// This plan starts cleanup jobs after a cancel: only once a fresh read
+    /// finds none of the cancelled jobs' Jobs and pods left.
+    pub confirm: bool,
 }
 
 fn approved(run: &StageRun) -> bool {
@@ -418,6 +419,7 @@ pub fn plan(obs: &Observation) -> Plan {
         actions: Vec::new(),
         events: Vec::new(),
         requeue_after: None,
+        confirm: false,
     };
     let phase = p.status.phase.unwrap_or(StagePhase::Pending);
     // Without ids nothing can be recorded yet; the caller allocates them first.
@@ -479,16 +481,22 @@ pub fn decide(obs: &Observation, fresh: Fresh) -> Decision {
     let status = run.status.as_ref();
     if status.and_then(|s| s.id).is_none() && obs.ids.is_none() {
         return Decision::Need(Need::Ids {
-            jobs: run.spec.jobs.len(),
+            jobs: run.spec.jobs.len() + run.spec.cleanup.len(),
         });
     }
-    // Not once a cancel is accepted: no Job is created then, and "none left"
-    // is confirmed by one list before the run is reported cancelled (a read
-    // per pass here would be most of a bulk cancel's requests).
-    if !fresh.jobs && !fresh.children && status.is_some_and(|s| s.cancel.is_none()) {
+    // Not once a cancel is accepted (but for the cleanup jobs it runs): no
+    // other Job is created then, and "none left" is confirmed by one list
+    // before the run is reported cancelled (a read per pass here would be
+    // most of a bulk cancel's requests).
+    let followed = |js: &JobStatus| match status.and_then(|s| s.cancel.as_ref()) {
+        None => true,
+        Some(c) => js.cleanup && c.mode != CancelMode::Terminate,
+    };
+    if !fresh.jobs && !fresh.children {
         let names: Vec<String> = status
             .iter()
             .flat_map(|s| s.jobs.iter())
+            .filter(|js| followed(js))
             .filter(|js| js.state != JobState::Completed)
             .filter_map(|js| js.job_name.clone())
             .filter(|name| obs.jobs.iter().all(|j| &j.resource_name != name))
@@ -498,17 +506,16 @@ pub fn decide(obs: &Observation, fresh: Fresh) -> Decision {
         }
     }
     let p = plan(obs);
-    if !fresh.children && is_cancelled_now(run, &p) {
+    if !fresh.children && (p.confirm || ends_cancel_now(run, &p)) {
         return Decision::Confirm(p);
     }
     Decision::Apply(p)
 }
 
-/// True when this plan would report the run cancelled.
-fn is_cancelled_now(run: &StageRun, p: &Plan) -> bool {
-    let before = run.status.as_ref().and_then(|s| s.phase);
-    before != Some(StagePhase::Failed)
-        && p.status.phase == Some(StagePhase::Failed)
+/// True when this plan would report a cancelled (or stopped) run finished.
+fn ends_cancel_now(run: &StageRun, p: &Plan) -> bool {
+    !run.is_finished()
+        && p.status.phase.is_some_and(StagePhase::is_finished)
         && p.status.cancel.is_some()
 }
 
@@ -520,15 +527,14 @@ fn assign_ids(status: &mut StageRunStatus, obs: &Observation) {
         && let Some((stage_id, job_ids)) = &obs.ids
     {
         status.id = Some(*stage_id);
-        status.jobs = obs
-            .run
-            .spec
-            .jobs
-            .iter()
+        let spec = &obs.run.spec;
+        status.jobs = spec
+            .job_names()
             .zip(job_ids)
-            .map(|(j, id)| JobStatus {
-                name: j.name.clone(),
+            .map(|(name, id)| JobStatus {
+                name: name.to_string(),
                 id: *id,
+                cleanup: spec.cleanup_job(name).is_some(),
                 ..JobStatus::default()
             })
             .collect();
@@ -580,37 +586,41 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
                     .is_some_and(|j| j.finished.is_some() && !j.deadline_exceeded)
         })
         && obs.pods.iter().all(|p| p.progress == PodProgress::Finished);
+    if let (Some(record), Some(order)) = (&status.cancel, &obs.cancel)
+        && phase == StagePhase::Canceling
+        && order.mode > record.mode
+    {
+        // A stronger mode takes over: who asked for it, and its grace
+        // from now.
+        let from = record.mode;
+        status.cancel = Some(accept_order(run, order, now));
+        p.events.push(PlannedEvent::normal(
+            mode_reason(order.mode),
+            format!("{} (was {from:?})", order_note(order)),
+        ));
+        return phase;
+    }
     if phase == StagePhase::Canceling || status.cancel.is_some() || naturally_finished {
         return phase;
     }
+    // The deadline is the stage's jobs': once they have ended, the cleanup
+    // jobs run on their own deadlines.
+    let jobs_ended = !status.jobs.is_empty()
+        && (status.jobs.iter())
+            .filter(|js| !js.cleanup)
+            .all(|js| js.state == JobState::Completed);
     let deadline = run
         .spec
         .active_deadline_seconds
         .zip(status.start_time.as_ref())
+        .filter(|_| !jobs_ended)
         .map(|(secs, start)| after_secs(start.0, secs));
     if let Some(order) = &obs.cancel {
-        let grace = order
-            .grace_period_seconds
-            .unwrap_or(run.spec.cancel_grace_period_seconds);
-        status.cancel = Some(CancelRecord {
-            cause: CancelCause::Request,
-            request_name: order.request_name.clone(),
-            requested_by: order.requested_by.clone(),
-            reason: order.reason.clone(),
-            requested_at: order.requested_at.clone(),
-            accepted_at: Time(now),
-            grace_period_seconds: grace,
-        });
-        p.events.push(PlannedEvent {
-            warning: false,
-            reason: "Canceling",
-            note: format!(
-                "cancelled by {} through CancelRequest {}: {}",
-                display_or(&order.requested_by, "unknown"),
-                order.request_name,
-                display_or(&order.reason, "no reason given")
-            ),
-        });
+        status.cancel = Some(accept_order(run, order, now));
+        p.events.push(PlannedEvent::normal(
+            mode_reason(order.mode),
+            order_note(order),
+        ));
         return StagePhase::Canceling;
     }
     match deadline {
@@ -623,6 +633,7 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
                 requested_at: Time(deadline),
                 accepted_at: Time(now),
                 grace_period_seconds: run.spec.cancel_grace_period_seconds,
+                mode: CancelMode::Cancel,
             });
             p.events.push(PlannedEvent {
                 warning: true,
@@ -639,6 +650,60 @@ fn accept_cancel_or_timeout(obs: &Observation, phase: StagePhase, p: &mut Plan) 
             phase
         }
         None => phase,
+    }
+}
+
+/// The record of a cancel requested by `order`, accepted at `now`.
+fn accept_order(run: &StageRun, order: &CancelOrder, now: Timestamp) -> CancelRecord {
+    CancelRecord {
+        cause: CancelCause::Request,
+        request_name: order.request_name.clone(),
+        requested_by: order.requested_by.clone(),
+        reason: order.reason.clone(),
+        requested_at: order.requested_at.clone(),
+        accepted_at: Time(now),
+        grace_period_seconds: order
+            .grace_period_seconds
+            .unwrap_or(run.spec.cancel_grace_period_seconds),
+        mode: order.mode,
+    }
+}
+
+/// The Event reason of a cancel accepted in this mode.
+fn mode_reason(mode: CancelMode) -> &'static str {
+    match mode {
+        CancelMode::Stop => "Stopping",
+        CancelMode::Cancel => "Canceling",
+        CancelMode::Terminate => "Terminating",
+    }
+}
+
+fn order_note(order: &CancelOrder) -> String {
+    let verb = match order.mode {
+        CancelMode::Stop => "stopped",
+        CancelMode::Cancel => "cancelled",
+        CancelMode::Terminate => "terminated",
+    };
+    format!(
+        "{verb} by {} through CancelRequest {}: {}",
+        display_or(&order.requested_by, "unknown"),
+        order.request_name,
+        display_or(&order.reason, "no reason given")
+    )
+}
+
+/// The `activeDeadlineSeconds` of a Job created for `job` at `now`: a
+/// cleanup job's own deadline, or what is left of the run's (see
+/// [`job_deadline`]).
+pub fn creation_deadline(
+    run: &StageRun,
+    status: &StageRunStatus,
+    job: &str,
+    now: Timestamp,
+) -> Option<i64> {
+    match run.spec.cleanup_job(job) {
+        Some(c) => Some(c.active_deadline_seconds.max(1)),
+        None => job_deadline(run, status, now),
     }
 }
 
@@ -682,17 +747,32 @@ fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
             p.requeue_after = Some(Duration::from_secs(secs.max(0) as u64));
         }
     }
-    follow_jobs(obs, p);
+    for js in p.status.jobs.iter_mut().filter(|js| begun(obs, js)) {
+        follow(obs, js, &mut p.actions);
+    }
+    let jobs_ended = (p.status.jobs.iter())
+        .filter(|js| !js.cleanup)
+        .all(|js| js.state == JobState::Completed)
+        && obs.pods.iter().all(|pod| {
+            pod.progress == PodProgress::Finished
+                || pod.job.as_deref().is_some_and(|j| is_cleanup(obs, j))
+        });
+    let cleaning_up = jobs_ended && begin_cleanup(obs, p, false);
     let status = &mut p.status;
     let all_done = status.jobs.iter().all(|j| j.state == JobState::Completed);
     let pods_active = obs.pods.iter().any(|p| p.progress != PodProgress::Finished);
     if !all_done || pods_active {
+        let (reason, message) = if cleaning_up {
+            ("CleaningUp", "cleanup jobs are running")
+        } else {
+            ("Running", "jobs are running")
+        };
         set_condition(
             &mut status.conditions,
             COND_SUCCEEDED,
             "Unknown",
-            "Running",
-            "jobs are running".into(),
+            reason,
+            message.into(),
             obs.run.metadata.generation,
             now,
         );
@@ -701,40 +781,138 @@ fn run_jobs(obs: &Observation, p: &mut Plan) -> StagePhase {
     end_with_results(obs, p)
 }
 
-/// Each job's state from its Job and pods; a job never created gets a
+fn is_cleanup(obs: &Observation, job: &str) -> bool {
+    obs.run.spec.cleanup_job(job).is_some()
+}
+
+/// A job whose Job is created and followed: any of the stage's jobs, and a
+/// cleanup job once the cleanup has begun (it was scheduled, or its Job is
+/// there already: made by a pass whose status write was lost).
+fn begun(obs: &Observation, js: &JobStatus) -> bool {
+    !js.cleanup
+        || js.scheduled_at.is_some()
+        || js.state == JobState::Completed
+        || jobs_of(obs, &js.name).is_some()
+}
+
+/// One job's state from its Job and pods; a job never created gets a
 /// `CreateJob` action.
-fn follow_jobs(obs: &Observation, p: &mut Plan) {
+fn follow(obs: &Observation, js: &mut JobStatus, actions: &mut Vec<Action>) {
     let now = obs.now;
-    for js in p.status.jobs.iter_mut() {
-        let pods = pods_of(obs, &js.name);
-        match jobs_of(obs, &js.name) {
-            // Never created, and not given up on (a refused Job stays Failed).
-            None if js.job_name.is_none() && js.state != JobState::Completed => {
-                p.actions.push(Action::CreateJob {
-                    job: js.name.clone(),
-                });
-                js.scheduled_at.get_or_insert(Time(now));
-            }
-            None if js.state != JobState::Completed && js.job_name.is_some() => {
-                // Created before, gone now (confirmed by a fresh read, see
-                // `decide`): someone deleted it.
-                js.state = JobState::Completed;
-                js.result = RunResult::Failed;
-                js.completion_time = Some(Time(now));
-            }
-            None => {}
-            Some(j) => {
-                js.job_name = Some(j.resource_name.clone());
-                js.scheduled_at.get_or_insert(Time(now));
-                let (state, result) = job_progress(Some(j), &pods);
-                js.state = state;
-                js.result = result;
-                if let Some((_, at)) = &j.finished {
-                    js.completion_time = Some(at.clone().unwrap_or(Time(now)));
-                }
+    let pods = pods_of(obs, &js.name);
+    match jobs_of(obs, &js.name) {
+        // A cleanup job whose Job could not be created before its deadline.
+        None if js.state != JobState::Completed
+            && js.job_name.is_none()
+            && cleanup_overdue(obs, js) =>
+        {
+            js.state = JobState::Completed;
+            js.result = RunResult::Failed;
+            js.completion_time = Some(Time(now));
+        }
+        // Never created, and not given up on (a refused Job stays Failed).
+        None if js.job_name.is_none() && js.state != JobState::Completed => {
+            actions.push(Action::CreateJob {
+                job: js.name.clone(),
+            });
+            js.scheduled_at.get_or_insert(Time(now));
+        }
+        None if js.state != JobState::Completed && js.job_name.is_some() => {
+            // Created before, gone now (confirmed by a fresh read, see
+            // `decide`): someone deleted it.
+            js.state = JobState::Completed;
+            js.result = RunResult::Failed;
+            js.completion_time = Some(Time(now));
+        }
+        None => {}
+        Some(j) => {
+            js.job_name = Some(j.resource_name.clone());
+            js.scheduled_at.get_or_insert(Time(now));
+            let (state, result) = job_progress(Some(j), &pods);
+            js.state = state;
+            js.result = result;
+            if let Some((_, at)) = &j.finished {
+                js.completion_time = Some(at.clone().unwrap_or(Time(now)));
             }
         }
     }
+}
+
+/// A cleanup job past its own deadline, counted from when it was scheduled.
+fn cleanup_overdue(obs: &Observation, js: &JobStatus) -> bool {
+    let deadline = obs
+        .run
+        .spec
+        .cleanup_job(&js.name)
+        .zip(js.scheduled_at.as_ref());
+    deadline.is_some_and(|(c, at)| obs.now >= after_secs(at.0, c.active_deadline_seconds))
+}
+
+/// True when the cleanup job `name` runs once the stage's jobs have ended:
+/// its `when` against their results, or the cancel.
+fn cleanup_wanted(status: &StageRunStatus, when: CleanupWhen) -> bool {
+    let jobs = || status.jobs.iter().filter(|js| !js.cleanup);
+    let cancelled = status.cancel.is_some();
+    match when {
+        CleanupWhen::Always => true,
+        CleanupWhen::Cancelled => cancelled,
+        CleanupWhen::Failed => jobs().any(|js| js.result == RunResult::Failed),
+        CleanupWhen::Succeeded => !cancelled && jobs().all(|js| js.result == RunResult::Passed),
+    }
+}
+
+/// The stage's jobs have ended (after a cancel: none of their Jobs and
+/// pods is left): each cleanup job not yet begun is scheduled when its
+/// `when` holds (and created) and skipped otherwise. A run that never
+/// started (cancelled while pending) and a Terminate skip them all. Returns
+/// true while a cleanup job has not ended; the plan asks for the fresh read
+/// that must precede a cleanup after a cancel (see [`Decision::Confirm`]).
+fn begin_cleanup(obs: &Observation, p: &mut Plan, after_cancel: bool) -> bool {
+    let now = obs.now;
+    let status = &mut p.status;
+    let terminate = status
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.mode == CancelMode::Terminate);
+    let started = status.start_time.is_some();
+    let (mut scheduled, mut skipped) = (Vec::new(), Vec::new());
+    for i in 0..status.jobs.len() {
+        let js = &status.jobs[i];
+        if !js.cleanup || begun(obs, js) {
+            continue;
+        }
+        let when = obs.run.spec.cleanup_job(&js.name).map(|c| c.when);
+        let runs = !terminate && started && when.is_some_and(|w| cleanup_wanted(status, w));
+        let js = &mut status.jobs[i];
+        if runs {
+            js.scheduled_at = Some(Time(now));
+            scheduled.push(js.name.clone());
+        } else {
+            js.state = JobState::Completed;
+            js.result = RunResult::Unknown;
+            js.skipped = true;
+            js.completion_time = Some(Time(now));
+            skipped.push(js.name.clone());
+        }
+    }
+    if !scheduled.is_empty() {
+        p.confirm |= after_cancel;
+        let also = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped: {}", skipped.join(", "))
+        };
+        p.events.push(PlannedEvent::normal(
+            "CleanupStarted",
+            format!("running cleanup jobs: {}{also}", scheduled.join(", ")),
+        ));
+    }
+    for js in (p.status.jobs.iter_mut()).filter(|js| scheduled.contains(&js.name)) {
+        follow(obs, js, &mut p.actions);
+    }
+    // After a Terminate, cleanup jobs that had begun are stopped like the
+    // others; none is waited for.
+    !terminate && (p.status.jobs.iter()).any(|js| js.cleanup && js.state != JobState::Completed)
 }
 
 /// Every job has ended and no pod is active: Succeeded when all passed,
@@ -743,12 +921,17 @@ fn end_with_results(obs: &Observation, p: &mut Plan) -> StagePhase {
     let now = obs.now;
     let generation = obs.run.metadata.generation;
     let status = &mut p.status;
-    let failed: Vec<&str> = status
-        .jobs
-        .iter()
-        .filter(|j| j.result != RunResult::Passed)
+    let not_passed = |j: &&JobStatus| j.result != RunResult::Passed && !j.skipped;
+    let mut failed: Vec<&str> = (status.jobs.iter())
+        .filter(not_passed)
+        .filter(|j| j.result == RunResult::Failed)
         .map(|j| j.name.as_str())
         .collect();
+    if failed.is_empty() {
+        failed = (status.jobs.iter().filter(not_passed))
+            .map(|j| j.name.as_str())
+            .collect();
+    }
     status.completion_time = Some(completion_time(status, now));
     if failed.is_empty() {
         status.result = Some(RunResult::Passed);
@@ -792,43 +975,131 @@ fn end_with_results(obs: &Observation, p: &mut Plan) -> StagePhase {
     StagePhase::Failed
 }
 
-/// Canceling: suspend the Jobs, delete each once the job controller has
-/// stopped it, and delete the pods left directly (waiting for the garbage
-/// collector would make a cancel as slow as its rate limit); force past
-/// grace + margin; end `Failed`/`Cancelled` once nothing of the run is left.
+/// Canceling: suspend the Jobs the cancel stops, delete each once the job
+/// controller has stopped it, and delete their pods directly (waiting for
+/// the garbage collector would make a cancel as slow as its rate limit);
+/// force past grace + margin. Once none of the stage's jobs' Jobs and pods
+/// is left, the cleanup jobs run (not after a Terminate); the run ends once
+/// nothing of it is left: `Failed`/`Cancelled`, or after a Stop with the
+/// results its jobs had.
 fn cancel(obs: &Observation, p: &mut Plan) -> StagePhase {
     let now = obs.now;
     let record = cancel_record(obs, &mut p.status);
+    let mode = record.mode;
     let grace = record.grace_period_seconds.max(0);
     let force_at = later(
         after_secs(record.accepted_at.0, grace),
         SignedDuration::try_from(obs.force_margin).unwrap_or(SignedDuration::MAX),
     );
     let forced = grace == 0 || now >= force_at;
-    stop_jobs(obs, p, force_at);
-    delete_pods(obs, p, grace, forced);
-    settle_jobs(obs, &mut p.status);
-    if !obs.pods.is_empty() || !obs.jobs.is_empty() {
+    let stops = |job: Option<&str>| job.is_none_or(|j| stopped_by(obs, mode, j));
+    // Jobs left to run (after a Stop, cleanup jobs) are removed once they
+    // have ended, their results recorded first; their pods have finished,
+    // so their deletion is never a forced one.
+    let done = |job: Option<&str>| {
+        !stops(job) && job.is_some_and(|j| jobs_of(obs, j).is_some_and(|j| j.finished.is_some()))
+    };
+    stop_jobs(obs, p, force_at, &|j| stops(Some(j)) || done(Some(j)));
+    delete_pods(obs, p, grace, forced, &|pod| stops(pod.job.as_deref()));
+    delete_pods(obs, p, grace, false, &|pod| done(pod.job.as_deref()));
+    settle_jobs(obs, p, &|j| stops(Some(j)));
+    let stage_job = |job: Option<&str>| job.is_none_or(|j| !is_cleanup(obs, j));
+    let jobs_left = obs.jobs.iter().any(|j| stage_job(Some(&j.job)))
+        || obs.pods.iter().any(|pod| stage_job(pod.job.as_deref()));
+    let cleaning = !jobs_left && {
+        end_stage_jobs(&mut p.status, now);
+        begin_cleanup(obs, p, true)
+    };
+    if jobs_left || cleaning || !obs.pods.is_empty() || !obs.jobs.is_empty() {
+        let message = if jobs_left {
+            // No counts: a message that changed with every pod gone would
+            // cost a status write per pod.
+            "stopping the run's Jobs and pods"
+        } else if cleaning {
+            "cleanup jobs are running"
+        } else {
+            "removing the cleanup jobs' Jobs and pods"
+        };
         set_condition(
             &mut p.status.conditions,
             COND_SUCCEEDED,
             "Unknown",
             "Canceling",
-            // No counts: a message that changed with every pod gone would
-            // cost a status write per pod.
-            "stopping the run's Jobs and pods".to_string(),
+            message.to_string(),
             obs.run.metadata.generation,
             now,
         );
+        // Followed closely while something the cancel stops is left, and
+        // while ended Jobs are removed; jobs left to run on their own are
+        // followed by their watch events.
+        let left = |f: &dyn Fn(Option<&str>) -> bool| {
+            obs.jobs.iter().any(|j| f(Some(&j.job)))
+                || obs.pods.iter().any(|pod| f(pod.job.as_deref()))
+        };
         let until_force = if now < force_at {
             to_std(force_at.duration_since(now))
         } else {
             Duration::from_secs(1)
         };
-        p.requeue_after = Some(until_force.min(Duration::from_secs(5)));
+        p.requeue_after = if left(&stops) {
+            Some(until_force.min(Duration::from_secs(5)))
+        } else if left(&done) {
+            Some(Duration::from_secs(5))
+        } else {
+            None
+        };
         return StagePhase::Canceling;
     }
+    if mode == CancelMode::Stop {
+        return end_stopped(obs, p, record.is_timeout());
+    }
     end_cancelled(obs, p, record.is_timeout())
+}
+
+/// True when a cancel in `mode` stops `job`: every job for Terminate; the
+/// stage's jobs (not its cleanup jobs) for Cancel; for Stop, the stage's
+/// jobs that have not started (no pod running or finished yet) and those
+/// being stopped already.
+fn stopped_by(obs: &Observation, mode: CancelMode, job: &str) -> bool {
+    match mode {
+        CancelMode::Terminate => true,
+        _ if is_cleanup(obs, job) => false,
+        CancelMode::Cancel => true,
+        CancelMode::Stop => {
+            let Some(j) = jobs_of(obs, job) else {
+                return true;
+            };
+            let stopping =
+                j.suspended || j.deleting || obs.issued.suspension(obs.now, &j.resource_name);
+            let started = j.finished.is_some()
+                || pods_of(obs, job).iter().any(|pod| {
+                    matches!(pod.progress, PodProgress::Running | PodProgress::Finished)
+                });
+            stopping || !started
+        }
+    }
+}
+
+/// None of the stage's jobs' Jobs and pods is left: those not ended yet
+/// end Cancelled.
+fn end_stage_jobs(status: &mut StageRunStatus, now: Timestamp) {
+    for js in status.jobs.iter_mut().filter(|js| !js.cleanup) {
+        if js.state != JobState::Completed {
+            js.state = JobState::Completed;
+            js.result = RunResult::Cancelled;
+            js.completion_time = Some(Time(now));
+        }
+    }
+}
+
+/// A stopped run ends with the results its jobs had: `Failed` when one
+/// failed, `Cancelled` when one was stopped before it ran, else `Succeeded`.
+fn end_stopped(obs: &Observation, p: &mut Plan, timeout: bool) -> StagePhase {
+    let any = |r: RunResult| (p.status.jobs.iter()).any(|js| !js.skipped && js.result == r);
+    if any(RunResult::Cancelled) && !any(RunResult::Failed) {
+        return end_cancelled(obs, p, timeout);
+    }
+    end_with_results(obs, p)
 }
 
 /// The run's cancel record. Canceling always carries one; should it be
@@ -844,6 +1115,7 @@ fn cancel_record(obs: &Observation, status: &mut StageRunStatus) -> CancelRecord
             requested_at: Time(obs.now),
             accepted_at: Time(obs.now),
             grace_period_seconds: obs.run.spec.cancel_grace_period_seconds,
+            mode: CancelMode::Cancel,
         })
         .clone()
 }
@@ -860,13 +1132,18 @@ fn cancel_record(obs: &Observation, status: &mut StageRunStatus) -> CancelRecord
 /// some suspended Jobs whose pods failed): a suspended Job with no pod left
 /// [`STOP_WAIT`] past the force deadline is deleted unconfirmed; its lag
 /// would have had that long to show.
-fn stop_jobs(obs: &Observation, p: &mut Plan, force_at: Timestamp) {
+fn stop_jobs(
+    obs: &Observation,
+    p: &mut Plan,
+    force_at: Timestamp,
+    targeted: &dyn Fn(&str) -> bool,
+) {
     let now = obs.now;
     let waited_out = SignedDuration::try_from(STOP_WAIT)
         .ok()
         .and_then(|wait| force_at.checked_add(wait).ok())
         .is_some_and(|give_up| now >= give_up);
-    for j in &obs.jobs {
+    for j in obs.jobs.iter().filter(|j| targeted(&j.job)) {
         let name = &j.resource_name;
         if j.deleting || obs.issued.job(now, name) {
             continue;
@@ -890,7 +1167,13 @@ fn stop_jobs(obs: &Observation, p: &mut Plan, force_at: Timestamp) {
 /// would make the job controller write the Job's status for each pod it saw
 /// terminate. Past the force deadline (or with a grace of 0) every pod goes
 /// at once, reported by a condition and an Event.
-fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
+fn delete_pods(
+    obs: &Observation,
+    p: &mut Plan,
+    grace: i64,
+    forced: bool,
+    targeted: &dyn Fn(&ObservedPod) -> bool,
+) {
     let now = obs.now;
     let released = |pod: &ObservedPod| {
         pod.job
@@ -905,6 +1188,7 @@ fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
     let to_delete: Vec<String> = obs
         .pods
         .iter()
+        .filter(|p| targeted(p))
         .filter(|p| forced || released(p))
         .filter(|p| {
             // A deletion issued recently counts as the pod's own mark.
@@ -974,10 +1258,17 @@ fn delete_pods(obs: &Observation, p: &mut Plan, grace: i64, forced: bool) {
     );
 }
 
-/// The jobs' states while the cancel goes on.
-fn settle_jobs(obs: &Observation, status: &mut StageRunStatus) {
-    for js in status.jobs.iter_mut() {
+/// The jobs' states while the cancel goes on: those it stops settle,
+/// the others (running on after a Stop, cleanup jobs) are followed.
+fn settle_jobs(obs: &Observation, p: &mut Plan, stops: &dyn Fn(&str) -> bool) {
+    for js in p.status.jobs.iter_mut() {
         if js.state == JobState::Completed {
+            continue;
+        }
+        if !stops(&js.name) {
+            if begun(obs, js) {
+                follow(obs, js, &mut p.actions);
+            }
             continue;
         }
         let job = jobs_of(obs, &js.name);

@@ -23,10 +23,10 @@ use super::plan::{
 use super::request_plan::plan_request;
 use super::test_clock::t0;
 use crate::crd::{
-    ApprovalType, BuildTarget, CancelCause, CancelRecord, CancelRequest, CancelRequestSpec,
-    CancelRequestStatus, CancelTarget, CancelTargetStatus, JobState, JobStatus, JobTemplate,
-    RequestPhase, RunResult, StagePhase, StageRun, StageRunSpec, StageRunStatus, StageTarget,
-    TargetOutcome,
+    ApprovalType, BuildTarget, CancelCause, CancelMode, CancelRecord, CancelRequest,
+    CancelRequestSpec, CancelRequestStatus, CancelTarget, CancelTargetStatus, CleanupJob,
+    CleanupWhen, JobState, JobStatus, JobTemplate, RequestPhase, RunResult, StagePhase, StageRun,
+    StageRunSpec, StageRunStatus, StageTarget, TargetOutcome,
 };
 
 /// Numbers at the edges as often as ordinary ones.
@@ -115,6 +115,28 @@ fn template() -> impl Strategy<Value = JobTemplate> {
     })
 }
 
+fn mode() -> impl Strategy<Value = CancelMode> {
+    select(vec![
+        CancelMode::Stop,
+        CancelMode::Cancel,
+        CancelMode::Terminate,
+    ])
+}
+
+fn cleanup_job() -> impl Strategy<Value = CleanupJob> {
+    let when = select(vec![
+        CleanupWhen::Always,
+        CleanupWhen::Cancelled,
+        CleanupWhen::Failed,
+        CleanupWhen::Succeeded,
+    ]);
+    (template(), when, number()).prop_map(|(job, when, active_deadline_seconds)| CleanupJob {
+        job,
+        when,
+        active_deadline_seconds,
+    })
+}
+
 fn spec() -> impl Strategy<Value = StageRunSpec> {
     (
         (text(), number(), text(), number(), text()),
@@ -122,6 +144,7 @@ fn spec() -> impl Strategy<Value = StageRunSpec> {
         prop::collection::vec(template(), 0..60),
         number(),
         prop::option::of(number()),
+        prop::collection::vec(cleanup_job(), 0..4),
     )
         .prop_map(
             |(
@@ -130,6 +153,7 @@ fn spec() -> impl Strategy<Value = StageRunSpec> {
                 jobs,
                 grace,
                 deadline,
+                cleanup,
             )| {
                 StageRunSpec {
                     pipeline,
@@ -145,6 +169,7 @@ fn spec() -> impl Strategy<Value = StageRunSpec> {
                     jobs,
                     cancel_grace_period_seconds: grace,
                     active_deadline_seconds: deadline,
+                    cleanup,
                 }
             },
         )
@@ -159,9 +184,19 @@ fn job_status() -> impl Strategy<Value = JobStatus> {
         prop::option::of(time()),
         prop::option::of(name()),
         prop::option::of(time()),
+        (any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(name, id, state, result, scheduled_at, job_name, completion_time)| JobStatus {
+            |(
+                name,
+                id,
+                state,
+                result,
+                scheduled_at,
+                job_name,
+                completion_time,
+                (cleanup, skipped),
+            )| JobStatus {
                 name,
                 id,
                 state,
@@ -170,6 +205,8 @@ fn job_status() -> impl Strategy<Value = JobStatus> {
                 job_uid: job_name.as_ref().map(|n| format!("uid-{n}")),
                 job_name,
                 completion_time,
+                cleanup,
+                skipped,
             },
         )
 }
@@ -180,10 +217,16 @@ fn cancel_record() -> impl Strategy<Value = CancelRecord> {
         (text(), text(), text()),
         time(),
         time(),
-        number(),
+        (number(), mode()),
     )
         .prop_map(
-            |(deadline, (request_name, requested_by, reason), requested_at, accepted_at, grace)| {
+            |(
+                deadline,
+                (request_name, requested_by, reason),
+                requested_at,
+                accepted_at,
+                (grace, mode),
+            )| {
                 CancelRecord {
                     cause: if deadline {
                         CancelCause::Deadline
@@ -196,6 +239,7 @@ fn cancel_record() -> impl Strategy<Value = CancelRecord> {
                     requested_at,
                     accepted_at,
                     grace_period_seconds: grace,
+                    mode,
                 }
             },
         )
@@ -356,15 +400,24 @@ fn observed_pod() -> impl Strategy<Value = ObservedPod> {
 }
 
 fn cancel_order() -> impl Strategy<Value = CancelOrder> {
-    ((text(), text(), text()), time(), prop::option::of(number())).prop_map(
-        |((request_name, requested_by, reason), requested_at, grace_period_seconds)| CancelOrder {
-            request_name,
-            requested_by,
-            reason,
-            requested_at,
-            grace_period_seconds,
-        },
+    (
+        (text(), text(), text()),
+        time(),
+        prop::option::of(number()),
+        mode(),
     )
+        .prop_map(
+            |((request_name, requested_by, reason), requested_at, grace_period_seconds, mode)| {
+                CancelOrder {
+                    request_name,
+                    requested_by,
+                    reason,
+                    requested_at,
+                    grace_period_seconds,
+                    mode,
+                }
+            },
+        )
 }
 
 fn issued() -> impl Strategy<Value = Issued> {
@@ -545,10 +598,10 @@ fn request() -> impl Strategy<Value = CancelRequest> {
         prop::option::of(number()),
         number(),
         prop::option::of(status),
-        prop::option::of(number()),
+        (prop::option::of(number()), mode()),
     )
         .prop_map(
-            |(target, (reason, requested_by), grace, ttl, status, generation)| {
+            |(target, (reason, requested_by), grace, ttl, status, (generation, mode))| {
                 let mut req = CancelRequest::new(
                     "req",
                     CancelRequestSpec {
@@ -556,6 +609,7 @@ fn request() -> impl Strategy<Value = CancelRequest> {
                         reason,
                         requested_by,
                         grace_period_seconds: grace,
+                        mode,
                         ttl_seconds_after_finished: ttl,
                     },
                 );

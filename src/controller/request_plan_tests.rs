@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::crd::{CancelCause, CancelRecord, StagePhase, StageRunStatus};
+use crate::crd::{CancelCause, CancelMode, CancelRecord, StagePhase, StageRunStatus};
 
 // ---------------------------------------------------------------- fixtures --
 
@@ -57,6 +57,7 @@ fn cancel_record() -> CancelRecord {
         requested_at: time(-60),
         accepted_at: time(-59),
         grace_period_seconds: 30,
+        mode: CancelMode::Cancel,
     }
 }
 

@@ -23,7 +23,8 @@ use super::plan::{
 };
 use super::{cache, isolate};
 use crate::crd::{
-    CancelRecord, CancelRequest, JobTemplate, RequestPhase, StagePhase, StageRun, TargetOutcome,
+    CancelMode, CancelRecord, CancelRequest, JobTemplate, RequestPhase, StagePhase, StageRun,
+    TargetOutcome,
 };
 use crate::{Error, Result, Step, labels};
 
@@ -181,9 +182,10 @@ async fn reconcile_cached(run: &StageRun, ctx: &Context) -> Result<Action> {
 /// reads (or id allocation) the core asks for, and asks again with them.
 async fn decide(ctx: &Context, run: &StageRun, ns: &str, uid: &str) -> Result<plan::Plan> {
     let now = Timestamp::now();
+    // Also once a cancel is accepted: a request of a stronger mode takes over.
     let cancel = match run.status.as_ref().and_then(|s| s.cancel.as_ref()) {
-        None => find_cancel(ctx, ns, uid),
-        Some(_) => None,
+        Some(c) if c.mode == CancelMode::Terminate => None,
+        _ => find_cancel(ctx, ns, uid),
     };
     let jobs = observe_jobs(ctx, run, uid);
     let pods = observe_pods(ctx, ns, &JobsOfRun::new(run, &jobs));
@@ -265,8 +267,8 @@ async fn confirm_children(
     observed: &[ObservedJob],
 ) -> Result<(Vec<ObservedJob>, Vec<ObservedPod>)> {
     let run_name = run.name_any();
-    let mut names: Vec<String> = (run.spec.jobs.iter())
-        .map(|j| labels::job_resource_name(&run_name, uid, &j.name))
+    let mut names: Vec<String> = (run.spec.job_names())
+        .map(|j| labels::job_resource_name(&run_name, uid, j))
         .collect();
     names.extend(observed.iter().map(|j| j.resource_name.clone()));
     names.sort();
@@ -366,7 +368,7 @@ async fn create_job(
     job: &str,
     plan: &plan::Plan,
 ) -> JobCreation {
-    let Some(template) = run.spec.jobs.iter().find(|j| j.name == job) else {
+    let Some(template) = run.spec.template(job) else {
         return JobCreation::Refused {
             message: "the stage has no such job".into(),
         };
@@ -378,7 +380,7 @@ async fn create_job(
         .find(|j| j.name == job)
         .map(|j| j.id)
         .unwrap_or_default();
-    let deadline = plan::job_deadline(run, &plan.status, Timestamp::now());
+    let deadline = plan::creation_deadline(run, &plan.status, job, Timestamp::now());
     let k8s_job = match build_job(run, template, id, deadline) {
         Ok(j) => j,
         Err(e) => {
@@ -531,15 +533,16 @@ fn owned_by<K: Resource>(obj: &K, uid: &str) -> bool {
         .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
-/// The earliest accepted CancelRequest that targets `uid` and still has it
-/// Canceling, from the cache's index of requests by target.
+/// Of the accepted CancelRequests that target `uid` and still have it
+/// Canceling, the earliest of the strongest mode, from the cache's index of
+/// requests by target.
 fn find_cancel(ctx: &Context, ns: &str, uid: &str) -> Option<CancelOrder> {
     let requests = ctx.caches.requests.lookup(&cache::requests_by_target(uid));
     earliest_cancel(requests.iter().map(AsRef::as_ref), ns, uid)
 }
 
-/// The earliest (by creation, then name) in-progress request in `ns` that
-/// still has `uid` Canceling.
+/// Of the in-progress requests in `ns` that still have `uid` Canceling,
+/// the earliest (by creation, then name) of the strongest mode.
 fn earliest_cancel<'a>(
     requests: impl Iterator<Item = &'a CancelRequest>,
     ns: &str,
@@ -557,10 +560,12 @@ fn earliest_cancel<'a>(
         })
         .min_by(|a, b| {
             (
+                std::cmp::Reverse(a.spec.mode),
                 a.metadata.creation_timestamp.as_ref(),
                 a.metadata.name.as_ref(),
             )
                 .cmp(&(
+                    std::cmp::Reverse(b.spec.mode),
                     b.metadata.creation_timestamp.as_ref(),
                     b.metadata.name.as_ref(),
                 ))
@@ -575,6 +580,7 @@ fn earliest_cancel<'a>(
             .clone()
             .unwrap_or(Time(Timestamp::now())),
         grace_period_seconds: chosen.spec.grace_period_seconds,
+        mode: chosen.spec.mode,
     })
 }
 

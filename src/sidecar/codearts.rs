@@ -470,9 +470,14 @@ pub fn history_details_of(
     let mut steps = Vec::new();
     for run in &runs {
         let jobs = run.status.as_ref().map(|s| &s.jobs[..]).unwrap_or(&[]);
-        for spec in &run.spec.jobs {
-            let name = format!("{}/{}", run.spec.stage, spec.name);
-            let Some(job) = jobs.iter().find(|j| j.name == spec.name) else {
+        // Cleanup jobs are steps too, once they run (a skipped one never did).
+        for job_name in run.spec.job_names() {
+            let name = format!("{}/{}", run.spec.stage, job_name);
+            let found = jobs.iter().find(|j| j.name == job_name);
+            if found.is_some_and(|j| j.skipped) {
+                continue;
+            }
+            let Some(job) = found else {
                 steps.push(BuildStep {
                     name,
                     status: String::new(),

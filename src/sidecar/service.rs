@@ -23,7 +23,7 @@ use super::auth::{AuthError, AuthMode, Credentials, Identity};
 use super::cache::StageRunCache;
 use super::http::Call;
 use super::metrics::Metrics;
-use crate::crd::{CancelRequest, CancelTarget, StageRun};
+use crate::crd::{CancelMode, CancelRequest, CancelTarget, StageRun};
 use crate::request::{Naming, NewCancelRequest, name_for_uids};
 
 /// Everything a request handler needs.
@@ -335,6 +335,8 @@ impl Service {
                 reason: reason.to_string(),
                 requested_by: who.username.clone(),
                 grace_period_seconds: None,
+                // A REST cancel means what its API documents.
+                mode: CancelMode::Cancel,
             }
             .build(Naming::Fixed(name.clone()));
             match Api::<CancelRequest>::namespaced(self.client.clone(), &ns)

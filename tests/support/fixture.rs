@@ -18,6 +18,7 @@ pub fn stage_run(name: &str) -> StageRunFixture {
         .into_iter()
         .collect(),
         jobs: Vec::new(),
+        cleanup: Vec::new(),
         container: json!({"name": "main", "image": "busybox"}),
     }
 }
@@ -32,6 +33,8 @@ pub struct StageRunFixture {
     spec: Map<String, Value>,
     /// (job name, its pod annotations; None: a template without metadata).
     jobs: Vec<(String, Option<Value>)>,
+    /// (cleanup job name, when, its deadline, its pod annotations).
+    cleanup: Vec<(String, String, Option<i64>, Value)>,
     /// The one container of every job's pod.
     container: Value,
 }
@@ -67,6 +70,22 @@ impl StageRunFixture {
     /// `sim.cancel.dev/*` annotations the test image acts on).
     pub fn job(mut self, name: &str, sim: Value) -> Self {
         self.jobs.push((name.to_string(), Some(sim)));
+        self
+    }
+
+    /// A cleanup job that runs `when` (`Always`, `Cancelled`, `Failed`,
+    /// `Succeeded`) with the simulation annotations `sim`, within its
+    /// default deadline.
+    pub fn cleanup(mut self, name: &str, when: &str, sim: Value) -> Self {
+        self.cleanup
+            .push((name.to_string(), when.to_string(), None, sim));
+        self
+    }
+
+    /// A cleanup job as [`Self::cleanup`], with its own deadline in seconds.
+    pub fn cleanup_within(mut self, name: &str, when: &str, deadline: i64, sim: Value) -> Self {
+        self.cleanup
+            .push((name.to_string(), when.to_string(), Some(deadline), sim));
         self
     }
 
@@ -139,8 +158,26 @@ impl StageRunFixture {
                 json!({"name": name, "template": template})
             })
             .collect();
+        let cleanup: Vec<Value> = self
+            .cleanup
+            .into_iter()
+            .map(|(name, when, deadline, sim)| {
+                let template = json!({
+                    "metadata": {"annotations": sim},
+                    "spec": {"containers": [container.clone()]},
+                });
+                let mut job = json!({"name": name, "when": when, "template": template});
+                if let Some(d) = deadline {
+                    job["activeDeadlineSeconds"] = json!(d);
+                }
+                job
+            })
+            .collect();
         let mut spec = self.spec;
         spec.insert("jobs".into(), Value::Array(jobs));
+        if !cleanup.is_empty() {
+            spec.insert("cleanup".into(), Value::Array(cleanup));
+        }
         let mut metadata = json!({"name": self.name});
         if let Some(labels) = self.labels {
             metadata["labels"] = labels;

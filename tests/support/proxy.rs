@@ -135,8 +135,9 @@ pub fn api_server() -> std::net::SocketAddr {
         .expect("host:port")
 }
 
-/// When the API server received each write of `user`, from its audit log.
-pub fn writes_of(user: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
+/// Every event of the API server's audit log (writes only: see
+/// `cluster.sh`), oldest file first.
+fn audit_events() -> Vec<serde_json::Value> {
     let dir = super::cluster_dir();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("control plane directory")
@@ -149,20 +150,38 @@ pub fn writes_of(user: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no audit log in {}", dir.display());
-    let mut at = Vec::new();
+    let mut events = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("audit log");
-        for line in text.lines() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if event["impersonatedUser"]["username"] == user
-                && let Some(t) = event["requestReceivedTimestamp"].as_str()
-            {
-                at.push(t.parse().expect("timestamp"));
-            }
-        }
+        events.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
     }
+    events
+}
+
+/// When the API server received each write of `user`, from its audit log.
+pub fn writes_of(user: &str) -> Vec<k8s_openapi::jiff::Timestamp> {
+    let mut at: Vec<k8s_openapi::jiff::Timestamp> = (audit_events().iter())
+        .filter(|e| e["impersonatedUser"]["username"] == user)
+        .filter_map(|e| e["requestReceivedTimestamp"].as_str())
+        .map(|t| t.parse().expect("timestamp"))
+        .collect();
     at.sort();
     at
+}
+
+/// The names of the `resource` objects created in `namespace` (the API
+/// server answered 201), once per creation, from its audit log.
+pub fn created(resource: &str, namespace: &str) -> Vec<String> {
+    (audit_events().iter())
+        .filter(|e| e["verb"] == "create" && e["responseStatus"]["code"] == 201)
+        .filter(|e| {
+            e["objectRef"]["resource"] == resource && e["objectRef"]["namespace"] == namespace
+        })
+        .map(|e| {
+            e["objectRef"]["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a create without a name in the audit log: {e}"))
+                .to_string()
+        })
+        .collect()
 }

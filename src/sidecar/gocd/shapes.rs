@@ -76,10 +76,9 @@ fn jobs(run: &StageRun) -> Vec<JobView> {
             .collect(),
         None => run
             .spec
-            .jobs
-            .iter()
-            .map(|j| JobView {
-                name: j.name.clone(),
+            .job_names()
+            .map(|name| JobView {
+                name: name.to_string(),
                 id: 0,
                 state: JobState::Scheduled,
                 result: RunResult::Unknown,
