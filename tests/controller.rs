@@ -1582,7 +1582,7 @@ async fn a_cancel_runs_the_cleanup_jobs_once_the_pods_are_gone() {
             .cleanup(
                 "report",
                 "Always",
-                json!({"sim.cancel.dev/run-for": "3s", "sim.cancel.dev/exit-code": "0"}),
+                json!({"sim.cancel.dev/run-for": "3s"}),
             )
             .cleanup(
                 "release-lock",
@@ -1592,7 +1592,7 @@ async fn a_cancel_runs_the_cleanup_jobs_once_the_pods_are_gone() {
             .cleanup(
                 "publish",
                 "Succeeded",
-                json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "0"}),
+                json!({"sim.cancel.dev/run-for": "1s"}),
             )
             .build(),
     )
@@ -1684,16 +1684,16 @@ async fn stop_lets_a_running_job_finish_and_never_starts_a_pending_one() {
     let mut run = stage_run("foo-1-dev")
         .job(
             "Build",
-            json!({"sim.cancel.dev/run-for": "8s", "sim.cancel.dev/exit-code": "0"}),
+            json!({"sim.cancel.dev/run-for": "8s"}),
         )
         .job(
             "Deploy",
-            json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "0"}),
+            json!({"sim.cancel.dev/run-for": "1s"}),
         )
         .cleanup(
             "report",
             "Always",
-            json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "0"}),
+            json!({"sim.cancel.dev/run-for": "1s"}),
         )
         .build();
     // No node takes Deploy's pod: it stays pending.

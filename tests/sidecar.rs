@@ -3391,7 +3391,7 @@ async fn cleanup_jobs_show_in_gocd_history_and_keep_the_task_canceling() {
                 .cleanup(
                     "report",
                     "Always",
-                    json!({"sim.cancel.dev/run-for": "10s", "sim.cancel.dev/exit-code": "0"}),
+                    json!({"sim.cancel.dev/run-for": "10s"}),
                 )
                 .build(),
         )

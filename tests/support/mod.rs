@@ -336,13 +336,14 @@ where
     .await
 }
 
-/// Waits until every job of the StageRun `name` is Building.
+/// Waits until every job of the StageRun `name` (its cleanup jobs aside) is
+/// Building.
 pub async fn wait_jobs_building(runs: &Api<StageRun>, name: &str, timeout: Duration) -> StageRun {
     wait_for(runs, name, "its jobs building", timeout, |sr: &StageRun| {
         sr.status.as_ref().is_some_and(|s| {
             !s.jobs.is_empty()
-                && s.jobs
-                    .iter()
+                && (s.jobs.iter())
+                    .filter(|j| !j.cleanup)
                     .all(|j| j.state == cancel_operator::crd::JobState::Building)
         })
     })
