@@ -113,11 +113,7 @@ fn stagerun(i: usize, way: Way) -> StageRun {
         .image("ant")
         .job("compile", annotations.clone())
         .job("test", annotations)
-        .cleanup(
-            "report",
-            "Always",
-            json!({"sim.cancel.dev/run-for": "2s"}),
-        )
+        .cleanup("report", "Always", json!({"sim.cancel.dev/run-for": "2s"}))
         .build()
 }
 

@@ -734,6 +734,22 @@ fn assert_invariants(label: &str, w: &World, p: &Plan) {
             );
         }
     }
+    // Terminate always ends the run: nothing is waited for once none of
+    // its Jobs and pods is left.
+    if p.status
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.mode == CancelMode::Terminate)
+        && w.jobs.is_empty()
+        && w.pods.is_empty()
+    {
+        assert_eq!(
+            phase,
+            StagePhase::Failed,
+            "{label}: terminated, nothing left, not ended"
+        );
+        assert_eq!(result, RunResult::Cancelled, "{label}: terminated");
+    }
     // After a Terminate, no cleanup job is begun.
     if p.status
         .cancel
