@@ -1594,14 +1594,7 @@ async fn a_cancel_runs_the_cleanup_jobs_once_the_pods_are_gone() {
     )
     .await
     .unwrap();
-    let running = wait_for(&runs, "foo-1-dev", "UnitTest to build", T, |sr| {
-        sr.status.as_ref().is_some_and(|st| {
-            st.jobs
-                .iter()
-                .any(|j| j.name == "UnitTest" && j.state == JobState::Building)
-        })
-    })
-    .await;
+    let running = support::wait_job_building(&runs, "foo-1-dev", "UnitTest", T).await;
     // Listed from the start, as GoCD lists a stage's jobs; not begun.
     let report = job_entry(&running, "report");
     assert!(report.cleanup && report.job_name.is_none(), "{report:?}");
@@ -1685,14 +1678,7 @@ async fn stop_lets_a_running_job_finish_and_never_starts_a_pending_one() {
     // No node takes Deploy's pod: it stays pending.
     run.spec.jobs[1].template["spec"]["nodeSelector"] = json!({"cancel.dev/no-such-node": "true"});
     runs.create(&PostParams::default(), &run).await.unwrap();
-    wait_for(&runs, "foo-1-dev", "Build to build", T, |sr| {
-        sr.status.as_ref().is_some_and(|st| {
-            st.jobs
-                .iter()
-                .any(|j| j.name == "Build" && j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_job_building(&runs, "foo-1-dev", "Build", T).await;
     let deploy_job = wait_job_of(&s, &runs, "foo-1-dev", "Deploy").await;
     requests
         .create(
@@ -1759,14 +1745,7 @@ async fn terminate_during_cleanup_ends_the_run_at_once() {
     .await
     .unwrap();
     cancel_when_building(&runs, &requests, "cancel-first").await;
-    wait_for(&runs, "foo-1-dev", "the cleanup to run", T, |sr| {
-        sr.status.as_ref().is_some_and(|st| {
-            st.jobs
-                .iter()
-                .any(|j| j.name == "slow-cleanup" && j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_job_building(&runs, "foo-1-dev", "slow-cleanup", T).await;
     requests
         .create(
             &PostParams::default(),

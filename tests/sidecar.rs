@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cancel_operator::crd::{CancelMode, CancelRequest, JobState, RunResult, StagePhase, StageRun};
+use cancel_operator::crd::{CancelMode, CancelRequest, RunResult, StagePhase, StageRun};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -3401,14 +3401,7 @@ async fn cleanup_jobs_show_in_gocd_history_and_keep_the_task_canceling() {
         .expect(202);
 
     // During the cleanup.
-    wait_for(&s.runs(), "tidy-1-dev", "the cleanup to run", T, |sr| {
-        sr.status.as_ref().is_some_and(|st| {
-            st.jobs
-                .iter()
-                .any(|j| j.name == "report" && j.state == JobState::Building)
-        })
-    })
-    .await;
+    support::wait_job_building(&s.runs(), "tidy-1-dev", "report", T).await;
     let history = s.url("/go/api/stages/tidy/DEV/history/0");
     let job = |page: &Value, name: &str| -> Value {
         page["stages"][0]["jobs"]

@@ -364,48 +364,6 @@ fn apply(change: Change, mut w: World) -> World {
     w
 }
 
-/// One row of the table: a start, a change, and what the pass decides.
-struct Row {
-    start: Start,
-    change: Change,
-    phase: StagePhase,
-    result: RunResult,
-    actions: Vec<Action>,
-    events: &'static [&'static str],
-    requeue: Requeue,
-    check: Option<fn(&Plan)>,
-}
-
-fn row(
-    start: Start,
-    change: Change,
-    phase: StagePhase,
-    result: RunResult,
-    actions: Vec<Action>,
-    events: &'static [&'static str],
-    requeue: Requeue,
-) -> Row {
-    Row {
-        start,
-        change,
-        phase,
-        result,
-        actions,
-        events,
-        requeue,
-        check: None,
-    }
-}
-
-impl Row {
-    fn check(self, check: fn(&Plan)) -> Row {
-        Row {
-            check: Some(check),
-            ..self
-        }
-    }
-}
-
 fn report_created(p: &Plan) {
     let report = job(&p.status, "report");
     assert_eq!(report.scheduled_at, Some(time(0)));
@@ -599,34 +557,7 @@ fn modes_and_cleanup_every_start_against_every_change() {
         row(S::Terminating, C::DeadlinePasses, P::Canceling, R::Unknown, vec![], &[], After(5)),
         row(S::Terminating, C::AllGone, P::Failed, R::Cancelled, vec![], &["Cancelled"], Never).check(terminated),
     ];
-    for start in STARTS {
-        for change in CHANGES {
-            let n = (rows.iter())
-                .filter(|r| r.start == start && r.change == change)
-                .count();
-            assert_eq!(n, 1, "{start:?} × {change:?} appears {n} times");
-        }
-    }
-    for r in &rows {
-        let label = format!("{:?} × {:?}", r.start, r.change);
-        let w = apply(r.change, baseline(r.start));
-        let p = w.plan();
-        assert_eq!(p.status.phase, Some(r.phase), "{label}: phase");
-        assert_eq!(p.status.result, Some(r.result), "{label}: result");
-        assert_eq!(p.actions, r.actions, "{label}: actions");
-        assert_eq!(reasons(&p), r.events, "{label}: events");
-        match r.requeue {
-            Requeue::Never => assert_eq!(p.requeue_after, None, "{label}: requeue"),
-            Requeue::After(secs) => assert_eq!(
-                p.requeue_after,
-                Some(Duration::from_secs(secs)),
-                "{label}: requeue"
-            ),
-            Requeue::Unchecked => {}
-        }
-        if let Some(check) = r.check {
-            check(&p);
-        }
-        assert_invariants(&label, &w, &p);
-    }
+    check_table(&rows, &STARTS, &CHANGES, |start, change| {
+        apply(change, baseline(start))
+    });
 }

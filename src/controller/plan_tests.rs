@@ -828,9 +828,11 @@ enum Requeue {
     Unchecked,
 }
 
-struct Row {
-    start: Start,
-    change: Change,
+/// One row of a decision table: a start, a change, and what the pass
+/// decides.
+struct Row<S, C> {
+    start: S,
+    change: C,
     phase: StagePhase,
     result: RunResult,
     actions: Vec<Action>,
@@ -839,15 +841,15 @@ struct Row {
     check: Option<fn(&Plan)>,
 }
 
-fn row(
-    start: Start,
-    change: Change,
+fn row<S, C>(
+    start: S,
+    change: C,
     phase: StagePhase,
     result: RunResult,
     actions: Vec<Action>,
     events: &'static [&'static str],
     requeue: Requeue,
-) -> Row {
+) -> Row<S, C> {
     Row {
         start,
         change,
@@ -860,12 +862,52 @@ fn row(
     }
 }
 
-impl Row {
-    fn check(self, check: fn(&Plan)) -> Row {
+impl<S, C> Row<S, C> {
+    fn check(self, check: fn(&Plan)) -> Self {
         Row {
             check: Some(check),
             ..self
         }
+    }
+}
+
+/// Checks a decision table: every start against every change exactly once,
+/// each row's decision, and the invariants on every one of them.
+fn check_table<S, C>(rows: &[Row<S, C>], starts: &[S], changes: &[C], world: impl Fn(S, C) -> World)
+where
+    S: Copy + PartialEq + std::fmt::Debug,
+    C: Copy + PartialEq + std::fmt::Debug,
+{
+    for start in starts {
+        for change in changes {
+            let n = rows
+                .iter()
+                .filter(|r| r.start == *start && r.change == *change)
+                .count();
+            assert_eq!(n, 1, "{start:?} × {change:?} appears {n} times");
+        }
+    }
+    for r in rows {
+        let label = format!("{:?} × {:?}", r.start, r.change);
+        let w = world(r.start, r.change);
+        let p = w.plan();
+        assert_eq!(p.status.phase, Some(r.phase), "{label}: phase");
+        assert_eq!(p.status.result, Some(r.result), "{label}: result");
+        assert_eq!(p.actions, r.actions, "{label}: actions");
+        assert_eq!(reasons(&p), r.events, "{label}: events");
+        match r.requeue {
+            Requeue::Never => assert_eq!(p.requeue_after, None, "{label}: requeue"),
+            Requeue::After(secs) => assert_eq!(
+                p.requeue_after,
+                Some(Duration::from_secs(secs)),
+                "{label}: requeue"
+            ),
+            Requeue::Unchecked => {}
+        }
+        if let Some(check) = r.check {
+            check(&p);
+        }
+        assert_invariants(&label, &w, &p);
     }
 }
 
@@ -1217,7 +1259,7 @@ fn force_deleted(p: &Plan) {
 }
 
 #[rustfmt::skip]
-fn rows() -> Vec<Row> {
+fn rows() -> Vec<Row<Start, Change>> {
     use Change as C;
     use Requeue::{After, Never, Unchecked};
     use RunResult as R;
@@ -1307,38 +1349,9 @@ fn rows() -> Vec<Row> {
 
 #[test]
 fn plan_table_every_phase_against_every_change() {
-    let rows = rows();
-    for start in STARTS {
-        for change in CHANGES {
-            let n = rows
-                .iter()
-                .filter(|r| r.start == start && r.change == change)
-                .count();
-            assert_eq!(n, 1, "{start:?} × {change:?} appears {n} times");
-        }
-    }
-    for r in &rows {
-        let label = format!("{:?} × {:?}", r.start, r.change);
-        let w = apply(r.change, baseline(r.start));
-        let p = w.plan();
-        assert_eq!(p.status.phase, Some(r.phase), "{label}: phase");
-        assert_eq!(p.status.result, Some(r.result), "{label}: result");
-        assert_eq!(p.actions, r.actions, "{label}: actions");
-        assert_eq!(reasons(&p), r.events, "{label}: events");
-        match r.requeue {
-            Requeue::Never => assert_eq!(p.requeue_after, None, "{label}: requeue"),
-            Requeue::After(secs) => assert_eq!(
-                p.requeue_after,
-                Some(Duration::from_secs(secs)),
-                "{label}: requeue"
-            ),
-            Requeue::Unchecked => {}
-        }
-        if let Some(check) = r.check {
-            check(&p);
-        }
-        assert_invariants(&label, &w, &p);
-    }
+    check_table(&rows(), &STARTS, &CHANGES, |start, change| {
+        apply(change, baseline(start))
+    });
 }
 
 // --------------------------------------------------------- focused cases --

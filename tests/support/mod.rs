@@ -350,6 +350,28 @@ pub async fn wait_jobs_building(runs: &Api<StageRun>, name: &str, timeout: Durat
     .await
 }
 
+/// Waits until the job `job` of the StageRun `name` is Building.
+pub async fn wait_job_building(
+    runs: &Api<StageRun>,
+    name: &str,
+    job: &str,
+    timeout: Duration,
+) -> StageRun {
+    wait_for(
+        runs,
+        name,
+        &format!("{job} building"),
+        timeout,
+        |sr: &StageRun| {
+            sr.status.as_ref().is_some_and(|s| {
+                (s.jobs.iter())
+                    .any(|j| j.name == job && j.state == cancel_operator::crd::JobState::Building)
+            })
+        },
+    )
+    .await
+}
+
 /// The Events recorded on `name` with `reason`, once at least one exists.
 pub async fn events_for(
     client: &Client,
