@@ -1579,11 +1579,7 @@ async fn a_cancel_runs_the_cleanup_jobs_once_the_pods_are_gone() {
         &PostParams::default(),
         &stage_run("foo-1-dev")
             .job("UnitTest", slow_stop)
-            .cleanup(
-                "report",
-                "Always",
-                json!({"sim.cancel.dev/run-for": "3s"}),
-            )
+            .cleanup("report", "Always", json!({"sim.cancel.dev/run-for": "3s"}))
             .cleanup(
                 "release-lock",
                 "Cancelled",
@@ -1682,19 +1678,9 @@ async fn stop_lets_a_running_job_finish_and_never_starts_a_pending_one() {
     let runs: Api<StageRun> = s.ns.api();
     let requests: Api<CancelRequest> = s.ns.api();
     let mut run = stage_run("foo-1-dev")
-        .job(
-            "Build",
-            json!({"sim.cancel.dev/run-for": "8s"}),
-        )
-        .job(
-            "Deploy",
-            json!({"sim.cancel.dev/run-for": "1s"}),
-        )
-        .cleanup(
-            "report",
-            "Always",
-            json!({"sim.cancel.dev/run-for": "1s"}),
-        )
+        .job("Build", json!({"sim.cancel.dev/run-for": "8s"}))
+        .job("Deploy", json!({"sim.cancel.dev/run-for": "1s"}))
+        .cleanup("report", "Always", json!({"sim.cancel.dev/run-for": "1s"}))
         .build();
     // No node takes Deploy's pod: it stays pending.
     run.spec.jobs[1].template["spec"]["nodeSelector"] = json!({"cancel.dev/no-such-node": "true"});

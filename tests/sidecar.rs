@@ -3388,11 +3388,7 @@ async fn cleanup_jobs_show_in_gocd_history_and_keep_the_task_canceling() {
                     "UnitTest",
                     json!({"sim.cancel.dev/run-for": "1h", "sim.cancel.dev/terminate-after": "1s"}),
                 )
-                .cleanup(
-                    "report",
-                    "Always",
-                    json!({"sim.cancel.dev/run-for": "10s"}),
-                )
+                .cleanup("report", "Always", json!({"sim.cancel.dev/run-for": "10s"}))
                 .build(),
         )
         .await;
