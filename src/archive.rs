@@ -210,7 +210,7 @@ impl Archive {
         .fetch_all(&self.pool)
         .await
         .step("read a stage's archived runs")?;
-        let runs = objects.into_iter().map(run_of).collect::<Result<_>>()?;
+        let runs = objects.into_iter().map(decoded).collect::<Result<_>>()?;
         Ok(Page { runs, total })
     }
 
@@ -224,7 +224,19 @@ impl Archive {
                 .fetch_optional(&self.pool)
                 .await
                 .step("read an archived run")?;
-        object.map(run_of).transpose()
+        object.map(decoded).transpose()
+    }
+
+    /// The archived CancelRequest of this uid.
+    pub async fn cancel_request(&self, uid: &str) -> Result<Option<CancelRequest>> {
+        self.migrate().await?;
+        let object: Option<Value> =
+            sqlx::query_scalar("SELECT object FROM cancel_requests WHERE uid = $1")
+                .bind(uid)
+                .fetch_optional(&self.pool)
+                .await
+                .step("read an archived request")?;
+        object.map(decoded).transpose()
     }
 }
 
@@ -280,9 +292,9 @@ fn object_of<T: Serialize>(obj: &T) -> Result<Value> {
     })
 }
 
-fn run_of(object: Value) -> Result<StageRun> {
+fn decoded<T: serde::de::DeserializeOwned>(object: Value) -> Result<T> {
     serde_json::from_value(object).map_err(|e| Error::Archive {
-        step: "decode an archived run",
+        step: "decode an archived object",
         source: sqlx::Error::Decode(Box::new(e)),
     })
 }
@@ -391,7 +403,7 @@ mod tests {
         assert_eq!(t.status, run().status);
         // And it reads back as it was stored.
         let stored = object_of(&t).expect("encode");
-        let back = run_of(stored.clone()).expect("decode");
+        let back: StageRun = decoded(stored.clone()).expect("decode");
         assert_eq!(object_of(&back).expect("encode"), stored);
     }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use cancel_operator::archive::Archive;
 use cancel_operator::controller;
-use cancel_operator::crd::{CancelRequest, RunResult, StagePhase, StageRun};
+use cancel_operator::crd::{
+    CancelRequest, RequestPhase, RunResult, StagePhase, StageRun, TargetOutcome,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -152,6 +154,49 @@ async fn retention_moves_finished_runs_to_the_archive_and_leaves_running_ones() 
         .await
         .expect("read the archive");
     assert!(not_archived.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_request_is_archived_before_its_ttl_deletes_it() {
+    let _db = DATABASE.read().await;
+    let s = setup("archive-request", |ns| world::archiving_config(ns, None)).await;
+    let runs = s.ns.api::<StageRun>();
+    create(&runs, quick("foo-1-dev", 1)).await;
+    wait_for(&runs, "foo-1-dev", "foo-1-dev to pass", T, |sr| {
+        phase(sr) == Some(StagePhase::Succeeded)
+    })
+    .await;
+    let requests = s.ns.api::<CancelRequest>();
+    let request: CancelRequest = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest",
+        "metadata": {"name": "too-late"},
+        "spec": {"target": {"stageRun": "foo-1-dev"}, "reason": "superseded",
+                 "requestedBy": "alice", "ttlSecondsAfterFinished": 1}
+    }))
+    .expect("request");
+    let created = requests
+        .create(&PostParams::default(), &request)
+        .await
+        .expect("create CancelRequest");
+    let lp = ListParams::default().fields("metadata.name=too-late");
+    wait_list(
+        &requests,
+        &lp,
+        "too-late deleted after its TTL",
+        T,
+        |items| items.is_empty(),
+    )
+    .await;
+    let archived = archive()
+        .cancel_request(&created.uid().expect("uid"))
+        .await
+        .expect("read the archive")
+        .expect("the request is in the archive");
+    let status = archived.status.expect("status");
+    assert_eq!(status.phase, Some(RequestPhase::Completed));
+    assert_eq!(status.targets.len(), 1);
+    assert_eq!(status.targets[0].outcome, TargetOutcome::AlreadyFinished);
+    assert_eq!(archived.spec.requested_by, "alice");
 }
 
 /// A finished run as it would leave the cluster, in a namespace of no
