@@ -52,8 +52,13 @@ kubectl apply --server-side -f crds/cancel.dev.yaml >/dev/null
 kubectl wait --for=condition=Established crd/stageruns.cancel.dev crd/cancelrequests.cancel.dev --timeout=60s >/dev/null
 kubectl apply -f examples/demo/namespace.yaml >/dev/null
 
+# The archive (the control plane's PostgreSQL): ids continue past every
+# archived run. No --keep-finished: runs stay in the cluster, as the REST API
+# reads them from there.
+archive_url=""
+[[ ! -f $state/postgres.url ]] || archive_url=$(<"$state/postgres.url")
 log "starting the controller (log: $state/controller.log)"
-LOG_FORMAT=text "$bin" controller --state-namespace demo --metrics-address "127.0.0.1:${METRICS_PORT:-8080}" \
+CANCEL_OPERATOR_ARCHIVE_URL=$archive_url LOG_FORMAT=text "$bin" controller --state-namespace demo --metrics-address "127.0.0.1:${METRICS_PORT:-8080}" \
   >"$state/controller.log" 2>&1 &
 pids+=($!)
 log "starting the sidecar on http://127.0.0.1:$port (log: $state/sidecar.log)"

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 // `pub` only what the binaries (src/main.rs, src/bin/) and tests/ use.
+pub mod archive;
 pub mod controller;
 pub mod crd;
 pub(crate) mod labels;
@@ -22,11 +23,29 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// A query to the archive failed; `step` says which.
+    #[error("archive, {step}: {source}")]
+    Archive {
+        step: &'static str,
+        source: sqlx::Error,
+    },
+
+    /// The archive's schema could not be brought up to date.
+    #[error("archive schema: {0}")]
+    ArchiveSchema(Box<sqlx::migrate::MigrateError>),
+
     #[error("invalid job template for {job}: {message}")]
     InvalidTemplate { job: String, message: String },
 
     #[error("id space exhausted")]
     IdsExhausted,
+
+    /// The id counters are missing or unreadable and the archive, past
+    /// whose ids they must continue, does not answer; retried.
+    #[error(
+        "the id counters must continue past the archive's ids, and the archive does not answer"
+    )]
+    IdsUnfloored,
 
     #[error("object has no {0}")]
     MissingField(&'static str),

@@ -316,7 +316,7 @@ async fn kill(
     log: &Mutex<Log>,
 ) {
     let holder = lease_holder(leases).await.map(|(h, _)| h);
-    let at_leader = k % 2 == 0 && holder.is_some();
+    let at_leader = k.is_multiple_of(2) && holder.is_some();
     let mut all = replicas.lock().unwrap();
     let i = match (&holder, at_leader) {
         (Some(h), true) => all.iter().position(|r| r.identity == h).unwrap_or(0),
@@ -354,7 +354,7 @@ async fn partition(
         .position(|r| *r == holder)
         .expect("a replica leads");
     let old = replicas.lock().unwrap()[i].user.clone();
-    let cut = if p % 2 == 0 {
+    let cut = if p.is_multiple_of(2) {
         Path::BlackHole
     } else {
         Path::Rejected

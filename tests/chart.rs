@@ -598,6 +598,7 @@ async fn each_process_has_its_own_account_with_enough_rights_and_no_more() {
             }),
             metrics_address: None,
             concurrency: controller::DEFAULT_CONCURRENCY,
+            archive: None,
         },
     ));
     let _ctl = world::AbortOnDrop(vec![ctl.abort_handle()]);

@@ -368,8 +368,9 @@ fn trim_stagerun(run: &mut StageRun) {
     trim_meta(&mut run.metadata);
     // A finished run is never reconciled again. Only what CancelRequests
     // that name it read is kept: its identity and labels, the fields its
-    // index keys come from, and how it ended. Most of a namespace's runs
-    // are its history, so this is most of the cache.
+    // index keys come from, and how and when it ended (retention reads
+    // when). Most of a namespace's runs are its history, so this is most
+    // of the cache.
     if run.is_finished() {
         let meta = &mut run.metadata;
         meta.annotations = None;
@@ -383,7 +384,6 @@ fn trim_stagerun(run: &mut StageRun) {
             status.conditions = Vec::new();
             status.failure_reason = None;
             status.start_time = None;
-            status.completion_time = None;
         }
     }
 }

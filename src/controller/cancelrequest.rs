@@ -1,12 +1,13 @@
 //! CancelRequest reconcile: observe from the caches → decide
-//! (`request_plan.rs`) → write the status, or delete the request after its TTL.
+//! (`request_plan.rs`) → write the status, or archive and delete the request
+//! after its TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
@@ -101,14 +102,31 @@ async fn reconcile_timed(req: Arc<CancelRequest>, ctx: &Arc<Context>) -> Result<
         }
         plan = plan_request(&req, &runs, Timestamp::now());
     }
-    // A request that has just finished records that first, then goes.
+    // A request that has just finished records that first, then goes: to
+    // the archive first, when there is one (retried until it answers).
     if plan.delete && req.status.as_ref() == Some(&plan.status) {
+        if let Some(archive) = &ctx.archive {
+            archive
+                .archive_cancel_requests(std::slice::from_ref(req.as_ref()))
+                .await?;
+        }
+        // Only the request archived: a new one of the same name stays.
+        let only_this = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: req.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
         let deleted = ctx
             .api::<CancelRequest>(&ns)
-            .delete(&req.name_any(), &DeleteParams::default())
+            .delete(&req.name_any(), &only_this)
             .await
             .step("delete the CancelRequest after its TTL");
-        ignore_not_found(deleted)?;
+        match deleted {
+            Err(e) if e.is_conflict() => {}
+            other => ignore_not_found(other)?,
+        }
         ctx.forget(req.as_ref());
         return Ok(Action::await_change());
     }

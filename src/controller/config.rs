@@ -24,6 +24,31 @@ pub struct Config {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Reconciles run at once, per controller.
     pub concurrency: u16,
+    /// The archive of finished runs; `None`: none, and nothing is ever
+    /// deleted for being old.
+    pub archive: Option<ArchiveSettings>,
+}
+
+/// Where finished runs are archived, and when they leave the cluster.
+#[derive(Clone)]
+pub struct ArchiveSettings {
+    /// PostgreSQL URL (it may carry a password: never logged).
+    pub url: String,
+    /// Connections to the database at most.
+    pub pool_size: u32,
+    /// How long a finished StageRun stays in the cluster before it moves to
+    /// the archive; `None`: runs stay (the archive then only floors ids).
+    pub keep_finished: Option<Duration>,
+}
+
+impl std::fmt::Debug for ArchiveSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveSettings")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("keep_finished", &self.keep_finished)
+            .finish()
+    }
 }
 
 /// Reconciles run at once per controller unless configured: enough to keep
@@ -85,6 +110,33 @@ struct Flags {
     /// This instance's name in the Lease (default: $POD_NAME, or host and pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+
+    /// PostgreSQL URL of the archive of finished StageRuns and CancelRequests
+    /// (postgres://user:password@host:port/database); best given through the
+    /// environment, from a Secret. Ids are floored above the archive's, and
+    /// with --keep-finished finished runs move there.
+    #[arg(long, env = "CANCEL_OPERATOR_ARCHIVE_URL", hide_env_values = true)]
+    archive_url: Option<String>,
+
+    /// Connections to the archive at most.
+    #[arg(long, env = "CANCEL_OPERATOR_ARCHIVE_POOL_SIZE", default_value_t = crate::archive::DEFAULT_POOL_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    archive_pool_size: u32,
+
+    /// How long a finished StageRun stays in the cluster (e.g. 1h, 30m, 90s)
+    /// before it is archived and deleted; only with --archive-url. Without
+    /// it, finished runs stay in the cluster for ever.
+    #[arg(long, env = "CANCEL_OPERATOR_KEEP_FINISHED", value_parser = duration)]
+    keep_finished: Option<Duration>,
+}
+
+/// A duration in jiff's friendly form (`1h`, `1h 30m`, `90s`) or ISO 8601
+/// (`PT1H`); not negative.
+fn duration(value: &str) -> Result<Duration, String> {
+    let d: k8s_openapi::jiff::SignedDuration = value
+        .parse()
+        .map_err(|e| format!("not a duration (like 1h or 30m): {e}"))?;
+    Duration::try_from(d).map_err(|_| "a duration cannot be negative".to_string())
 }
 
 /// An address, or none (empty: not served).
@@ -114,6 +166,15 @@ impl From<Flags> for Config {
             }),
             metrics_address: flags.metrics_address,
             concurrency: flags.concurrency,
+            // An empty value (a chart's unset variable) is none.
+            archive: flags
+                .archive_url
+                .filter(|url| !url.is_empty())
+                .map(|url| ArchiveSettings {
+                    url,
+                    pool_size: flags.archive_pool_size,
+                    keep_finished: flags.keep_finished,
+                }),
         }
     }
 }
@@ -140,5 +201,42 @@ impl Args for Config {
 
     fn augment_args_for_update(cmd: Command) -> Command {
         Flags::augment_args_for_update(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_reads_as_people_write_it() {
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration("PT2M"), Ok(Duration::from_secs(120)));
+        assert!(duration("-1h").is_err());
+        assert!(duration("soon").is_err());
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        let cmd = Config::augment_args(Command::new("controller").no_binary_name(true));
+        Config::from_arg_matches(&cmd.get_matches_from(args)).expect("flags")
+    }
+
+    #[test]
+    fn an_archive_needs_a_url_and_retention_an_archive() {
+        assert!(parse(&["--keep-finished", "1h"]).archive.is_none());
+        assert!(parse(&["--archive-url", ""]).archive.is_none());
+        let a = parse(&[
+            "--archive-url",
+            "postgres://u:secret@h/db",
+            "--keep-finished",
+            "1h",
+        ])
+        .archive
+        .expect("archive");
+        assert_eq!(a.keep_finished, Some(Duration::from_secs(3600)));
+        assert_eq!(a.pool_size, crate::archive::DEFAULT_POOL_SIZE);
+        assert!(!format!("{a:?}").contains("secret"));
     }
 }

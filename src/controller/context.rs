@@ -23,6 +23,7 @@ use super::events::{self, EventRetries, EventWorker};
 use super::ids::IdAllocator;
 use super::metrics::Metrics;
 use super::plan::{Issued, PlannedEvent};
+use crate::archive::Archive;
 use crate::{Error, Result, Step, labels};
 
 /// Shared by every reconcile.
@@ -35,6 +36,8 @@ pub(super) struct Context {
     pub(super) config: Config,
     pub(super) metrics: Arc<Metrics>,
     pub(super) caches: Arc<Caches>,
+    /// Where finished runs and requests go before they leave the cluster.
+    pub(super) archive: Option<Arc<Archive>>,
     /// Per object: consecutive failures (for backoff).
     failures: Mutex<HashMap<String, u32>>,
     /// Per object: the resourceVersion our last status write replaced; a
@@ -53,6 +56,7 @@ impl Context {
         config: Config,
         metrics: Arc<Metrics>,
         caches: Arc<Caches>,
+        archive: Option<Arc<Archive>>,
     ) -> (Self, EventWorker) {
         let reporter = Reporter {
             controller: labels::MANAGER.into(),
@@ -61,6 +65,7 @@ impl Context {
         let ids = IdAllocator::new(
             Api::<ConfigMap>::namespaced(client.clone(), &config.state_namespace),
             config.id_configmap.clone(),
+            archive.clone(),
         );
         let recorder = Recorder::new(client.clone(), reporter);
         let (event_retries, worker) = events::queue(
@@ -77,6 +82,7 @@ impl Context {
             config,
             metrics,
             caches,
+            archive,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),

@@ -8,12 +8,18 @@
 //! every earlier reservation, also one made by a replica or a process that
 //! has since stopped); ids left in a block when its process stops are
 //! skipped, like GoCD's own gaps.
+//!
+//! With an archive, a block also starts past every archived id, so that ids
+//! never go backwards when the ConfigMap is lost (a reinstall, a deletion)
+//! or edited into something that does not parse.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+use crate::archive::Archive;
 use crate::{Error, Result, Step, labels};
 
 /// Ids stay exact in JSON consumers that use doubles.
@@ -66,14 +72,60 @@ pub struct IdAllocator {
     /// Held across a reservation so that concurrent reconciles share one
     /// ConfigMap write instead of racing for it.
     reserved: tokio::sync::Mutex<Reserved>,
+    /// Ids are floored above the archive's highest.
+    archive: Option<Arc<Archive>>,
+}
+
+/// What the archive says of the ids it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Floor {
+    /// No archive is configured.
+    NoArchive,
+    /// The highest archived stage and job ids.
+    Archived(i64, i64),
+    /// The archive did not answer.
+    Unknown,
+}
+
+/// Where the counters continue from: past what the ConfigMap says
+/// (`None`: missing or not a number) and past every archived id. Without
+/// the archive's answer, counters that read are trusted (they passed every
+/// id handed out since they were written); missing ones are not (`None`:
+/// wait for the archive).
+fn continue_from(counters: (Option<i64>, Option<i64>), floor: Floor) -> Option<(i64, i64)> {
+    let (stage, job) = counters;
+    match floor {
+        Floor::NoArchive => Some((stage.unwrap_or(0), job.unwrap_or(0))),
+        Floor::Archived(s, j) => Some((stage.unwrap_or(0).max(s), job.unwrap_or(0).max(j))),
+        Floor::Unknown => stage.zip(job),
+    }
 }
 
 impl IdAllocator {
-    pub fn new(api: Api<ConfigMap>, name: impl Into<String>) -> Self {
+    pub fn new(
+        api: Api<ConfigMap>,
+        name: impl Into<String>,
+        archive: Option<Arc<Archive>>,
+    ) -> Self {
         IdAllocator {
             api,
             name: name.into(),
             reserved: tokio::sync::Mutex::new(Reserved::default()),
+            archive,
+        }
+    }
+
+    /// The archive's highest ids, asked before each block.
+    async fn floor(&self) -> Floor {
+        let Some(archive) = &self.archive else {
+            return Floor::NoArchive;
+        };
+        match archive.max_ids().await {
+            Ok((stage, job)) => Floor::Archived(stage, job),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the archive's highest ids");
+                Floor::Unknown
+            }
         }
     }
 
@@ -95,6 +147,7 @@ impl IdAllocator {
 
     /// Advances the counters by a block each; returns the blocks.
     async fn reserve(&self, stages: i64, jobs: i64) -> Result<(Range, Range)> {
+        let floor = self.floor().await;
         loop {
             let current = match self
                 .api
@@ -104,6 +157,10 @@ impl IdAllocator {
             {
                 Some(cm) => cm,
                 None => {
+                    // A lost ConfigMap starts again past every archived id.
+                    let Some((stage, job)) = continue_from((None, None), floor) else {
+                        return Err(Error::IdsUnfloored);
+                    };
                     let cm = ConfigMap {
                         metadata: ObjectMeta {
                             name: Some(self.name.clone()),
@@ -114,8 +171,8 @@ impl IdAllocator {
                             ..ObjectMeta::default()
                         },
                         data: Some(BTreeMap::from([
-                            (STAGE_KEY.into(), "0".into()),
-                            (JOB_KEY.into(), "0".into()),
+                            (STAGE_KEY.into(), stage.to_string()),
+                            (JOB_KEY.into(), job.to_string()),
                         ])),
                         ..ConfigMap::default()
                     };
@@ -126,15 +183,16 @@ impl IdAllocator {
                     }
                 }
             };
-            let read = |key: &str| -> i64 {
+            let read = |key: &str| -> Option<i64> {
                 current
                     .data
                     .as_ref()
                     .and_then(|d| d.get(key))
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
             };
-            let (stage, job) = (read(STAGE_KEY), read(JOB_KEY));
+            let Some((stage, job)) = continue_from((read(STAGE_KEY), read(JOB_KEY)), floor) else {
+                return Err(Error::IdsUnfloored);
+            };
             // The counters are a ConfigMap anyone with access may edit.
             let (Some(next_stage), Some(next_job)) = (
                 stage.checked_add(stages).filter(|n| *n <= MAX_ID),
@@ -184,5 +242,32 @@ mod tests {
         assert_eq!(r.take(3), (2, 4));
         assert_eq!(r.remaining(), 0);
         assert_eq!(Range::default().remaining(), 0);
+    }
+
+    #[test]
+    fn counters_continue_past_every_archived_id() {
+        use Floor::*;
+        // As before an archive existed.
+        assert_eq!(continue_from((Some(5), Some(9)), NoArchive), Some((5, 9)));
+        assert_eq!(continue_from((None, Some(9)), NoArchive), Some((0, 9)));
+        // The ConfigMap behind the archive (lost, recreated, edited back).
+        assert_eq!(
+            continue_from((Some(5), Some(9)), Archived(700, 2000)),
+            Some((700, 2000))
+        );
+        assert_eq!(
+            continue_from((None, None), Archived(700, 2000)),
+            Some((700, 2000))
+        );
+        // Ahead of it: the counters hold.
+        assert_eq!(
+            continue_from((Some(800), Some(2100)), Archived(700, 2000)),
+            Some((800, 2100))
+        );
+        // The archive away: counters that read are trusted, missing or
+        // unreadable ones are not.
+        assert_eq!(continue_from((Some(5), Some(9)), Unknown), Some((5, 9)));
+        assert_eq!(continue_from((None, Some(9)), Unknown), None);
+        assert_eq!(continue_from((None, None), Unknown), None);
     }
 }

@@ -20,6 +20,7 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use super::metrics::Metrics;
 use super::wiring::run_controllers;
 use super::{Config, LeaderElection};
+use crate::archive::Archive;
 
 /// Runs the controllers only while this instance holds the Lease. Losing
 /// the Lease stops them at once, fails the health check and returns an
@@ -33,6 +34,7 @@ pub(super) async fn lead(
     config: Config,
     election: LeaderElection,
     metrics: Arc<Metrics>,
+    archive: Option<Arc<Archive>>,
 ) -> anyhow::Result<()> {
     let mut signal = Box::pin(crate::shutdown::signal());
     let leases: Api<Lease> = Api::namespaced(client.clone(), &config.state_namespace);
@@ -68,7 +70,7 @@ pub(super) async fn lead(
         }
     };
     tokio::select! {
-        _ = run_controllers(client, config, metrics.clone(), stop) => {}
+        _ = run_controllers(client, config, metrics.clone(), archive, stop) => {}
         _ = deadline => {
             // A standby may take the Lease once its term ends: not one more
             // write from here. The controllers are dropped, not stopped

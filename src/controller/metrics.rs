@@ -46,6 +46,9 @@ pub struct Metrics {
     leader: Family<LeaseLabels, Gauge>,
     event_queue: Gauge,
     events_dropped: Family<ReasonLabels, Counter>,
+    archived: Counter,
+    archive_errors: Counter,
+    archive_lag: Gauge,
     /// False once this instance must be restarted (it lost its Lease).
     healthy: std::sync::atomic::AtomicBool,
 }
@@ -101,8 +104,29 @@ impl Metrics {
             "Events never recorded, per reason: queue_full, expired (retried too long), stopped (the controllers stopped)",
             events_dropped.clone(),
         );
+        let archived = Counter::default();
+        registry.register(
+            "cancel_operator_archived",
+            "Finished StageRuns committed to the archive by retention (then deleted from the cluster)",
+            archived.clone(),
+        );
+        let archive_errors = Counter::default();
+        registry.register(
+            "cancel_operator_archive_errors",
+            "Retention passes that failed (archive unavailable, or the API server); retried",
+            archive_errors.clone(),
+        );
+        let archive_lag = Gauge::default();
+        registry.register(
+            "cancel_operator_archive_lag_seconds",
+            "How long past its retention the oldest finished StageRun still in the cluster is (0: none waits)",
+            archive_lag.clone(),
+        );
         Metrics {
             registry,
+            archived,
+            archive_errors,
+            archive_lag,
             leader,
             event_queue,
             events_dropped,
@@ -146,6 +170,22 @@ impl Metrics {
     #[cfg(test)]
     pub(super) fn queued_events(&self) -> i64 {
         self.event_queue.get()
+    }
+
+    /// Counts runs committed to the archive.
+    pub(super) fn archived(&self, n: usize) {
+        self.archived.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// Counts a failed retention pass.
+    pub(super) fn archive_failed(&self) {
+        self.archive_errors.inc();
+    }
+
+    /// How long past its retention the oldest waiting run is.
+    pub(super) fn archive_lag(&self, lag: Duration) {
+        self.archive_lag
+            .set(i64::try_from(lag.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// Makes /healthz fail from now on.

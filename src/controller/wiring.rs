@@ -13,7 +13,8 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::context::Context;
 use super::metrics::Metrics;
-use super::{Config, cache, cancelrequest, stagerun};
+use super::{Config, cache, cancelrequest, retention, stagerun};
+use crate::archive::Archive;
 use crate::crd::{CancelRequest, RequestPhase, StageRun};
 
 /// Changes queued for reconciles, per controller, before the router waits.
@@ -26,13 +27,15 @@ pub(super) async fn run_controllers(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
+    archive: Option<Arc<Archive>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let stop = futures::FutureExt::shared(Box::pin(stop));
     let (caches, feeds) = cache::caches(&client, &config.namespaces);
     let caches = Arc::new(caches);
     let concurrency = config.concurrency.max(1);
-    let (ctx, event_worker) = Context::new(client, config, metrics, caches.clone());
+    let keep_finished = config.archive.as_ref().and_then(|a| a.keep_finished);
+    let (ctx, event_worker) = Context::new(client, config, metrics, caches.clone(), archive);
     let ctx = Arc::new(ctx);
     let (run_tx, run_rx) = futures::channel::mpsc::channel(TRIGGER_BUFFER);
     let (request_tx, request_rx) = futures::channel::mpsc::channel(TRIGGER_BUFFER);
@@ -60,6 +63,10 @@ pub(super) async fn run_controllers(
     tokio::select! {
         _ = caches.ready() => {}
         _ = stop.clone() => return,
+    }
+    // Retention is the leader's, like every write: stopped with the routers.
+    if let (Some(archive), Some(keep)) = (ctx.archive.clone(), keep_finished) {
+        routers.spawn(retention::run(ctx.clone(), archive, keep));
     }
     let settings = controller::Config::default().concurrency(concurrency);
     let request_controller = Controller::for_stream(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test control plane: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler and kwok, built from Go modules and run on loopback.
+# kube-scheduler and kwok, built from Go modules and run on loopback; beside
+# it PostgreSQL (Debian's package) for the archive of finished runs.
 #
 #   cluster.sh build   build (or reuse) the binaries under $CACHE_DIR/bin
 #   cluster.sh up      start a control plane in a temporary directory; the repository's
@@ -8,7 +9,11 @@
 #   cluster.sh down    stop it and remove its directory, leaving no process behind
 #   cluster.sh env     print shell exports for the running control plane
 #   cluster.sh restart COMPONENT   restart one component with the same flags
+#   cluster.sh stop|start COMPONENT   stop one component, or start it again
 #   cluster.sh node up|down|state|import ARCHIVE   one real node (see node.sh)
+#
+# PostgreSQL's URL (with its password) is in postgres.url in the control
+# plane's directory.
 #
 # The API server writes an audit log of every write to audit.log in the
 # control plane's directory, unless CANCEL_OPERATOR_AUDIT=off.
@@ -66,6 +71,96 @@ build() {
   done
   echo "$key" >"$stamp"
   log "built in $((SECONDS - start))s into $BIN"
+}
+
+# --- postgres --------------------------------------------------------------
+
+# The archive's database: Debian's postgresql package (installed when
+# missing), initialised in the control plane's directory, on loopback.
+PG_USER=cancel
+PG_DATABASE=cancel_operator
+
+# The bin directory of the newest PostgreSQL installed the Debian way.
+pg_bindir() {
+  local found=(/usr/lib/postgresql/*/bin/postgres)
+  [[ -x ${found[0]} ]] || return 1
+  printf '%s\n' "${found[@]%/postgres}" | sort -V | tail -n 1
+}
+
+need_postgres() {
+  pg_bindir >/dev/null && return 0
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+    die "PostgreSQL is missing (Debian: apt-get install postgresql)"
+  fi
+  log "installing postgresql"
+  # Only its binaries are wanted: no cluster of the system's own.
+  mkdir -p /etc/postgresql-common
+  [[ -e /etc/postgresql-common/createcluster.conf ]] ||
+    echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf
+  export DEBIAN_FRONTEND=noninteractive
+  local install=(apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold postgresql)
+  "${install[@]}" >/dev/null || { apt-get update >/dev/null && "${install[@]}" >/dev/null; } ||
+    die "apt-get install postgresql failed"
+  pg_bindir >/dev/null || die "no PostgreSQL under /usr/lib/postgresql after apt-get"
+}
+
+# The command prefix that runs PostgreSQL's programs: PostgreSQL refuses to
+# run as root, so root runs them as the postgres user.
+pg_as() {
+  if [[ $(id -u) == 0 ]]; then
+    printf '%s\0' setpriv --reuid=postgres --regid=postgres --init-groups --
+  fi
+}
+
+# postgres_init PORT: initialise a database cluster in $dir/postgres and start
+# it on 127.0.0.1:PORT (its socket in the same directory). Not waited for:
+# postgres_ready does, once the rest is started.
+postgres_init() {
+  local port=$1 bin as=() password
+  bin=$(pg_bindir)
+  mapfile -d '' as < <(pg_as)
+  mkdir -m 700 "$dir/postgres"
+  if [[ $(id -u) == 0 ]]; then
+    # The postgres user may pass through the directory, and own its own.
+    chgrp postgres "$dir" && chmod 710 "$dir"
+    chown postgres:postgres "$dir/postgres"
+  fi
+  password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  (umask 077 && printf '%s\n' "$password" >"$dir/postgres/pwfile")
+  [[ $(id -u) != 0 ]] || chown postgres "$dir/postgres/pwfile"
+  "${as[@]}" "$bin/initdb" -D "$dir/postgres/data" -U "$PG_USER" --pwfile="$dir/postgres/pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-sync --no-instructions \
+    >"$dir/postgres-init.log" 2>&1 || { tail -n 20 "$dir/postgres-init.log" >&2; die "initdb failed"; }
+  rm -f "$dir/postgres/pwfile"
+  # Test data: no fsync, nothing written twice.
+  start postgres "${as[@]}" "$bin/postgres" -D "$dir/postgres/data" -p "$port" \
+    -c listen_addresses=127.0.0.1 -c unix_socket_directories="$dir/postgres" \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300
+  (umask 077 && echo "postgres://$PG_USER:$password@127.0.0.1:$port/$PG_DATABASE" >"$dir/postgres.url")
+}
+
+# The port postgres was started on (from its command line).
+postgres_port() {
+  local cmd=()
+  mapfile -d '' cmd <"$dir/postgres.cmd"
+  local i
+  for ((i = 0; i < ${#cmd[@]} - 1; i++)); do
+    [[ ${cmd[i]} == -p ]] && { echo "${cmd[i + 1]}"; return 0; }
+  done
+  return 1
+}
+
+# Waits until postgres answers; creates the database on the first start.
+postgres_ready() {
+  local bin port as=()
+  bin=$(pg_bindir)
+  port=$(postgres_port)
+  mapfile -d '' as < <(pg_as)
+  wait_for 60 postgres "$bin/pg_isready" -q -h "$dir/postgres" -p "$port"
+  if [[ ! -f $dir/postgres/created ]]; then
+    "${as[@]}" "$bin/createdb" -h "$dir/postgres" -p "$port" -U "$PG_USER" "$PG_DATABASE"
+    "${as[@]}" touch "$dir/postgres/created"
+  fi
 }
 
 # --- up --------------------------------------------------------------------
@@ -136,6 +231,7 @@ up() {
     down
   fi
   build
+  need_postgres
   local t0=$SECONDS
   dir=$(mktemp -d "${TMPDIR:-/tmp}/cancel-operator-cluster.XXXXXX")
   : >"$dir/pids"
@@ -144,8 +240,8 @@ up() {
   trap 'log "start failed; logs are in $dir"; down_dir "$dir" keep; exit 1' ERR
 
   local ports
-  mapfile -t ports < <("$BIN/kube" freeport 3)
-  local etcd_port=${ports[0]} peer_port=${ports[1]}
+  mapfile -t ports < <("$BIN/kube" freeport 4)
+  local etcd_port=${ports[0]} peer_port=${ports[1]} pg_port=${ports[3]}
   api_port=${ports[2]}
 
   # Static-token users: admin is system:masters; the others get only what
@@ -195,6 +291,8 @@ up() {
     --feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true \
     --kubelet-preferred-address-types=InternalIP \
     --kubelet-client-certificate="$dir/certs/kubelet-client.crt" --kubelet-client-key="$dir/certs/kubelet-client.key"
+  # Started while the API server starts.
+  postgres_init "$pg_port"
   for user in "${USERS[@]}"; do
     kubeconfig "$user" "$(cat "$dir/$user.token")" >"$dir/$user.kubeconfig"
   done
@@ -216,6 +314,7 @@ up() {
   "$BIN/kubectl" apply -f "$here/nodes.yaml" >/dev/null
   wait_for 60 "a Ready kwok node" "$BIN/kubectl" wait --for=condition=Ready node --all --timeout=2s
   wait_for 60 "the default service account" "$BIN/kubectl" -n default get serviceaccount default
+  postgres_ready
   alive
   trap - ERR
   date +%s >"$dir/ready"
@@ -250,12 +349,15 @@ down() {
   fi
 }
 
-# restart NAME: stop one component and start it again with the same flags
-# (tests use it to restart the kube-apiserver under a running controller).
-restart() {
-  local name=$1 pid
+# The running control plane's directory, or die.
+running_dir() {
   [[ -f $LINK/ready ]] || die "no control plane is running"
   dir=$(readlink "$LINK")
+}
+
+# stop_component NAME: stop one component (it stays stopped until started).
+stop_component() {
+  local name=$1 pid
   [[ -f $dir/$name.cmd ]] || die "no component named $name"
   pid=$(awk -v n="$name" '$2 == n {print $1}' "$dir/pids" | tail -n 1)
   if [[ -n $pid ]]; then
@@ -265,13 +367,29 @@ restart() {
     kill -KILL -- "-$pid" 2>/dev/null || true
     awk -v n="$name" '$2 != n' "$dir/pids" >"$dir/pids.new" && mv "$dir/pids.new" "$dir/pids"
   fi
-  local cmd=()
+}
+
+# start_component NAME: start one component with the flags it was first
+# started with, and wait until it answers.
+start_component() {
+  local name=$1 cmd=()
+  [[ -f $dir/$name.cmd ]] || die "no component named $name"
+  ! awk -v n="$name" '$2 == n {found=1} END {exit !found}' "$dir/pids" || die "$name is running"
   mapfile -d '' cmd <"$dir/$name.cmd"
   start "$name" "${cmd[@]}"
-  if [[ $name == kube-apiserver ]]; then
-    wait_for 120 kube-apiserver "$BIN/kubectl" --kubeconfig="$dir/admin.kubeconfig" get --raw /readyz
-  fi
-  log "restarted $name"
+  case $name in
+  kube-apiserver) wait_for 120 kube-apiserver "$BIN/kubectl" --kubeconfig="$dir/admin.kubeconfig" get --raw /readyz ;;
+  postgres) postgres_ready ;;
+  esac
+}
+
+# restart NAME: stop one component and start it again with the same flags
+# (tests use it to restart the kube-apiserver under a running controller).
+restart() {
+  running_dir
+  stop_component "$1"
+  start_component "$1"
+  log "restarted $1"
 }
 
 env_() {
@@ -286,6 +404,8 @@ up) up ;;
 down) down ;;
 env) env_ ;;
 restart) restart "${2:?usage: $0 restart COMPONENT}" ;;
+stop) running_dir && stop_component "${2:?usage: $0 stop COMPONENT}" && log "stopped ${2}" ;;
+start) running_dir && start_component "${2:?usage: $0 start COMPONENT}" && log "started ${2}" ;;
 node) node_cmd "${@:2}" ;;
-*) die "usage: $0 {build|up|down|env|restart COMPONENT|node up|down|state|import ARCHIVE}" ;;
+*) die "usage: $0 {build|up|down|env|restart|stop|start COMPONENT|node up|down|state|import ARCHIVE}" ;;
 esac

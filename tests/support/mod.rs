@@ -63,6 +63,15 @@ pub fn cluster_dir() -> PathBuf {
     dir
 }
 
+/// The URL of the test control plane's PostgreSQL (the archive's database).
+pub fn archive_url() -> String {
+    let path = cluster_dir().join("postgres.url");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
 pub fn kubeconfig_path(user: User) -> PathBuf {
     cluster_dir().join(format!("{}.kubeconfig", user.name()))
 }
@@ -406,13 +415,28 @@ pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
 /// Restarts one component of the test control plane with the same flags
 /// (`cluster.sh restart`), waiting until it is back.
 pub fn restart_component(component: &str) {
+    cluster_sh("restart", component);
+}
+
+/// Stops one component of the test control plane (`cluster.sh stop`).
+pub fn stop_component(component: &str) {
+    cluster_sh("stop", component);
+}
+
+/// Starts a stopped component again with its flags (`cluster.sh start`),
+/// waiting until it answers.
+pub fn start_component(component: &str) {
+    cluster_sh("start", component);
+}
+
+fn cluster_sh(verb: &str, component: &str) {
     let status = std::process::Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/cluster/cluster.sh"
     ))
-    .args(["restart", component])
+    .args([verb, component])
     .env("CANCEL_OPERATOR_CLUSTER_LINK", cluster_dir())
     .status()
-    .expect("run cluster.sh restart");
-    assert!(status.success(), "restarting {component} failed");
+    .unwrap_or_else(|e| panic!("run cluster.sh {verb}: {e}"));
+    assert!(status.success(), "cluster.sh {verb} {component} failed");
 }

@@ -27,6 +27,20 @@ pub fn controller_config(ns: &str) -> controller::Config {
         leader_election: None,
         metrics_address: None,
         concurrency: controller::DEFAULT_CONCURRENCY,
+        archive: None,
+    }
+}
+
+/// As [`controller_config`], archiving into the test control plane's
+/// PostgreSQL, finished runs kept `keep_finished` (`None`: kept for ever).
+pub fn archiving_config(ns: &str, keep_finished: Option<Duration>) -> controller::Config {
+    controller::Config {
+        archive: Some(controller::ArchiveSettings {
+            url: super::archive_url(),
+            pool_size: 2,
+            keep_finished,
+        }),
+        ..controller_config(ns)
     }
 }
 

@@ -105,6 +105,12 @@ pods, carry out CancelRequests, record Events. Nothing else.
 - apiGroups: [cancel.dev]
   resources: [cancelrequests]
   verbs: [delete]
+{{- if and .Values.controller.archive.urlSecret .Values.controller.archive.keepFinished }}
+# Retention: finished StageRuns leave the cluster once archived.
+- apiGroups: [cancel.dev]
+  resources: [stageruns]
+  verbs: [delete]
+{{- end }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]

@@ -1,0 +1,421 @@
+//! The archive: finished StageRuns and CancelRequests kept in PostgreSQL
+//! once they leave the cluster, so that history costs the cluster nothing.
+//!
+//! A row per object, keyed by its uid: storing a run again is a no-op, so
+//! that "archive, then delete from the cluster" can be repeated after a
+//! crash in between without losing or duplicating a run. Each row holds the
+//! object as it left the cluster, pod templates aside (`object`), from which
+//! reads rebuild the same resource, and the columns the reads filter and
+//! order by. Every query is parameterised.
+//!
+//! The schema is versioned (`migrations/`, embedded in the binary) and
+//! applied before the first query. sqlx's PostgreSQL migrator holds an
+//! advisory lock (`pg_advisory_lock`, keyed by the database's name) from
+//! before it reads which migrations are applied until it has applied the
+//! rest, so replicas starting at once apply each migration exactly once.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::crd::{CancelRequest, StageRun};
+use crate::{Error, Result};
+
+/// Connections to the database at most, unless configured.
+pub const DEFAULT_POOL_SIZE: u32 = 4;
+
+/// How long a query waits for a connection: a database that is away makes
+/// callers fail (and retry later) rather than wait.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The archive database.
+pub struct Archive {
+    pool: PgPool,
+    /// Set once the schema is known to be current.
+    migrated: tokio::sync::OnceCell<()>,
+}
+
+/// A page of archived runs and how many match in all.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub runs: Vec<StageRun>,
+    pub total: i64,
+}
+
+/// Names a failed database call: `query.await.step("store the runs")?`.
+trait Step<T> {
+    fn step(self, step: &'static str) -> Result<T>;
+}
+
+impl<T> Step<T> for std::result::Result<T, sqlx::Error> {
+    fn step(self, step: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Archive { step, source })
+    }
+}
+
+impl Archive {
+    /// A pool of at most `pool_size` connections to `url`, opened as
+    /// queries need them: a database that is away at start fails the
+    /// queries made meanwhile, not the process. Fails only on a bad URL.
+    pub fn connect(url: &str, pool_size: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy(url)
+            .step("read the archive's URL")?;
+        Ok(Archive {
+            pool,
+            migrated: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Applies the migrations this binary knows and the database lacks;
+    /// once per process (every query waits for it).
+    pub async fn migrate(&self) -> Result<()> {
+        self.migrated
+            .get_or_try_init(|| async {
+                MIGRATOR
+                    .run(&self.pool)
+                    .await
+                    .map_err(|e| Error::ArchiveSchema(Box::new(e)))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores finished runs, in one transaction: all or none. A run already
+    /// stored (by uid) is left as it is. Returns how many were new.
+    pub async fn archive_stage_runs(&self, runs: &[StageRun]) -> Result<u64> {
+        self.migrate().await?;
+        let mut tx = self.pool.begin().await.step("begin storing runs")?;
+        let mut stored = 0;
+        for run in runs {
+            let row = RunRow::of(run)?;
+            let done = sqlx::query(
+                "INSERT INTO stage_runs (uid, namespace, name, pipeline, pipeline_counter, stage, \
+                 stage_counter, id, max_job_id, phase, result, created_at, completion_time, labels, object) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 $12::text::timestamptz, $13::text::timestamptz, $14, $15) \
+                 ON CONFLICT (uid) DO NOTHING",
+            )
+            .bind(row.uid)
+            .bind(row.namespace)
+            .bind(row.name)
+            .bind(&run.spec.pipeline)
+            .bind(run.spec.pipeline_counter)
+            .bind(&run.spec.stage)
+            .bind(run.spec.stage_counter)
+            .bind(row.id)
+            .bind(row.max_job_id)
+            .bind(row.phase)
+            .bind(row.result)
+            .bind(row.created_at)
+            .bind(row.completion_time)
+            .bind(row.labels)
+            .bind(row.object)
+            .execute(&mut *tx)
+            .await
+            .step("store a run")?;
+            stored += done.rows_affected();
+        }
+        tx.commit().await.step("commit the stored runs")?;
+        Ok(stored)
+    }
+
+    /// Stores finished CancelRequests as [`Self::archive_stage_runs`] does runs.
+    pub async fn archive_cancel_requests(&self, requests: &[CancelRequest]) -> Result<u64> {
+        self.migrate().await?;
+        let mut tx = self.pool.begin().await.step("begin storing requests")?;
+        let mut stored = 0;
+        for req in requests {
+            let uid = req.uid().ok_or(Error::MissingField("uid"))?;
+            let status = req.status.as_ref();
+            let targets: Vec<String> = (status.iter())
+                .flat_map(|s| s.targets.iter().map(|t| t.uid.clone()))
+                .collect();
+            let done = sqlx::query(
+                "INSERT INTO cancel_requests (uid, namespace, name, phase, requested_by, created_at, \
+                 completion_time, target_uids, labels, object) \
+                 VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz, $7::text::timestamptz, $8, $9, $10) \
+                 ON CONFLICT (uid) DO NOTHING",
+            )
+            .bind(uid)
+            .bind(req.namespace().ok_or(Error::MissingField("namespace"))?)
+            .bind(req.name_any())
+            .bind(status.and_then(|s| word(&s.phase)))
+            .bind(&req.spec.requested_by)
+            .bind(req.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()))
+            .bind(status.and_then(|s| s.completion_time.as_ref()).map(|t| t.0.to_string()))
+            .bind(targets)
+            .bind(json!(req.labels()))
+            .bind(object_of(&trimmed_request(req))?)
+            .execute(&mut *tx)
+            .await
+            .step("store a request")?;
+            stored += done.rows_affected();
+        }
+        tx.commit().await.step("commit the stored requests")?;
+        Ok(stored)
+    }
+
+    /// The highest stage id and the highest job id archived (0 when none).
+    pub async fn max_ids(&self) -> Result<(i64, i64)> {
+        self.migrate().await?;
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COALESCE(MAX(id), 0), COALESCE(MAX(max_job_id), 0) FROM stage_runs",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .step("read the highest archived ids")
+    }
+
+    /// The archived runs of a pipeline's stage in `namespaces` (all when
+    /// empty), as GoCD's stage history orders them (newest pipeline run
+    /// first, then newest stage run), `limit` from `offset`, with their total.
+    pub async fn stage_history(
+        &self,
+        namespaces: &[String],
+        pipeline: &str,
+        stage: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page> {
+        self.migrate().await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM stage_runs \
+             WHERE (cardinality($1::text[]) = 0 OR namespace = ANY($1)) AND pipeline = $2 AND stage = $3",
+        )
+        .bind(namespaces)
+        .bind(pipeline)
+        .bind(stage)
+        .fetch_one(&self.pool)
+        .await
+        .step("count a stage's archived runs")?;
+        let objects: Vec<Value> = sqlx::query_scalar(
+            "SELECT object FROM stage_runs \
+             WHERE (cardinality($1::text[]) = 0 OR namespace = ANY($1)) AND pipeline = $2 AND stage = $3 \
+             ORDER BY pipeline_counter DESC, stage_counter DESC, namespace, name \
+             LIMIT $4 OFFSET $5",
+        )
+        .bind(namespaces)
+        .bind(pipeline)
+        .bind(stage)
+        .bind(limit.max(0))
+        .bind(offset.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .step("read a stage's archived runs")?;
+        let runs = objects.into_iter().map(decoded).collect::<Result<_>>()?;
+        Ok(Page { runs, total })
+    }
+
+    /// The archived run of this uid (a Cloud Foundry task guid, a Studio
+    /// package id).
+    pub async fn stage_run(&self, uid: &str) -> Result<Option<StageRun>> {
+        self.migrate().await?;
+        let object: Option<Value> =
+            sqlx::query_scalar("SELECT object FROM stage_runs WHERE uid = $1")
+                .bind(uid)
+                .fetch_optional(&self.pool)
+                .await
+                .step("read an archived run")?;
+        object.map(decoded).transpose()
+    }
+
+    /// The archived CancelRequest of this uid.
+    pub async fn cancel_request(&self, uid: &str) -> Result<Option<CancelRequest>> {
+        self.migrate().await?;
+        let object: Option<Value> =
+            sqlx::query_scalar("SELECT object FROM cancel_requests WHERE uid = $1")
+                .bind(uid)
+                .fetch_optional(&self.pool)
+                .await
+                .step("read an archived request")?;
+        object.map(decoded).transpose()
+    }
+}
+
+/// The columns of a run's row that are not in its spec.
+struct RunRow {
+    uid: String,
+    namespace: String,
+    name: String,
+    id: Option<i64>,
+    max_job_id: Option<i64>,
+    phase: String,
+    result: Option<String>,
+    created_at: Option<String>,
+    completion_time: Option<String>,
+    labels: Value,
+    object: Value,
+}
+
+impl RunRow {
+    fn of(run: &StageRun) -> Result<Self> {
+        let status = run.status.as_ref();
+        Ok(RunRow {
+            uid: run.uid().ok_or(Error::MissingField("uid"))?,
+            namespace: run.namespace().ok_or(Error::MissingField("namespace"))?,
+            name: run.name_any(),
+            id: status.and_then(|s| s.id),
+            max_job_id: status.and_then(|s| s.jobs.iter().map(|j| j.id).max()),
+            phase: status
+                .and_then(|s| word(&s.phase))
+                .ok_or(Error::MissingField("status.phase"))?,
+            result: status.and_then(|s| word(&s.result)),
+            created_at: (run.metadata.creation_timestamp.as_ref()).map(|t| t.0.to_string()),
+            completion_time: (status.and_then(|s| s.completion_time.as_ref()))
+                .map(|t| t.0.to_string()),
+            labels: json!(run.labels()),
+            object: object_of(&trimmed_run(run))?,
+        })
+    }
+}
+
+/// An enum's name as its JSON spells it (`Succeeded`, `Cancelled`).
+fn word<T: Serialize>(value: &Option<T>) -> Option<String> {
+    match serde_json::to_value(value.as_ref()?) {
+        Ok(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn object_of<T: Serialize>(obj: &T) -> Result<Value> {
+    serde_json::to_value(obj).map_err(|e| Error::Archive {
+        step: "encode an object",
+        source: sqlx::Error::Encode(Box::new(e)),
+    })
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(object: Value) -> Result<T> {
+    serde_json::from_value(object).map_err(|e| Error::Archive {
+        step: "decode an archived object",
+        source: sqlx::Error::Decode(Box::new(e)),
+    })
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What of a container the reads show (a Cloud Foundry task's command and
+/// resources): the rest of a pod template is the cluster's business.
+const CONTAINER_FIELDS: [&str; 5] = ["name", "image", "command", "args", "resources"];
+
+/// A run as the archive keeps it: without managedFields, kubectl's copy of
+/// the last applied object, owners and finalizers (it has left the cluster),
+/// and without its pod templates but for the first job's first container,
+/// trimmed to what the reads show.
+pub fn trimmed_run(run: &StageRun) -> StageRun {
+    let mut run = run.clone();
+    trim_meta(&mut run.metadata);
+    for (i, job) in run.spec.jobs.iter_mut().enumerate() {
+        let kept = (i == 0)
+            .then(|| job.template.pointer("/spec/containers/0"))
+            .flatten()
+            .and_then(Value::as_object)
+            .map(|c| {
+                (c.iter())
+                    .filter(|(k, _)| CONTAINER_FIELDS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<serde_json::Map<_, _>>()
+            });
+        job.template = match kept {
+            Some(container) => json!({"spec": {"containers": [container]}}),
+            None => json!({}),
+        };
+    }
+    for cleanup in &mut run.spec.cleanup {
+        cleanup.job.template = json!({});
+    }
+    run
+}
+
+/// A CancelRequest as the archive keeps it.
+pub fn trimmed_request(req: &CancelRequest) -> CancelRequest {
+    let mut req = req.clone();
+    trim_meta(&mut req.metadata);
+    req
+}
+
+fn trim_meta(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> StageRun {
+        serde_json::from_value(json!({
+            "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+            "metadata": {"name": "foo-1-dev", "namespace": "ns", "uid": "u1",
+                "labels": {"team": "a"},
+                "annotations": {LAST_APPLIED: "{...}", "note": "kept"},
+                "managedFields": [{"manager": "kubectl"}],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "o"}]},
+            "spec": {"pipeline": "foo", "pipelineCounter": 1, "stage": "DEV",
+                "jobs": [
+                    {"name": "a", "template": {"metadata": {"annotations": {"big": "x"}},
+                        "spec": {"volumes": [{"name": "v"}], "containers": [
+                            {"name": "c", "image": "i", "command": ["rake"], "args": ["db:migrate"],
+                             "env": [{"name": "SECRET", "value": "s"}],
+                             "resources": {"requests": {"memory": "256Mi"}}},
+                            {"name": "d", "image": "j"}]}}},
+                    {"name": "b", "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}],
+                "cleanup": [{"name": "z", "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}]},
+            "status": {"id": 7, "phase": "Failed", "result": "Cancelled",
+                "failureReason": "task was cancelled",
+                "completionTime": "2025-01-02T03:04:05Z",
+                "jobs": [{"name": "a", "id": 11, "state": "Completed", "result": "Cancelled"},
+                         {"name": "b", "id": 12, "state": "Completed", "result": "Cancelled"}]}
+        }))
+        .expect("stagerun")
+    }
+
+    #[test]
+    fn an_archived_run_keeps_what_reads_show_and_no_pod_template() {
+        let t = trimmed_run(&run());
+        assert!(t.metadata.managed_fields.is_none());
+        assert!(t.metadata.owner_references.is_none());
+        assert_eq!(
+            t.annotations().get("note").map(String::as_str),
+            Some("kept")
+        );
+        assert!(!t.annotations().contains_key(LAST_APPLIED));
+        assert_eq!(t.labels().get("team").map(String::as_str), Some("a"));
+        assert_eq!(
+            t.spec.jobs[0].template,
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "command": ["rake"],
+                "args": ["db:migrate"], "resources": {"requests": {"memory": "256Mi"}}}]}})
+        );
+        assert_eq!(t.spec.jobs[1].template, json!({}));
+        assert_eq!(t.spec.cleanup[0].job.template, json!({}));
+        // The status whole: every read renders from it.
+        assert_eq!(t.status, run().status);
+        // And it reads back as it was stored.
+        let stored = object_of(&t).expect("encode");
+        let back: StageRun = decoded(stored.clone()).expect("decode");
+        assert_eq!(object_of(&back).expect("encode"), stored);
+    }
+
+    #[test]
+    fn a_row_carries_the_ids_and_outcome() {
+        let row = RunRow::of(&run()).expect("row");
+        assert_eq!((row.id, row.max_job_id), (Some(7), Some(12)));
+        assert_eq!(row.phase, "Failed");
+        assert_eq!(row.result.as_deref(), Some("Cancelled"));
+        assert_eq!(row.completion_time.as_deref(), Some("2025-01-02T03:04:05Z"));
+        let mut unfinished = run();
+        unfinished.status = None;
+        assert!(RunRow::of(&unfinished).is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! The archive against the real control plane and the real PostgreSQL
+//! beside it: retention moves finished runs there, a run is stored once
+//! whatever happens, ids continue above it, and cancels go on while it is
+//! away.
+
+mod support;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use cancel_operator::archive::Archive;
+use cancel_operator::controller;
+use cancel_operator::crd::{
+    CancelRequest, RequestPhase, RunResult, StagePhase, StageRun, TargetOutcome,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use support::{TestNamespace, stage_run, wait_for, wait_list, world};
+
+const T: Duration = Duration::from_secs(90);
+
+/// Tests that stop the database hold it for writing; the others for
+/// reading, so that none of them runs while it is away.
+static DATABASE: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
+
+fn archive() -> Archive {
+    Archive::connect(&support::archive_url(), 2).expect("archive URL")
+}
+
+/// A namespace with the CRDs and a controller running with `config`.
+async fn setup(prefix: &str, config: impl FnOnce(&str) -> controller::Config) -> Served {
+    let ns = TestNamespace::new(prefix).await;
+    support::install_crds(&ns.client).await;
+    let handle = tokio::spawn(controller::run(ns.client.clone(), config(&ns.name)));
+    Served {
+        _controller: world::AbortOnDrop(vec![handle.abort_handle()]),
+        ns,
+    }
+}
+
+struct Served {
+    ns: TestNamespace,
+    _controller: world::AbortOnDrop,
+}
+
+/// The archived run ended as the cluster's did: id, phase, result, jobs,
+/// cancel record, failure reason and completion time.
+fn same_outcome(archived: &StageRun, seen: &StageRun) {
+    let (a, s) = (
+        archived.status.as_ref().expect("archived status"),
+        seen.status.as_ref().expect("status"),
+    );
+    assert_eq!(
+        (
+            a.id,
+            a.phase,
+            a.result,
+            &a.jobs,
+            &a.cancel,
+            &a.failure_reason,
+            &a.completion_time
+        ),
+        (
+            s.id,
+            s.phase,
+            s.result,
+            &s.jobs,
+            &s.cancel,
+            &s.failure_reason,
+            &s.completion_time
+        )
+    );
+}
+
+fn phase(sr: &StageRun) -> Option<StagePhase> {
+    sr.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn create(runs: &Api<StageRun>, run: StageRun) -> StageRun {
+    runs.create(&PostParams::default(), &run)
+        .await
+        .expect("create StageRun")
+}
+
+/// Waits until no object of that name is left.
+async fn wait_gone(runs: &Api<StageRun>, name: &str) {
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    wait_list(
+        runs,
+        &lp,
+        &format!("{name} gone from the cluster"),
+        T,
+        |items| items.is_empty(),
+    )
+    .await;
+}
+
+fn quick(name: &str, counter: i64) -> StageRun {
+    stage_run(name)
+        .counter(counter)
+        .job("build", json!({"sim.cancel.dev/run-for": "1s"}))
+        .build()
+}
+
+fn long(name: &str, counter: i64) -> StageRun {
+    stage_run(name)
+        .counter(counter)
+        .job("build", json!({"sim.cancel.dev/run-for": "600s"}))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_moves_finished_runs_to_the_archive_and_leaves_running_ones() {
+    let _db = DATABASE.read().await;
+    let s = setup("archive-retention", |ns| {
+        world::archiving_config(ns, Some(Duration::from_secs(1)))
+    })
+    .await;
+    let runs = s.ns.api::<StageRun>();
+    let archive = archive();
+    create(&runs, quick("foo-1-dev", 1)).await;
+    create(&runs, long("foo-2-dev", 2)).await;
+    let done = wait_for(&runs, "foo-1-dev", "foo-1-dev to pass", T, |sr| {
+        phase(sr) == Some(StagePhase::Succeeded)
+    })
+    .await;
+    let running = support::wait_jobs_building(&runs, "foo-2-dev", T).await;
+
+    wait_gone(&runs, "foo-1-dev").await;
+    let archived = archive
+        .stage_run(&done.uid().expect("uid"))
+        .await
+        .expect("read the archive")
+        .expect("the finished run is in the archive");
+    // Its outcome, ids and jobs, as it left the cluster.
+    same_outcome(&archived, &done);
+    assert_eq!(archived.spec.pipeline_counter, 1);
+    assert_eq!(archived.namespace().as_deref(), Some(s.ns.name.as_str()));
+    let history = archive
+        .stage_history(std::slice::from_ref(&s.ns.name), "foo", "DEV", 0, 10)
+        .await
+        .expect("read the history");
+    assert_eq!(history.total, 1);
+    assert_eq!(history.runs[0].uid(), done.uid());
+
+    // The running run is where it was, and not in the archive.
+    let still = runs.get("foo-2-dev").await.expect("the running run stays");
+    assert_eq!(still.uid(), running.uid());
+    assert!(!still.is_finished());
+    let not_archived = archive
+        .stage_run(&running.uid().expect("uid"))
+        .await
+        .expect("read the archive");
+    assert!(not_archived.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_request_is_archived_before_its_ttl_deletes_it() {
+    let _db = DATABASE.read().await;
+    let s = setup("archive-request", |ns| world::archiving_config(ns, None)).await;
+    let runs = s.ns.api::<StageRun>();
+    create(&runs, quick("foo-1-dev", 1)).await;
+    wait_for(&runs, "foo-1-dev", "foo-1-dev to pass", T, |sr| {
+        phase(sr) == Some(StagePhase::Succeeded)
+    })
+    .await;
+    let requests = s.ns.api::<CancelRequest>();
+    let request: CancelRequest = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest",
+        "metadata": {"name": "too-late"},
+        "spec": {"target": {"stageRun": "foo-1-dev"}, "reason": "superseded",
+                 "requestedBy": "alice", "ttlSecondsAfterFinished": 1}
+    }))
+    .expect("request");
+    let created = requests
+        .create(&PostParams::default(), &request)
+        .await
+        .expect("create CancelRequest");
+    let lp = ListParams::default().fields("metadata.name=too-late");
+    wait_list(
+        &requests,
+        &lp,
+        "too-late deleted after its TTL",
+        T,
+        |items| items.is_empty(),
+    )
+    .await;
+    let archived = archive()
+        .cancel_request(&created.uid().expect("uid"))
+        .await
+        .expect("read the archive")
+        .expect("the request is in the archive");
+    let status = archived.status.expect("status");
+    assert_eq!(status.phase, Some(RequestPhase::Completed));
+    assert_eq!(status.targets.len(), 1);
+    assert_eq!(status.targets[0].outcome, TargetOutcome::AlreadyFinished);
+    assert_eq!(archived.spec.requested_by, "alice");
+}
+
+/// A finished run as it would leave the cluster, in a namespace of no
+/// cluster (these rows only exercise the database).
+fn finished(ns: &str, name: &str, uid: &str, counter: i64, id: i64, job_id: i64) -> StageRun {
+    serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+        "metadata": {"name": name, "namespace": ns, "uid": uid,
+                     "creationTimestamp": "2025-01-01T00:00:00Z"},
+        "spec": {"pipeline": "foo", "pipelineCounter": counter, "stage": "DEV",
+                 "jobs": [{"name": "build", "template": {"spec": {"containers": [
+                     {"name": "main", "image": "busybox", "command": ["make"]}]}}}]},
+        "status": {"id": id, "phase": "Succeeded", "result": "Passed",
+                   "completionTime": "2025-01-01T00:01:00Z",
+                   "jobs": [{"name": "build", "id": job_id, "state": "Completed", "result": "Passed"}]}
+    }))
+    .expect("stagerun")
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{prefix}-{nanos:x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_archived_twice_is_one_row() {
+    let _db = DATABASE.read().await;
+    let archive = archive();
+    let ns = unique("archived-twice");
+    let uid = unique("uid");
+    let run = finished(&ns, "foo-1-dev", &uid, 1, 1, 1);
+    assert_eq!(
+        archive
+            .archive_stage_runs(std::slice::from_ref(&run))
+            .await
+            .expect("store"),
+        1
+    );
+    // Again, as after a crash between the archive's commit and the delete;
+    // and twice in one batch.
+    assert_eq!(
+        archive
+            .archive_stage_runs(&[run.clone(), run.clone()])
+            .await
+            .expect("store again"),
+        0
+    );
+    let page = archive
+        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", 0, 10)
+        .await
+        .expect("history");
+    assert_eq!(page.total, 1);
+    assert_eq!(page.runs.len(), 1);
+
+    // A new run under the same name is another run.
+    let again = finished(&ns, "foo-1-dev", &unique("uid"), 2, 2, 2);
+    assert_eq!(
+        archive.archive_stage_runs(&[again]).await.expect("store"),
+        1
+    );
+    let page = archive
+        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", 0, 10)
+        .await
+        .expect("history");
+    assert_eq!(page.total, 2);
+    // Newest pipeline run first, as GoCD's history.
+    let counters: Vec<i64> = page.runs.iter().map(|r| r.spec.pipeline_counter).collect();
+    assert_eq!(counters, [2, 1]);
+    let one = archive
+        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", 1, 1)
+        .await
+        .expect("history");
+    assert_eq!((one.total, one.runs.len()), (2, 1));
+    assert_eq!(one.runs[0].uid().as_deref(), Some(uid.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_continue_above_the_archive_after_the_counters_are_lost() {
+    let _db = DATABASE.read().await;
+    let archive = archive();
+    let ns = TestNamespace::new("archive-ids").await;
+    support::install_crds(&ns.client).await;
+    let runs = ns.api::<StageRun>();
+    let first = tokio::spawn(controller::run(
+        ns.client.clone(),
+        world::archiving_config(&ns.name, None),
+    ));
+    let stop_first = world::AbortOnDrop(vec![first.abort_handle()]);
+    create(&runs, quick("foo-1-dev", 1)).await;
+    wait_for(&runs, "foo-1-dev", "an id for foo-1-dev", T, |sr| {
+        sr.status.as_ref().is_some_and(|s| s.id.is_some())
+    })
+    .await;
+
+    // History from before: ids well past any this cluster handed out.
+    let (stage, job) = archive.max_ids().await.expect("highest ids");
+    let (old_stage, old_job) = (stage + 1000, job + 5000);
+    let old = finished(
+        &unique("before-reinstall"),
+        "foo-1-dev",
+        &unique("uid"),
+        1,
+        old_stage,
+        old_job,
+    );
+    archive.archive_stage_runs(&[old]).await.expect("store");
+
+    // The counters are lost, and the controller starts again.
+    drop(stop_first);
+    ns.api::<ConfigMap>()
+        .delete("cancel-operator-ids", &Default::default())
+        .await
+        .expect("delete the id counters");
+    let second = tokio::spawn(controller::run(
+        ns.client.clone(),
+        world::archiving_config(&ns.name, None),
+    ));
+    let _stop_second = world::AbortOnDrop(vec![second.abort_handle()]);
+    create(&runs, quick("foo-2-dev", 2)).await;
+    let next = wait_for(&runs, "foo-2-dev", "an id for foo-2-dev", T, |sr| {
+        sr.status
+            .as_ref()
+            .is_some_and(|s| s.id.is_some() && !s.jobs.is_empty())
+    })
+    .await;
+    let status = next.status.expect("status");
+    assert!(
+        status.id > Some(old_stage),
+        "stage id {:?} not above the archive's {old_stage}",
+        status.id
+    );
+    for j in &status.jobs {
+        assert!(
+            j.id > old_job,
+            "job id {} not above the archive's {old_job}",
+            j.id
+        );
+    }
+}
+
+/// Starts the stopped database again when dropped, whatever the test did.
+struct DatabaseBack;
+
+impl Drop for DatabaseBack {
+    fn drop(&mut self) {
+        support::start_component("postgres");
+    }
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_complete_while_the_archive_is_away_and_runs_move_once_it_is_back() {
+    let _db = DATABASE.write().await;
+    let metrics_at = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let s = setup("archive-away", |ns| controller::Config {
+        metrics_address: Some(metrics_at),
+        ..world::archiving_config(ns, Some(Duration::from_secs(1)))
+    })
+    .await;
+    let runs = s.ns.api::<StageRun>();
+    create(&runs, long("foo-1-dev", 1)).await;
+    support::wait_jobs_building(&runs, "foo-1-dev", T).await;
+
+    tokio::task::spawn_blocking(|| support::stop_component("postgres"))
+        .await
+        .expect("stop postgres");
+    let back = DatabaseBack;
+    let request: CancelRequest = serde_json::from_value(json!({
+        "apiVersion": "cancel.dev/v1alpha1", "kind": "CancelRequest",
+        "metadata": {"name": "stop-it"},
+        "spec": {"target": {"stageRun": "foo-1-dev"}, "reason": "superseded", "requestedBy": "alice"}
+    }))
+    .expect("request");
+    s.ns.api::<CancelRequest>()
+        .create(&PostParams::default(), &request)
+        .await
+        .expect("create CancelRequest");
+    let cancelled = wait_for(&runs, "foo-1-dev", "foo-1-dev cancelled", T, |sr| {
+        phase(sr) == Some(StagePhase::Failed)
+    })
+    .await;
+    let status = cancelled.status.as_ref().expect("status");
+    assert_eq!(status.result, Some(RunResult::Cancelled));
+
+    // Due for the archive, which fails: the run stays in the cluster.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = format!("http://{metrics_at}/metrics");
+    support::eventually("a failed archive pass", T, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let text = support::get_text(&http, &url).await;
+            match metric(&text, "cancel_operator_archive_errors_total") {
+                Some(n) if n >= 1.0 => Ok(()),
+                other => Err(format!("archive errors: {other:?}")),
+            }
+        }
+    })
+    .await;
+    let kept = runs
+        .get("foo-1-dev")
+        .await
+        .expect("not deleted while unarchived");
+    assert_eq!(kept.uid(), cancelled.uid());
+
+    // Back: the run moves.
+    drop(back);
+    wait_gone(&runs, "foo-1-dev").await;
+    let archived = archive()
+        .stage_run(&cancelled.uid().expect("uid"))
+        .await
+        .expect("read the archive")
+        .expect("archived once the database is back");
+    same_outcome(&archived, &cancelled);
+    let text = support::get_text(&http, &url).await;
+    assert!(metric(&text, "cancel_operator_archived_total").is_some_and(|n| n >= 1.0));
+}
