@@ -53,8 +53,10 @@ kubectl wait --for=condition=Established crd/stageruns.cancel.dev crd/cancelrequ
 kubectl apply -f examples/demo/namespace.yaml >/dev/null
 
 # The archive (the control plane's PostgreSQL): ids continue past every
-# archived run. No --keep-finished: runs stay in the cluster, as the REST API
-# reads them from there.
+# archived run, and the REST API reads archived runs beside the cluster's.
+# No --keep-finished yet: runs stay in the cluster, as some of the REST API's
+# reads (pipeline history, stage instances, CodeArts, Studio) still read the
+# cluster alone.
 archive_url=""
 [[ ! -f $state/postgres.url ]] || archive_url=$(<"$state/postgres.url")
 log "starting the controller (log: $state/controller.log)"
@@ -62,7 +64,7 @@ CANCEL_OPERATOR_ARCHIVE_URL=$archive_url LOG_FORMAT=text "$bin" controller --sta
   >"$state/controller.log" 2>&1 &
 pids+=($!)
 log "starting the sidecar on http://127.0.0.1:$port (log: $state/sidecar.log)"
-LOG_FORMAT=text "$bin" sidecar --listen "127.0.0.1:$port" --namespace demo \
+CANCEL_OPERATOR_ARCHIVE_URL=$archive_url LOG_FORMAT=text "$bin" sidecar --listen "127.0.0.1:$port" --namespace demo \
   --users-file examples/demo/users.yaml >"$state/sidecar.log" 2>&1 &
 pids+=($!)
 

@@ -47,6 +47,46 @@ pub struct Page {
     pub total: i64,
 }
 
+/// Which side of a stage id a page of archived runs is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdWindow {
+    /// Older runs, ids below this one (`i64::MAX`: the newest).
+    Below(i64),
+    /// Newer runs, ids above this one.
+    Above(i64),
+}
+
+/// Archived runs paged by stage id, newest first, and the newest and
+/// oldest ids of all that match (`None` when none do).
+#[derive(Debug, Default)]
+pub struct IdPage {
+    pub runs: Vec<StageRun>,
+    pub newest: Option<i64>,
+    pub oldest: Option<i64>,
+}
+
+/// The runs of one stage in namespaces `$1` (all when empty), pipeline `$2`,
+/// stage `$3`, without the uids `$4`. A macro, so that queries stay static
+/// text (sqlx takes no other without an assertion).
+macro_rules! of_stage {
+    () => {
+        "FROM stage_runs WHERE (cardinality($1::text[]) = 0 OR namespace = ANY($1)) \
+         AND pipeline = $2 AND stage = $3 AND NOT (uid = ANY($4::text[]))"
+    };
+}
+
+/// GoCD's stage-history order, newest pipeline run, then stage run, first;
+/// ties broken by creation time, name and uid, byte-wise (`COLLATE "C"`),
+/// exactly as the REST API orders the cluster's runs
+/// (`sidecar::history::newest_first`), so that the two merge into one
+/// history.
+macro_rules! newest_first {
+    () => {
+        "pipeline_counter DESC, stage_counter DESC, created_at DESC NULLS LAST, \
+         name COLLATE \"C\" DESC, uid COLLATE \"C\" DESC"
+    };
+}
+
 /// Names a failed database call: `query.await.step("store the runs")?`.
 trait Step<T> {
     fn step(self, step: &'static str) -> Result<T>;
@@ -174,37 +214,63 @@ impl Archive {
         .step("read the highest archived ids")
     }
 
+    /// The namespaces with archived runs of a pipeline's stage: those
+    /// whose permissions a history read must ask for. Walks the namespaces
+    /// of the history index one by one (a loose index scan), so that its cost
+    /// follows the number of namespaces, not of runs.
+    pub async fn stage_namespaces(&self, pipeline: &str, stage: &str) -> Result<Vec<String>> {
+        self.migrate().await?;
+        sqlx::query_scalar(
+            "WITH RECURSIVE ns(namespace) AS ( \
+               (SELECT namespace FROM stage_runs ORDER BY namespace LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT s.namespace FROM stage_runs s WHERE s.namespace > ns.namespace \
+                       ORDER BY s.namespace LIMIT 1) \
+               FROM ns WHERE ns.namespace IS NOT NULL) \
+             SELECT namespace FROM ns WHERE namespace IS NOT NULL AND EXISTS ( \
+               SELECT 1 FROM stage_runs s \
+               WHERE s.namespace = ns.namespace AND s.pipeline = $1 AND s.stage = $2)",
+        )
+        .bind(pipeline)
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await
+        .step("list the namespaces of a stage's archived runs")
+    }
+
     /// The archived runs of a pipeline's stage in `namespaces` (all when
-    /// empty), as GoCD's stage history orders them (newest pipeline run
-    /// first, then newest stage run), `limit` from `offset`, with their total.
+    /// empty) but for the uids in `excluding` (runs the caller has from the
+    /// cluster), in GoCD's stage-history order (`newest_first!`), `limit`
+    /// from `offset`, with their total.
     pub async fn stage_history(
         &self,
         namespaces: &[String],
         pipeline: &str,
         stage: &str,
+        excluding: &[String],
         offset: i64,
         limit: i64,
     ) -> Result<Page> {
         self.migrate().await?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM stage_runs \
-             WHERE (cardinality($1::text[]) = 0 OR namespace = ANY($1)) AND pipeline = $2 AND stage = $3",
-        )
+        let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) ", of_stage!()))
+            .bind(namespaces)
+            .bind(pipeline)
+            .bind(stage)
+            .bind(excluding)
+            .fetch_one(&self.pool)
+            .await
+            .step("count a stage's archived runs")?;
+        let objects: Vec<Value> = sqlx::query_scalar(concat!(
+            "SELECT object ",
+            of_stage!(),
+            " ORDER BY ",
+            newest_first!(),
+            " LIMIT $5 OFFSET $6"
+        ))
         .bind(namespaces)
         .bind(pipeline)
         .bind(stage)
-        .fetch_one(&self.pool)
-        .await
-        .step("count a stage's archived runs")?;
-        let objects: Vec<Value> = sqlx::query_scalar(
-            "SELECT object FROM stage_runs \
-             WHERE (cardinality($1::text[]) = 0 OR namespace = ANY($1)) AND pipeline = $2 AND stage = $3 \
-             ORDER BY pipeline_counter DESC, stage_counter DESC, namespace, name \
-             LIMIT $4 OFFSET $5",
-        )
-        .bind(namespaces)
-        .bind(pipeline)
-        .bind(stage)
+        .bind(excluding)
         .bind(limit.max(0))
         .bind(offset.max(0))
         .fetch_all(&self.pool)
@@ -212,6 +278,68 @@ impl Archive {
         .step("read a stage's archived runs")?;
         let runs = objects.into_iter().map(decoded).collect::<Result<_>>()?;
         Ok(Page { runs, total })
+    }
+
+    /// Archived runs of a pipeline's stage (as [`Self::stage_history`]
+    /// selects them) paged by stage id, GoCD's cursor: the `limit` nearest
+    /// ids on `window`'s side, newest first, and the newest and oldest ids
+    /// of all, which tell whether pages lie beyond.
+    pub async fn stage_ids(
+        &self,
+        namespaces: &[String],
+        pipeline: &str,
+        stage: &str,
+        excluding: &[String],
+        window: IdWindow,
+        limit: i64,
+    ) -> Result<IdPage> {
+        self.migrate().await?;
+        let (newest, oldest): (Option<i64>, Option<i64>) =
+            sqlx::query_as(concat!("SELECT MAX(id), MIN(id) ", of_stage!()))
+                .bind(namespaces)
+                .bind(pipeline)
+                .bind(stage)
+                .bind(excluding)
+                .fetch_one(&self.pool)
+                .await
+                .step("read the range of a stage's archived ids")?;
+        let (id, sql) = match window {
+            IdWindow::Below(id) => (
+                id,
+                concat!(
+                    "SELECT object ",
+                    of_stage!(),
+                    " AND id < $5 ORDER BY id DESC LIMIT $6"
+                ),
+            ),
+            IdWindow::Above(id) => (
+                id,
+                concat!(
+                    "SELECT object ",
+                    of_stage!(),
+                    " AND id > $5 ORDER BY id ASC LIMIT $6"
+                ),
+            ),
+        };
+        let objects: Vec<Value> = sqlx::query_scalar(sql)
+            .bind(namespaces)
+            .bind(pipeline)
+            .bind(stage)
+            .bind(excluding)
+            .bind(id)
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await
+            .step("read a page of a stage's archived runs by id")?;
+        let mut runs: Vec<StageRun> = objects.into_iter().map(decoded).collect::<Result<_>>()?;
+        if matches!(window, IdWindow::Above(_)) {
+            runs.reverse();
+        }
+        Ok(IdPage {
+            runs,
+            newest,
+            oldest,
+        })
     }
 
     /// The archived run of this uid (a Cloud Foundry task guid, a Studio

@@ -139,7 +139,7 @@ async fn retention_moves_finished_runs_to_the_archive_and_leaves_running_ones() 
     assert_eq!(archived.spec.pipeline_counter, 1);
     assert_eq!(archived.namespace().as_deref(), Some(s.ns.name.as_str()));
     let history = archive
-        .stage_history(std::slice::from_ref(&s.ns.name), "foo", "DEV", 0, 10)
+        .stage_history(std::slice::from_ref(&s.ns.name), "foo", "DEV", &[], 0, 10)
         .await
         .expect("read the history");
     assert_eq!(history.total, 1);
@@ -248,7 +248,7 @@ async fn a_run_archived_twice_is_one_row() {
         0
     );
     let page = archive
-        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", 0, 10)
+        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", &[], 0, 10)
         .await
         .expect("history");
     assert_eq!(page.total, 1);
@@ -261,7 +261,7 @@ async fn a_run_archived_twice_is_one_row() {
         1
     );
     let page = archive
-        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", 0, 10)
+        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", &[], 0, 10)
         .await
         .expect("history");
     assert_eq!(page.total, 2);
@@ -269,7 +269,7 @@ async fn a_run_archived_twice_is_one_row() {
     let counters: Vec<i64> = page.runs.iter().map(|r| r.spec.pipeline_counter).collect();
     assert_eq!(counters, [2, 1]);
     let one = archive
-        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", 1, 1)
+        .stage_history(std::slice::from_ref(&ns), "foo", "DEV", &[], 1, 1)
         .await
         .expect("history");
     assert_eq!((one.total, one.runs.len()), (2, 1));
@@ -425,4 +425,265 @@ async fn cancels_complete_while_the_archive_is_away_and_runs_move_once_it_is_bac
     same_outcome(&archived, &cancelled);
     let text = support::get_text(&http, &url).await;
     assert!(metric(&text, "cancel_operator_archived_total").is_some_and(|n| n >= 1.0));
+}
+
+/// What the REST API answers to `path`, asked as the operator (who may read
+/// and cancel in the test's namespace): status and JSON body, with the
+/// sidecar's own address replaced, so that two sidecars' answers compare.
+async fn ask(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    accept: &str,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}{path}");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let r = http
+        .request(method, &url)
+        .bearer_auth(support::token(support::User::Operator))
+        .header("Accept", accept)
+        .header("X-GoCD-Confirm", "true")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let text = text.replace(&format!("http://{addr}"), "http://sidecar");
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
+/// The reads compared before and after a run moves to the archive.
+const READS: [(&str, &str); 4] = [
+    ("/go/api/stages/foo/DEV/history", "application/json"),
+    ("/go/api/stages/foo/DEV/history/1", "application/json"),
+    (
+        "/go/api/stages/foo/DEV/history",
+        "application/vnd.go.cd.v3+json",
+    ),
+    (
+        "/go/api/stages/foo/DEV/history?page_size=10&after=0",
+        "application/vnd.go.cd.v3+json",
+    ),
+];
+
+async fn sidecar(s: &Served) -> (std::net::SocketAddr, world::AbortOnDrop, reqwest::Client) {
+    let (addr, server) = world::spawn_sidecar_archived(
+        support::client(support::User::Admin).await,
+        &s.ns.name,
+        Duration::from_secs(1),
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    world::wait_ready(&http, addr).await;
+    (addr, world::AbortOnDrop(vec![server.abort_handle()]), http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_tasks_read_the_same_before_and_after_archiving() {
+    let _db = DATABASE.read().await;
+    // First a controller that archives nothing: the answers from the cluster.
+    let mut s = setup("archive-reads", |ns| world::archiving_config(ns, None)).await;
+    world::grant_readers_and_cancellers(&s.ns).await;
+    let runs = s.ns.api::<StageRun>();
+    let mut uids = Vec::new();
+    for counter in 1..=2 {
+        let name = format!("foo-{counter}-dev");
+        create(&runs, quick(&name, counter)).await;
+        let done = wait_for(&runs, &name, "the run to pass", T, |sr| {
+            phase(sr) == Some(StagePhase::Succeeded)
+        })
+        .await;
+        uids.push(done.uid().expect("uid"));
+    }
+    let (addr, before_server, http) = sidecar(&s).await;
+    for uid in &uids {
+        world::wait_cached(&http, &format!("http://{addr}"), uid, "SUCCEEDED").await;
+    }
+    let task = format!("/v3/tasks/{}", uids[0]);
+    let reads: Vec<(String, &str)> = (READS.iter())
+        .map(|(path, accept)| (path.to_string(), *accept))
+        .chain([(task.clone(), "application/json")])
+        .collect();
+    let mut before = Vec::new();
+    for (path, accept) in &reads {
+        let answer = ask(&http, addr, "GET", path, accept).await;
+        assert_eq!(answer.0, 200, "{path}: {}", answer.1);
+        before.push(answer);
+    }
+    assert_eq!(before[0].1["pagination"]["total"], 2);
+    drop(before_server);
+
+    // Then one that moves them: gone from the cluster, in the archive.
+    s._controller = world::AbortOnDrop(Vec::new());
+    let handle = tokio::spawn(controller::run(
+        s.ns.client.clone(),
+        world::archiving_config(&s.ns.name, Some(Duration::from_secs(1))),
+    ));
+    s._controller = world::AbortOnDrop(vec![handle.abort_handle()]);
+    wait_gone(&runs, "foo-1-dev").await;
+    wait_gone(&runs, "foo-2-dev").await;
+
+    // A sidecar that never saw them in the cluster answers from the archive
+    // alone, the same.
+    let (addr, _server, http) = sidecar(&s).await;
+    for ((path, accept), expected) in reads.iter().zip(&before) {
+        let answer = ask(&http, addr, "GET", path, accept).await;
+        assert_eq!(&answer, expected, "{path} ({accept})");
+    }
+
+    // Cancels aimed at archived runs get each API's answer for a finished run.
+    let (status, body) = ask(
+        &http,
+        addr,
+        "POST",
+        &format!("{task}/actions/cancel"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["errors"][0]["detail"],
+        "Task state is SUCCEEDED and therefore cannot be canceled"
+    );
+    let (status, body) = ask(
+        &http,
+        addr,
+        "POST",
+        "/go/api/stages/foo/DEV/cancel",
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["message"]),
+        (200, &json!("Stage is not active. Cancellation Ignored."))
+    );
+    let (status, _) = ask(
+        &http,
+        addr,
+        "POST",
+        "/go/api/stages/foo/NOPE/cancel",
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 404, "a stage neither place has never existed");
+
+    // A run in the cluster beside them: one history, the cluster's first.
+    create(&runs, long("foo-3-dev", 3)).await;
+    let running = support::wait_jobs_building(&runs, "foo-3-dev", T).await;
+    world::wait_cached(
+        &http,
+        &format!("http://{addr}"),
+        &running.uid().expect("uid"),
+        "RUNNING",
+    )
+    .await;
+    let (status, page) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/stages/foo/DEV/history/1",
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["pagination"]["total"], 3);
+    assert_eq!(
+        page["stages"], before[0].1["stages"],
+        "the archived runs follow the cluster's"
+    );
+    let (_, first) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/stages/foo/DEV/history",
+        "application/json",
+    )
+    .await;
+    assert_eq!(first["stages"][0]["pipeline_counter"], 3);
+    assert_eq!(
+        first["stages"].as_array().expect("stages")[1..],
+        before[0].1["stages"].as_array().expect("stages")[..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
+    let _db = DATABASE.write().await;
+    let s = setup("archive-reads-away", |ns| {
+        world::archiving_config(ns, Some(Duration::from_secs(1)))
+    })
+    .await;
+    world::grant_readers_and_cancellers(&s.ns).await;
+    let runs = s.ns.api::<StageRun>();
+    let done = create(&runs, quick("foo-1-dev", 1)).await;
+    wait_gone(&runs, "foo-1-dev").await;
+    create(&runs, long("foo-2-dev", 2)).await;
+    let running = support::wait_jobs_building(&runs, "foo-2-dev", T).await;
+    let (addr, _server, http) = sidecar(&s).await;
+    let base = format!("http://{addr}");
+    let running_uid = running.uid().expect("uid");
+    world::wait_cached(&http, &base, &running_uid, "RUNNING").await;
+    let archived = format!("/v3/tasks/{}", done.uid().expect("uid"));
+    assert_eq!(
+        ask(&http, addr, "GET", &archived, "application/json")
+            .await
+            .0,
+        200
+    );
+
+    tokio::task::spawn_blocking(|| support::stop_component("postgres"))
+        .await
+        .expect("stop postgres");
+    let back = DatabaseBack;
+    for (path, accept) in &READS {
+        let (status, body) = ask(&http, addr, "GET", path, accept).await;
+        assert_eq!(status, 503, "{path} ({accept}): {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("Service unavailable"), "{path}: {body}");
+    }
+    let (status, body) = ask(&http, addr, "GET", &archived, "application/json").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["errors"][0]["code"], 10015);
+    assert_eq!(body["errors"][0]["title"], "CF-ServiceUnavailable");
+    // What is in the cluster still reads, and cancels.
+    let (status, body) = ask(
+        &http,
+        addr,
+        "GET",
+        &format!("/v3/tasks/{running_uid}"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ask(
+        &http,
+        addr,
+        "POST",
+        &format!("/v3/tasks/{running_uid}/actions/cancel"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["state"]),
+        (202, &json!("CANCELING")),
+        "{body}"
+    );
+
+    // Back: the history answers again.
+    drop(back);
+    support::eventually("the history back", T, || {
+        let http = http.clone();
+        async move {
+            match ask(&http, addr, "GET", READS[0].0, READS[0].1).await {
+                (200, body) if body["pagination"]["total"] == 2 => Ok(()),
+                (status, body) => Err(format!("{status}: {body}")),
+            }
+        }
+    })
+    .await;
 }

@@ -106,11 +106,17 @@ impl StageRunCache {
         }
     }
 
-    fn serves(&self, run: &StageRun) -> bool {
-        self.namespaces.is_empty()
-            || run
-                .namespace()
-                .is_some_and(|ns| self.namespaces.contains(&ns))
+    /// True when `run` is in a served namespace.
+    pub fn serves(&self, run: &StageRun) -> bool {
+        run.metadata
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| self.serves_namespace(ns))
+    }
+
+    /// True when namespace `ns` is served.
+    pub fn serves_namespace(&self, ns: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == ns)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {

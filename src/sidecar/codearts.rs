@@ -217,7 +217,9 @@ impl Refused {
                 codes::UNAUTHENTICATED,
                 &format!("authentication failed: {why}"),
             ),
-            Refused::Service(Failure::Unavailable(why), _) => Errors.unavailable(&why),
+            Refused::Service(Failure::Unavailable(why) | Failure::ArchiveUnavailable(why), _) => {
+                Errors.unavailable(&why)
+            }
             Refused::Service(Failure::Forbidden | Failure::Hidden, job_id) => error(
                 StatusCode::FORBIDDEN,
                 codes::FORBIDDEN,

@@ -48,8 +48,48 @@ pub struct Config {
     #[arg(long = "auth-cache-seconds", value_name = "AUTH_CACHE_SECONDS", default_value = "10", value_parser = seconds_from(0))]
     pub auth_cache_ttl: Duration,
 
+    /// PostgreSQL URL of the archive the controller moves finished runs to
+    /// (the controller's --archive-url); best given through the environment,
+    /// from a Secret. The history reads then answer from the cluster and the
+    /// archive together; without it, from the cluster alone.
+    #[arg(long, env = "CANCEL_OPERATOR_ARCHIVE_URL", hide_env_values = true)]
+    pub archive_url: Option<ArchiveUrl>,
+
+    /// Connections to the archive at most.
+    #[arg(long, env = "CANCEL_OPERATOR_ARCHIVE_POOL_SIZE", default_value_t = crate::archive::DEFAULT_POOL_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub archive_pool_size: u32,
+
     #[command(flatten)]
     pub limits: Limits,
+}
+
+impl Config {
+    /// The archive's URL, if one is configured (an empty value, a chart's
+    /// unset variable, is none).
+    pub fn archive_url(&self) -> Option<&str> {
+        (self.archive_url.as_ref())
+            .map(|u| u.0.as_str())
+            .filter(|u| !u.is_empty())
+    }
+}
+
+/// A database URL, which may carry a password: never shown in logs.
+#[derive(Clone)]
+pub struct ArchiveUrl(pub String);
+
+impl std::fmt::Debug for ArchiveUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for ArchiveUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(ArchiveUrl(s.to_string()))
+    }
 }
 
 /// Limits and timeouts of the HTTP server.
@@ -115,5 +155,23 @@ mod tests {
         let s = SigningConfig::default();
         assert_eq!(s.max_skew, Duration::from_secs(900));
         assert_eq!(s.replay_capacity, 50_000);
+    }
+
+    #[test]
+    fn the_archive_url_is_optional_and_never_shown() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let cli = Cli::try_parse_from(["sidecar"]).expect("no flags");
+        assert_eq!(cli.config.archive_url(), None);
+        let url = "postgres://u:secret@db/archive";
+        let cli = Cli::try_parse_from(["sidecar", "--archive-url", url]).expect("a URL");
+        assert_eq!(cli.config.archive_url(), Some(url));
+        assert!(!format!("{:?}", cli.config).contains("secret"));
+        let cli = Cli::try_parse_from(["sidecar", "--archive-url", ""]).expect("empty");
+        assert_eq!(cli.config.archive_url(), None);
     }
 }

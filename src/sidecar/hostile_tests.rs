@@ -79,6 +79,8 @@ fn new_state(auth: AuthMode, users: Option<&std::path::Path>, limits: Limits) ->
             auth_cache_ttl: std::time::Duration::from_secs(1),
             users_file_poll: std::time::Duration::from_secs(60),
             signing: auth::SigningConfig::default(),
+            archive_url: None,
+            archive_pool_size: 1,
             limits,
         },
     )

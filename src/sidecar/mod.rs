@@ -17,6 +17,7 @@ mod config;
 pub(crate) mod crafter;
 mod flags;
 pub(crate) mod gocd;
+pub(crate) mod history;
 pub(crate) mod http;
 mod identity;
 mod metrics;
@@ -30,7 +31,7 @@ pub(crate) mod uaa;
 #[cfg(test)]
 mod hostile_tests;
 
-pub use config::{Config, Limits};
+pub use config::{ArchiveUrl, Config, Limits};
 pub use server::{filter, run, serve};
 pub use service::{Service, request_client, start};
 

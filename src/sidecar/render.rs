@@ -25,6 +25,11 @@ pub trait ApiErrors {
     fn unauthenticated(&self) -> Response;
     /// The Kubernetes API could not be asked; `why` is logged, not shown.
     fn unavailable(&self, why: &str) -> Response;
+    /// The archive of finished runs could not be read; `why` is logged,
+    /// not shown. As [`Self::unavailable`] unless the API says more.
+    fn archive_unavailable(&self, why: &str) -> Response {
+        self.unavailable(why)
+    }
     /// Authenticated, but not allowed to do this.
     fn forbidden(&self) -> Response;
     /// Not allowed to know the object exists; as forbidden unless the API
@@ -38,6 +43,7 @@ pub trait ApiErrors {
         match f {
             Failure::Unauthenticated | Failure::Rejected(_) => self.unauthenticated(),
             Failure::Unavailable(why) => self.unavailable(why),
+            Failure::ArchiveUnavailable(why) => self.archive_unavailable(why),
             Failure::Forbidden => self.forbidden(),
             Failure::Hidden => self.hidden(),
         }

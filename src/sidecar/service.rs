@@ -21,8 +21,10 @@ use super::Limits;
 use super::auth::{self, Authenticator};
 use super::auth::{AuthError, AuthMode, Credentials, Identity};
 use super::cache::StageRunCache;
+use super::history::{archive_window, merged_page, newest_first};
 use super::http::Call;
 use super::metrics::Metrics;
+use crate::archive::{Archive, IdPage, IdWindow};
 use crate::crd::{CancelMode, CancelRequest, CancelTarget, StageRun};
 use crate::request::{Naming, NewCancelRequest, name_for_uids};
 
@@ -30,6 +32,9 @@ use crate::request::{Naming, NewCancelRequest, name_for_uids};
 pub struct Service {
     pub client: Client,
     pub cache: Arc<StageRunCache>,
+    /// Finished runs that have left the cluster; `None`: the cluster's runs
+    /// are the whole history.
+    pub archive: Option<Arc<Archive>>,
     pub auth: Authenticator,
     pub metrics: Metrics,
     /// Base of absolute links (Cloud Foundry); from the Host header when unset.
@@ -70,6 +75,10 @@ pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<Service>> {
         None => auth::UsersFile::default(),
     };
     let cache = Arc::new(StageRunCache::new(config.namespaces.clone()));
+    let archive = match config.archive_url() {
+        Some(url) => Some(Arc::new(Archive::connect(url, config.archive_pool_size)?)),
+        None => None,
+    };
     tokio::spawn(cache.clone().run(client.clone()));
     let client = request_client(client, &config.limits);
     let auth = Authenticator::new(
@@ -89,6 +98,7 @@ pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<Service>> {
         auth,
         client,
         cache,
+        archive,
         metrics: Metrics::new(),
         external_url: config.external_url.clone(),
         limits: config.limits.clone(),
@@ -106,6 +116,9 @@ pub enum Failure {
     Rejected(String),
     /// The API server could not be asked (or refused the write).
     Unavailable(String),
+    /// The archive of finished runs could not be read, and the answer
+    /// needs it: a history without it would be presented as complete.
+    ArchiveUnavailable(String),
     /// The caller may see the runs but not cancel them.
     Forbidden,
     /// The caller may not even read the runs; APIs that hide what a caller
@@ -159,6 +172,11 @@ pub struct CancelCall<'a> {
     pub hide_unreadable: bool,
 }
 
+/// A failed read of the archive, as the APIs report it.
+fn archive_failure(e: crate::Error) -> Failure {
+    Failure::ArchiveUnavailable(e.to_string())
+}
+
 /// True while a StageRun can still be cancelled.
 pub fn is_active(run: &StageRun) -> bool {
     !run.status
@@ -206,8 +224,17 @@ impl Service {
         who: &Identity,
         runs: &[Arc<StageRun>],
     ) -> Result<BTreeMap<String, Rights>, Failure> {
+        self.rights_in(who, namespaces(runs)).await
+    }
+
+    /// The caller's rights in each of `namespaces`.
+    pub async fn rights_in(
+        &self,
+        who: &Identity,
+        namespaces: Vec<String>,
+    ) -> Result<BTreeMap<String, Rights>, Failure> {
         let mut out = BTreeMap::new();
-        for ns in namespaces(runs) {
+        for ns in namespaces {
             let read = self
                 .auth
                 .can_read(who, &ns)
@@ -276,25 +303,8 @@ impl Service {
     /// namespace. Permission is checked for every namespace before anything
     /// is written.
     pub async fn cancel(&self, call: CancelCall<'_>) -> Result<CancelOutcome, Failure> {
-        for ns in namespaces(&call.runs) {
-            if call.hide_unreadable
-                && !self
-                    .auth
-                    .can_read(call.who, &ns)
-                    .await
-                    .map_err(Failure::Unavailable)?
-            {
-                return Err(Failure::Hidden);
-            }
-            if !self
-                .auth
-                .can_cancel(call.who, &ns)
-                .await
-                .map_err(Failure::Unavailable)?
-            {
-                return Err(Failure::Forbidden);
-            }
-        }
+        self.authorise_cancel(call.who, &namespaces(&call.runs), call.hide_unreadable)
+            .await?;
         let cancelled: Vec<Arc<StageRun>> =
             call.runs.iter().filter(|r| is_active(r)).cloned().collect();
         self.write_requests(call.api, &cancelled, call.who, &call.reason)
@@ -304,6 +314,138 @@ impl Service {
             matched: call.runs,
             cancelled,
         })
+    }
+
+    /// Whether `who` may cancel runs in every one of `namespaces`
+    /// ([`Failure::Hidden`] first when `hide_unreadable` and it may not
+    /// even read them).
+    pub async fn authorise_cancel(
+        &self,
+        who: &Identity,
+        namespaces: &[String],
+        hide_unreadable: bool,
+    ) -> Result<(), Failure> {
+        for ns in namespaces {
+            if hide_unreadable
+                && !self
+                    .auth
+                    .can_read(who, ns)
+                    .await
+                    .map_err(Failure::Unavailable)?
+            {
+                return Err(Failure::Hidden);
+            }
+            if !self
+                .auth
+                .can_cancel(who, ns)
+                .await
+                .map_err(Failure::Unavailable)?
+            {
+                return Err(Failure::Forbidden);
+            }
+        }
+        Ok(())
+    }
+
+    /// The run of this uid: the cluster's, else the archive's (when it is
+    /// in a served namespace). Asks the archive only for a uid the cluster
+    /// does not have, so that reads and cancels of runs in the cluster never
+    /// need it.
+    pub async fn run_by_uid(&self, uid: &str) -> Result<Option<Arc<StageRun>>, Failure> {
+        if let Some(run) = self.cache.by_uid(uid) {
+            return Ok(Some(run));
+        }
+        let Some(archive) = &self.archive else {
+            return Ok(None);
+        };
+        let run = archive.stage_run(uid).await.map_err(archive_failure)?;
+        Ok(run.filter(|r| self.cache.serves(r)).map(Arc::new))
+    }
+
+    /// The served namespaces where a pipeline's stage has runs, in the
+    /// cluster (`cluster`, its runs there) or in the archive.
+    pub async fn stage_namespaces(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        cluster: &[Arc<StageRun>],
+    ) -> Result<Vec<String>, Failure> {
+        let mut all: BTreeSet<String> = namespaces(cluster).into_iter().collect();
+        if let Some(archive) = &self.archive {
+            let archived =
+                (archive.stage_namespaces(pipeline, stage).await).map_err(archive_failure)?;
+            all.extend(
+                archived
+                    .into_iter()
+                    .filter(|ns| self.cache.serves_namespace(ns)),
+            );
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// A page of a stage's history, newest first, and the number of runs
+    /// in it: the cluster's runs `cluster` (those the caller may read) and
+    /// the archive's in the `readable` namespaces, without `in_cluster`
+    /// (every uid the cluster has of this stage).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn stage_history(
+        &self,
+        stage: (&str, &str),
+        readable: &[String],
+        mut cluster: Vec<Arc<StageRun>>,
+        in_cluster: &[String],
+        offset: usize,
+        size: usize,
+    ) -> Result<(Vec<Arc<StageRun>>, usize), Failure> {
+        cluster.sort_by(|a, b| newest_first(a, b));
+        // No namespace readable means none, never all.
+        let Some(archive) = self.archive.as_ref().filter(|_| !readable.is_empty()) else {
+            let total = cluster.len();
+            return Ok((cluster.into_iter().skip(offset).take(size).collect(), total));
+        };
+        let (start, count) = archive_window(offset, size, cluster.len());
+        let (pipeline, stage) = stage;
+        let page = archive
+            .stage_history(
+                readable,
+                pipeline,
+                stage,
+                in_cluster,
+                i64::try_from(start).unwrap_or(i64::MAX),
+                i64::try_from(count).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(archive_failure)?;
+        let total = cluster.len() + usize::try_from(page.total).unwrap_or(0);
+        Ok((merged_page(&cluster, page.runs, start, offset, size), total))
+    }
+
+    /// The archive's runs of a stage in the `readable` namespaces, without
+    /// `in_cluster`, paged by id as [`Archive::stage_ids`] does; nothing
+    /// without an archive.
+    pub async fn archived_stage_ids(
+        &self,
+        stage: (&str, &str),
+        readable: &[String],
+        in_cluster: &[String],
+        window: IdWindow,
+        size: usize,
+    ) -> Result<IdPage, Failure> {
+        let Some(archive) = self.archive.as_ref().filter(|_| !readable.is_empty()) else {
+            return Ok(IdPage::default());
+        };
+        let (pipeline, stage) = stage;
+        archive
+            .stage_ids(
+                readable,
+                pipeline,
+                stage,
+                in_cluster,
+                window,
+                i64::try_from(size).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(archive_failure)
     }
 
     /// One CancelRequest per namespace, named after its set of targets so

@@ -164,6 +164,36 @@ pub async fn spawn_sidecar_limited(
     auth_cache_ttl: Duration,
     limits: sidecar::Limits,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    spawn_sidecar_with(client, namespaces, users_file, auth_cache_ttl, limits, None).await
+}
+
+/// As [`spawn_sidecar`], reading finished runs from the test control
+/// plane's PostgreSQL too.
+pub async fn spawn_sidecar_archived(
+    client: Client,
+    ns: &str,
+    auth_cache_ttl: Duration,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let url = super::archive_url();
+    spawn_sidecar_with(
+        client,
+        &[ns],
+        None,
+        auth_cache_ttl,
+        sidecar::Limits::default(),
+        Some(url),
+    )
+    .await
+}
+
+async fn spawn_sidecar_with(
+    client: Client,
+    namespaces: &[&str],
+    users_file: Option<&Path>,
+    auth_cache_ttl: Duration,
+    limits: sidecar::Limits,
+    archive_url: Option<String>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let state = sidecar::start(
         client,
         &sidecar::Config {
@@ -175,6 +205,8 @@ pub async fn spawn_sidecar_limited(
             auth_cache_ttl,
             users_file_poll: Duration::from_millis(200),
             signing: sidecar::auth::SigningConfig::default(),
+            archive_url: archive_url.map(sidecar::ArchiveUrl),
+            archive_pool_size: 2,
             limits,
         },
     )

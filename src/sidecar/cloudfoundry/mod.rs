@@ -147,6 +147,18 @@ impl ApiErrors for Errors {
             "The Kubernetes API could not be reached; try again",
         )
     }
+    fn archive_unavailable(&self, why: &str) -> Response {
+        tracing::error!(
+            error = why,
+            "Cloud Foundry request failed: archive unavailable"
+        );
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            10015,
+            "CF-ServiceUnavailable",
+            "The archive of finished tasks could not be reached; try again",
+        )
+    }
     fn forbidden(&self) -> Response {
         not_authorized()
     }
@@ -460,8 +472,9 @@ struct Tasks<'a, 'c> {
 impl Tasks<'_, '_> {
     /// `GET /v3/tasks/{guid}`: the task, if it exists and the caller may
     /// read it (Cloud Foundry hides the rest).
+    /// A task that has moved to the archive reads as it did in the cluster.
     async fn get(&self, guid: &str) -> Result<Response, Failure> {
-        let run = self.state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
+        let run = self.state.run_by_uid(guid).await?.ok_or(Failure::Hidden)?;
         let ns = run.metadata.namespace.clone().unwrap_or_default();
         match self.state.auth.can_read(&self.who, &ns).await {
             Ok(true) => Ok(json(StatusCode::OK, &task(&run, &self.base, false))),
@@ -493,9 +506,10 @@ impl Tasks<'_, '_> {
 
     /// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
     /// Whether the caller may read the task is the service's question
-    /// (`hide_unreadable`), asked once with whether it may cancel it.
+    /// (`hide_unreadable`), asked once with whether it may cancel it. A task
+    /// in the archive has finished: 422, as for one finished in the cluster.
     async fn cancel(&self, guid: &str) -> Result<Response, Failure> {
-        let run = self.state.cache.by_uid(guid).ok_or(Failure::Hidden)?;
+        let run = self.state.run_by_uid(guid).await?.ok_or(Failure::Hidden)?;
         let outcome = self
             .state
             .cancel(CancelCall {

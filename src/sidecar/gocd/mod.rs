@@ -19,12 +19,13 @@ use super::render::ApiErrors;
 use super::routes::{GoCdRoute, StageInstance};
 use super::service::Service;
 use super::service::{CancelCall, Failure, Rights, Signing};
+use crate::archive::IdWindow;
 use crate::crd::StageRun;
 use shapes::{
     Cursor, History, Href, LegacyPipelineHistory, PAGE_SIZE, PageLinks, Pagination,
     V1PipelineHistory, V3History, cursor_page, legacy_pipeline, legacy_stage, parse_counter,
-    parse_cursor, parse_offset, pipeline_runs, sort_newest_first, stage_instance, v1_pipeline,
-    v3_history_stage, v3_stage,
+    parse_cursor, parse_offset, pipeline_runs, stage_instance, v1_pipeline, v3_history_stage,
+    v3_stage,
 };
 
 /// The GoCD release whose API this server speaks (what `/go/api/version`
@@ -152,6 +153,15 @@ impl Flavour {
         )
     }
 
+    fn archive_unavailable(self, headers: &HeaderMap, why: &str) -> Response {
+        tracing::error!(error = why, "GoCD request failed: archive unavailable");
+        self.message(
+            headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable: the archive of finished stages could not be reached; try again.",
+        )
+    }
+
     /// No permission: the seeds document 401, the current API answers 403.
     fn forbidden(self, headers: &HeaderMap, msg: &str) -> Response {
         let status = match self {
@@ -165,6 +175,7 @@ impl Flavour {
         match f {
             Failure::Unauthenticated | Failure::Rejected(_) => self.unauthenticated(headers),
             Failure::Unavailable(why) => self.unavailable(headers, why),
+            Failure::ArchiveUnavailable(why) => self.archive_unavailable(headers, why),
             Failure::Forbidden | Failure::Hidden => self.forbidden(headers, forbidden),
         }
     }
@@ -330,6 +341,13 @@ fn bad_offset() -> Refused {
     Refused::bad_request("Bad Request { The offset must be a non-negative integer. }".into())
 }
 
+/// GoCD's answer to a cancel of a stage with no active instance.
+const NOT_ACTIVE: &str = "Stage is not active. Cancellation Ignored.";
+
+fn no_operate(pipeline: &str, stage: &str) -> String {
+    format!("You do not have operate permissions for stage '{stage}' of pipeline '{pipeline}'.")
+}
+
 /// The runs of one stage instance; not found unless the counters are
 /// counters and it exists.
 fn find_instance(state: &Service, instance: &StageInstance) -> Result<Vec<Arc<StageRun>>, Refused> {
@@ -349,6 +367,18 @@ fn find_instance(state: &Service, instance: &StageInstance) -> Result<Vec<Arc<St
         return Err(instance_not_found(instance));
     }
     Ok(runs)
+}
+
+/// The uids of `runs`.
+fn uids(runs: &[Arc<StageRun>]) -> Vec<String> {
+    runs.iter().filter_map(|r| r.metadata.uid.clone()).collect()
+}
+
+/// The runs of `runs` in one of `namespaces`.
+fn in_namespaces(runs: Vec<Arc<StageRun>>, namespaces: &[String]) -> Vec<Arc<StageRun>> {
+    runs.into_iter()
+        .filter(|r| (r.metadata.namespace.as_ref()).is_some_and(|ns| namespaces.contains(ns)))
+        .collect()
 }
 
 fn can_operate(rights: &BTreeMap<String, Rights>, run: &StageRun) -> bool {
@@ -452,13 +482,24 @@ impl GoCd<'_, '_> {
     }
 
     /// `POST /go/api/stages/{pipeline}/{stage}/cancel` (seed): every active
-    /// instance of the stage.
+    /// instance of the stage. A stage whose runs have all moved to the
+    /// archive exists and is not active; the archive is asked only then.
     async fn cancel_stage(&self, pipeline: &str, stage: &str) -> Answer {
         let runs = self.state.cache.by_stage(pipeline, stage);
-        if runs.is_empty() {
+        if !runs.is_empty() {
+            return self.cancel_runs(runs, pipeline, stage).await;
+        }
+        let archived = (self.state.stage_namespaces(pipeline, stage, &[]).await)
+            .map_err(|f| Refused::Service(f, String::new()))?;
+        if archived.is_empty() {
             return Err(stage_not_found(pipeline, stage));
         }
-        self.cancel_runs(runs, pipeline, stage).await
+        (self
+            .state
+            .authorise_cancel(&self.who, &archived, false)
+            .await)
+            .map_err(|f| Refused::Service(f, no_operate(pipeline, stage)))?;
+        Ok(self.message(StatusCode::OK, NOT_ACTIVE))
     }
 
     /// `POST /go/api/stages/{pipeline}/{pipeline_counter}/{stage}/{stage_counter}/cancel`
@@ -497,18 +538,11 @@ impl GoCd<'_, '_> {
                 hide_unreadable: false,
             })
             .await
-            .map_err(|f| {
-                Refused::Service(
-                    f,
-                    format!(
-                        "You do not have operate permissions for stage '{stage}' of pipeline '{pipeline}'."
-                    ),
-                )
-            })?;
+            .map_err(|f| Refused::Service(f, no_operate(pipeline, stage)))?;
         let msg = if outcome.any_cancelled() {
             "Stage cancelled successfully."
         } else {
-            "Stage is not active. Cancellation Ignored."
+            NOT_ACTIVE
         };
         Ok(self.message(StatusCode::OK, msg))
     }
@@ -528,20 +562,57 @@ impl GoCd<'_, '_> {
         }
     }
 
-    /// `GET /go/api/stages/{pipeline}/{stage}/history[/{offset}]` (seed).
+    /// The namespaces of a stage's history the caller may read, and its
+    /// rights there, from the cluster's runs `all` and the archive's; None
+    /// when the stage has no run in either.
+    async fn stage_rights(
+        &self,
+        all: &[Arc<StageRun>],
+        pipeline: &str,
+        stage: &str,
+    ) -> Result<Option<(Vec<String>, BTreeMap<String, Rights>)>, Refused> {
+        let view = format!("You do not have view permissions for pipeline '{pipeline}'.");
+        let namespaces = (self.state.stage_namespaces(pipeline, stage, all).await)
+            .map_err(|f| Refused::Service(f, view.clone()))?;
+        if namespaces.is_empty() {
+            return Ok(None);
+        }
+        let rights = (self.state.rights_in(&self.who, namespaces).await)
+            .map_err(|f| Refused::Service(f, view.clone()))?;
+        let readable: Vec<String> = (rights.iter())
+            .filter(|(_, r)| r.read)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        if readable.is_empty() {
+            return Err(Refused::Forbidden(view));
+        }
+        Ok(Some((readable, rights)))
+    }
+
+    /// `GET /go/api/stages/{pipeline}/{stage}/history[/{offset}]` (seed),
+    /// from the cluster and the archive together.
     async fn offset_history(&self, pipeline: &str, stage: &str, offset: Option<&str>) -> Answer {
         let offset = legacy_offset(self.call, offset)?;
         let all = self.state.cache.by_stage(pipeline, stage);
-        if all.is_empty() {
+        let Some((readable, rights)) = self.stage_rights(&all, pipeline, stage).await? else {
             return Err(stage_not_found(pipeline, stage));
-        }
-        let (mut runs, rights) = self.readable(all, pipeline).await?;
-        sort_newest_first(&mut runs);
-        let total = runs.len();
-        let stages = runs
+        };
+        let in_cluster = uids(&all);
+        let runs = in_namespaces(all, &readable);
+        let (page, total) = self
+            .state
+            .stage_history(
+                (pipeline, stage),
+                &readable,
+                runs,
+                &in_cluster,
+                offset,
+                PAGE_SIZE,
+            )
+            .await
+            .map_err(|f| Refused::Service(f, String::new()))?;
+        let stages = page
             .iter()
-            .skip(offset)
-            .take(PAGE_SIZE)
             .map(|r| stage_instance(r, can_operate(&rights, r)))
             .collect();
         Ok(json(
@@ -559,25 +630,44 @@ impl GoCd<'_, '_> {
 
     /// `GET /go/api/stages/{pipeline}/{stage}/history` with `Accept:
     /// application/vnd.go.cd.v3+json`: newest first by stage id, paged by
-    /// `after`/`before` ids.
+    /// `after`/`before` ids, from the cluster and the archive together.
     async fn cursor_history(&self, pipeline: &str, stage: &str) -> Answer {
         let (cursor, size) = cursor(self.call).map_err(Refused::bad_request)?;
         let all = self.state.cache.by_stage(pipeline, stage);
-        if all.is_empty() {
+        let Some((readable, _)) = self.stage_rights(&all, pipeline, stage).await? else {
             return Ok(self.body(&V3History {
                 links: None,
                 stages: vec![],
             }));
-        }
-        let (runs, _) = self.readable(all, pipeline).await?;
-        // Only runs the controller has given an id can be paged by id.
-        let mut by_id: Vec<(i64, Arc<StageRun>)> = runs
-            .into_iter()
+        };
+        let in_cluster = uids(&all);
+        let runs = in_namespaces(all, &readable);
+        let window = match cursor {
+            Cursor::Latest => IdWindow::Below(i64::MAX),
+            Cursor::After(id) => IdWindow::Below(id),
+            Cursor::Before(id) => IdWindow::Above(id),
+        };
+        let archived = self
+            .state
+            .archived_stage_ids((pipeline, stage), &readable, &in_cluster, window, size)
+            .await
+            .map_err(|f| Refused::Service(f, String::new()))?;
+        // Only runs the controller has given an id can be paged by id. The
+        // cluster's first, so that its copy wins a tie; the archive's window
+        // holds every archived run of the page, and its newest and oldest
+        // ids tell whether there are pages beyond.
+        let mut by_id: Vec<(i64, Arc<StageRun>)> = (runs.into_iter())
+            .chain(archived.runs.into_iter().map(Arc::new))
             .filter_map(|r| r.status.as_ref().and_then(|s| s.id).map(|id| (id, r)))
             .collect();
         by_id.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
         by_id.dedup_by_key(|(id, _)| *id);
-        let ids: Vec<i64> = by_id.iter().map(|(id, _)| *id).collect();
+        let mut ids: Vec<i64> = (by_id.iter().map(|(id, _)| *id))
+            .chain(archived.newest)
+            .chain(archived.oldest)
+            .collect();
+        ids.sort_by_key(|id| std::cmp::Reverse(*id));
+        ids.dedup();
         let (page, previous, next) = cursor_page(&ids, cursor, size);
         let base = format!(
             "{}/go/api/stages/{}/{}/history",

@@ -162,24 +162,6 @@ pub fn stage_instance(run: &StageRun, operate_permission: bool) -> StageInstance
     }
 }
 
-/// Newest first: pipeline counter, then stage counter, descending.
-pub fn sort_newest_first(runs: &mut [Arc<StageRun>]) {
-    runs.sort_by(|a, b| {
-        (
-            b.spec.pipeline_counter,
-            b.spec.stage_counter,
-            &b.metadata.creation_timestamp,
-            &b.metadata.name,
-        )
-            .cmp(&(
-                a.spec.pipeline_counter,
-                a.spec.stage_counter,
-                &a.metadata.creation_timestamp,
-                &a.metadata.name,
-            ))
-    });
-}
-
 // ---------------------------------------------------------------------------
 // Stage instance: legacy (`/instance/{pc}/{sc}`) and current (v3).
 
