@@ -345,25 +345,28 @@ impl Archive {
     /// The archived run of this uid (a Cloud Foundry task guid, a Studio
     /// package id).
     pub async fn stage_run(&self, uid: &str) -> Result<Option<StageRun>> {
-        self.migrate().await?;
-        let object: Option<Value> =
-            sqlx::query_scalar("SELECT object FROM stage_runs WHERE uid = $1")
-                .bind(uid)
-                .fetch_optional(&self.pool)
-                .await
-                .step("read an archived run")?;
-        object.map(decoded).transpose()
+        self.object_by_uid("SELECT object FROM stage_runs WHERE uid = $1", uid)
+            .await
     }
 
     /// The archived CancelRequest of this uid.
     pub async fn cancel_request(&self, uid: &str) -> Result<Option<CancelRequest>> {
+        self.object_by_uid("SELECT object FROM cancel_requests WHERE uid = $1", uid)
+            .await
+    }
+
+    /// The object `query` (fixed text, the uid its one parameter) finds.
+    async fn object_by_uid<T: serde::de::DeserializeOwned>(
+        &self,
+        query: &'static str,
+        uid: &str,
+    ) -> Result<Option<T>> {
         self.migrate().await?;
-        let object: Option<Value> =
-            sqlx::query_scalar("SELECT object FROM cancel_requests WHERE uid = $1")
-                .bind(uid)
-                .fetch_optional(&self.pool)
-                .await
-                .step("read an archived request")?;
+        let object: Option<Value> = sqlx::query_scalar(query)
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await
+            .step("read an archived object")?;
         object.map(decoded).transpose()
     }
 }
