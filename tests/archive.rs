@@ -276,6 +276,126 @@ async fn a_run_archived_twice_is_one_row() {
     assert_eq!(one.runs[0].uid().as_deref(), Some(uid.as_str()));
 }
 
+/// What a controller killed between the archive's commit and the delete
+/// leaves: a finished run both in the archive and in the cluster. The REST
+/// API shows it once meanwhile; the next controller deletes it from the
+/// cluster and stores nothing again; it is neither lost nor shown twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_in_both_places_by_a_crash_is_shown_once_and_moved_once() {
+    let _db = DATABASE.read().await;
+    let archive = archive();
+    // A controller that archives nothing runs the stage to its end.
+    let mut s = setup("archive-crash", |ns| world::archiving_config(ns, None)).await;
+    world::grant_readers_and_cancellers(&s.ns).await;
+    let runs = s.ns.api::<StageRun>();
+    create(&runs, quick("foo-1-dev", 1)).await;
+    let done = wait_for(&runs, "foo-1-dev", "the run to pass", T, |sr| {
+        phase(sr) == Some(StagePhase::Succeeded)
+    })
+    .await;
+    let uid = done.uid().expect("uid");
+    s._controller = world::AbortOnDrop(Vec::new());
+
+    // The crash: archived (as retention stores it), not deleted.
+    let stored = archive
+        .archive_stage_runs(&[cancel_operator::archive::trimmed_run(&done)])
+        .await
+        .expect("store");
+    assert_eq!(stored, 1);
+    let (addr, _server, http) = sidecar(&s).await;
+    world::wait_cached(&http, &format!("http://{addr}"), &uid, "SUCCEEDED").await;
+    let (status, history) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/stages/foo/DEV/history",
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["pagination"]["total"], 1, "{history}");
+    let (_, pipelines) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/pipelines/foo/history",
+        "application/json",
+    )
+    .await;
+    assert_eq!(pipelines["pagination"]["total"], 1, "{pipelines}");
+    assert_eq!(
+        pipelines["pipelines"][0]["stages"].as_array().map(Vec::len),
+        Some(1),
+        "{pipelines}"
+    );
+
+    // The next controller finishes the move.
+    let handle = tokio::spawn(controller::run(
+        s.ns.client.clone(),
+        world::archiving_config(&s.ns.name, Some(Duration::from_secs(1))),
+    ));
+    s._controller = world::AbortOnDrop(vec![handle.abort_handle()]);
+    wait_gone(&runs, "foo-1-dev").await;
+    let page = archive
+        .stage_history(std::slice::from_ref(&s.ns.name), "foo", "DEV", &[], 0, 10)
+        .await
+        .expect("history");
+    assert_eq!(page.total, 1, "one row for the run");
+    same_outcome(&page.runs[0], &done);
+    let (_, after) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/stages/foo/DEV/history",
+        "application/json",
+    )
+    .await;
+    assert_eq!(after, history, "the same history, from the archive alone");
+}
+
+/// Without an archive, ids continue above every id the cluster's runs
+/// carry when the counters' ConfigMap is lost or edited back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_continue_above_the_cluster_after_the_counters_are_lost() {
+    let mut s = setup("cluster-ids", world::controller_config).await;
+    let runs = s.ns.api::<StageRun>();
+    create(&runs, quick("foo-1-dev", 1)).await;
+    let mut done = wait_for(&runs, "foo-1-dev", "the run to pass", T, |sr| {
+        phase(sr) == Some(StagePhase::Succeeded)
+    })
+    .await;
+    s._controller = world::AbortOnDrop(Vec::new());
+    // Ids well past the counters, as a run from before a reinstall has.
+    let status = done.status.as_mut().expect("status");
+    status.id = Some(50_000);
+    for job in &mut status.jobs {
+        job.id += 90_000;
+    }
+    let high_job = status.jobs.iter().map(|j| j.id).max().expect("a job");
+    runs.replace_status("foo-1-dev", &PostParams::default(), &done)
+        .await
+        .expect("raise the run's ids");
+    s.ns.api::<ConfigMap>()
+        .delete("cancel-operator-ids", &Default::default())
+        .await
+        .expect("delete the id counters");
+
+    let handle = world::spawn_controller(s.ns.client.clone(), &s.ns.name);
+    s._controller = world::AbortOnDrop(vec![handle.abort_handle()]);
+    create(&runs, quick("foo-2-dev", 2)).await;
+    let next = wait_for(&runs, "foo-2-dev", "ids for foo-2-dev", T, |sr| {
+        sr.status
+            .as_ref()
+            .is_some_and(|s| s.id.is_some() && !s.jobs.is_empty())
+    })
+    .await;
+    let status = next.status.expect("status");
+    assert!(status.id > Some(50_000), "stage id {:?}", status.id);
+    for j in &status.jobs {
+        assert!(j.id > high_job, "job id {} not above {high_job}", j.id);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_continue_above_the_archive_after_the_counters_are_lost() {
     let _db = DATABASE.read().await;
@@ -454,8 +574,9 @@ async fn ask(
     (status, body)
 }
 
-/// The reads compared before and after a run moves to the archive.
-const READS: [(&str, &str); 4] = [
+/// The reads compared before and after a run moves to the archive: every
+/// GoCD read of stages and pipelines, in each of its forms.
+const READS: [(&str, &str); 11] = [
     ("/go/api/stages/foo/DEV/history", "application/json"),
     ("/go/api/stages/foo/DEV/history/1", "application/json"),
     (
@@ -466,6 +587,19 @@ const READS: [(&str, &str); 4] = [
         "/go/api/stages/foo/DEV/history?page_size=10&after=0",
         "application/vnd.go.cd.v3+json",
     ),
+    ("/go/api/stages/foo/DEV/instance/1/1", "application/json"),
+    (
+        "/go/api/stages/foo/1/DEV/1",
+        "application/vnd.go.cd.v3+json",
+    ),
+    ("/go/api/pipelines/foo/history", "application/json"),
+    ("/go/api/pipelines/foo/history/1", "application/json"),
+    (
+        "/go/api/pipelines/foo/history",
+        "application/vnd.go.cd.v1+json",
+    ),
+    ("/go/api/pipelines/foo/instance/2", "application/json"),
+    ("/go/api/pipelines/foo/2", "application/vnd.go.cd.v1+json"),
 ];
 
 async fn sidecar(s: &Served) -> (std::net::SocketAddr, world::AbortOnDrop, reqwest::Client) {
@@ -562,15 +696,25 @@ async fn history_and_tasks_read_the_same_before_and_after_archiving() {
         (status, &body["message"]),
         (200, &json!("Stage is not active. Cancellation Ignored."))
     );
-    let (status, _) = ask(
+    let (status, body) = ask(
         &http,
         addr,
         "POST",
-        "/go/api/stages/foo/NOPE/cancel",
-        "application/json",
+        "/go/api/stages/foo/1/DEV/1/cancel",
+        "application/vnd.go.cd.v3+json",
     )
     .await;
-    assert_eq!(status, 404, "a stage neither place has never existed");
+    assert_eq!(
+        (status, &body["message"]),
+        (200, &json!("Stage is not active. Cancellation Ignored."))
+    );
+    for path in [
+        "/go/api/stages/foo/NOPE/cancel",
+        "/go/api/stages/foo/9/DEV/1/cancel",
+    ] {
+        let (status, _) = ask(&http, addr, "POST", path, "application/vnd.go.cd.v3+json").await;
+        assert_eq!(status, 404, "{path}: neither place has it");
+    }
 
     // A run in the cluster beside them: one history, the cluster's first.
     create(&runs, long("foo-3-dev", 3)).await;
@@ -609,6 +753,72 @@ async fn history_and_tasks_read_the_same_before_and_after_archiving() {
         first["stages"].as_array().expect("stages")[1..],
         before[0].1["stages"].as_array().expect("stages")[..]
     );
+
+    // A pipeline run whose first stage is archived and whose second runs in
+    // the cluster reads as one, in every form of the pipeline history.
+    create(
+        &runs,
+        stage_run("foo-2-qa")
+            .counter(2)
+            .stage("QA")
+            .job("build", json!({"sim.cancel.dev/run-for": "600s"}))
+            .build(),
+    )
+    .await;
+    let qa = support::wait_jobs_building(&runs, "foo-2-qa", T).await;
+    world::wait_cached(
+        &http,
+        &format!("http://{addr}"),
+        &qa.uid().expect("uid"),
+        "RUNNING",
+    )
+    .await;
+    let stage_names = |pipeline: &serde_json::Value| -> Vec<String> {
+        (pipeline["stages"].as_array().expect("stages").iter())
+            .map(|s| s["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let (status, instance) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/pipelines/foo/2",
+        "application/vnd.go.cd.v1+json",
+    )
+    .await;
+    assert_eq!(status, 200, "{instance}");
+    assert_eq!(stage_names(&instance), ["DEV", "QA"]);
+    let (_, legacy) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/pipelines/foo/history",
+        "application/json",
+    )
+    .await;
+    assert_eq!(legacy["pagination"]["total"], 3);
+    let counters: Vec<i64> = (legacy["pipelines"].as_array().expect("pipelines").iter())
+        .map(|p| p["counter"].as_i64().expect("counter"))
+        .collect();
+    assert_eq!(counters, [3, 2, 1]);
+    assert_eq!(stage_names(&legacy["pipelines"][1]), ["DEV", "QA"]);
+    let (_, current) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/pipelines/foo/history?page_size=10&after=3",
+        "application/vnd.go.cd.v1+json",
+    )
+    .await;
+    let counters: Vec<i64> = (current["pipelines"].as_array().expect("pipelines").iter())
+        .map(|p| p["counter"].as_i64().expect("counter"))
+        .collect();
+    assert_eq!(counters, [2, 1], "{current}");
+    assert_eq!(stage_names(&current["pipelines"][0]), ["DEV", "QA"]);
+    assert_eq!(
+        current["_links"]["previous"]["href"],
+        "http://sidecar/go/api/pipelines/foo/history?before=2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,6 +856,22 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.starts_with("Service unavailable"), "{path}: {body}");
     }
+    // Ready still (cancels never need the database), and saying why the
+    // history is not.
+    let readyz = http
+        .get(format!("{base}/readyz?verbose"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status(), 200);
+    let text = readyz.text().await.expect("readyz text");
+    assert!(text.contains("[+]stagerun-cache ok"), "{text}");
+    assert!(text.contains("[-]archive failed"), "{text}");
+    let metrics = support::get_text(&http, &format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains("cancel_operator_archive_query_errors_total{"),
+        "{metrics}"
+    );
     let (status, body) = ask(&http, addr, "GET", &archived, "application/json").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["errors"][0]["code"], 10015);
@@ -686,4 +912,13 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
         }
     })
     .await;
+    let text = support::get_text(&http, &format!("{base}/readyz?verbose")).await;
+    assert!(text.contains("[+]archive ok"), "{text}");
+    let metrics = support::get_text(&http, &format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains(
+            "cancel_operator_archive_query_seconds_count{query=\"read a stage's archived runs\"}"
+        ),
+        "{metrics}"
+    );
 }

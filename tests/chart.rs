@@ -96,6 +96,54 @@ fn the_watched_namespaces_are_an_explicit_choice() {
     }
 }
 
+/// With an archive, both processes take its URL from the Secret (never
+/// from a value in the chart), the controller with its retention; without
+/// one, neither knows of a database.
+#[test]
+fn the_archive_url_reaches_both_processes_from_its_secret() {
+    let render = |values: &[&str], template: &str| -> String {
+        let mut cmd = tool("helm");
+        cmd.args(["template", "rel", "--kube-version", "1.35.8"])
+            .arg(chart())
+            .args(["--set", "controller.watch.mode=cluster"])
+            .args(["--show-only", template]);
+        for v in values {
+            cmd.args(["--set", v]);
+        }
+        run(cmd)
+    };
+    let archived = [
+        "controller.archive.urlSecret=archive-db",
+        "controller.archive.poolSize=3",
+        "controller.archive.keepFinished=1h",
+    ];
+    let secret = r#"secretKeyRef: {name: "archive-db", key: "url"}"#;
+    for template in ["templates/controller.yaml", "templates/sidecar.yaml"] {
+        let text = render(&archived, template);
+        assert!(
+            text.contains("name: CANCEL_OPERATOR_ARCHIVE_URL"),
+            "{template}: {text}"
+        );
+        assert!(text.contains(secret), "{template}: {text}");
+        assert!(
+            text.contains("name: CANCEL_OPERATOR_ARCHIVE_POOL_SIZE\n              value: \"3\""),
+            "{template}: {text}"
+        );
+        assert!(!text.contains("postgres://"), "{template}: {text}");
+        let plain = render(&[], template);
+        assert!(!plain.contains("ARCHIVE"), "{template}: {plain}");
+    }
+    let controller = render(&archived, "templates/controller.yaml");
+    assert!(
+        controller.contains("name: CANCEL_OPERATOR_KEEP_FINISHED\n              value: \"1h\"")
+    );
+    let sidecar = render(&archived, "templates/sidecar.yaml");
+    assert!(
+        !sidecar.contains("KEEP_FINISHED"),
+        "the REST API deletes nothing"
+    );
+}
+
 /// The chart's default image is the one `make image` (scripts/image.sh) tags
 /// and the Dockerfile builds: ghcr.io/cancel-dev/cancel-operator:<appVersion>,
 /// run as the image's user under the restricted Pod Security settings.

@@ -17,12 +17,20 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::crd::{CancelRequest, StageRun};
 use crate::{Error, Result};
+
+mod pipelines;
+pub use pipelines::{CounterPage, CounterWindow};
 
 /// Connections to the database at most, unless configured.
 pub const DEFAULT_POOL_SIZE: u32 = 4;
@@ -38,7 +46,57 @@ pub struct Archive {
     pool: PgPool,
     /// Set once the schema is known to be current.
     migrated: tokio::sync::OnceCell<()>,
+    metrics: QueryMetrics,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    query: &'static str,
+}
+
+/// How long each query takes and how often it fails, by what it does (the
+/// step a failure names).
+#[derive(Clone)]
+struct QueryMetrics {
+    seconds: Family<QueryLabels, Histogram, fn() -> Histogram>,
+    errors: Family<QueryLabels, Counter>,
+}
+
+fn query_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl QueryMetrics {
+    fn new() -> Self {
+        QueryMetrics {
+            seconds: Family::new_with_constructor(query_histogram as fn() -> Histogram),
+            errors: Family::default(),
+        }
+    }
+
+    fn observe(&self, query: &'static str, elapsed: Duration, ok: bool) {
+        let labels = QueryLabels { query };
+        self.seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if !ok {
+            self.errors.get_or_create(&labels).inc();
+        }
+    }
+}
+
+/// Times a database call and names it when it fails:
+/// `query.fetch_all(&self.pool).timed(&self.metrics, "read the runs").await?`.
+trait Timed<T>: std::future::Future<Output = std::result::Result<T, sqlx::Error>> + Sized {
+    async fn timed(self, metrics: &QueryMetrics, step: &'static str) -> Result<T> {
+        let started = std::time::Instant::now();
+        let out = self.await;
+        metrics.observe(step, started.elapsed(), out.is_ok());
+        out.step(step)
+    }
+}
+
+impl<T, F> Timed<T> for F where F: std::future::Future<Output = std::result::Result<T, sqlx::Error>> {}
 
 /// A page of archived runs and how many match in all.
 #[derive(Debug, Default)]
@@ -87,7 +145,7 @@ macro_rules! newest_first {
     };
 }
 
-/// Names a failed database call: `query.await.step("store the runs")?`.
+/// Names a failed database call: `query.timed(&self.metrics, "store the runs").await?`.
 trait Step<T> {
     fn step(self, step: &'static str) -> Result<T>;
 }
@@ -111,7 +169,33 @@ impl Archive {
         Ok(Archive {
             pool,
             migrated: tokio::sync::OnceCell::new(),
+            metrics: QueryMetrics::new(),
         })
+    }
+
+    /// Registers the archive's query metrics (latency and failures by
+    /// query) with a process's registry.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "cancel_operator_archive_query_seconds",
+            "Archive (PostgreSQL) query latency, by query",
+            self.metrics.seconds.clone(),
+        );
+        registry.register(
+            "cancel_operator_archive_query_errors",
+            "Archive (PostgreSQL) queries that failed, by query",
+            self.metrics.errors.clone(),
+        );
+    }
+
+    /// Whether the database answers (and its schema is current).
+    pub async fn ping(&self) -> Result<()> {
+        self.migrate().await?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .timed(&self.metrics, "ping")
+            .await
+            .map(|_| ())
     }
 
     /// Applies the migrations this binary knows and the database lacks;
@@ -132,7 +216,11 @@ impl Archive {
     /// stored (by uid) is left as it is. Returns how many were new.
     pub async fn archive_stage_runs(&self, runs: &[StageRun]) -> Result<u64> {
         self.migrate().await?;
-        let mut tx = self.pool.begin().await.step("begin storing runs")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .timed(&self.metrics, "begin storing runs")
+            .await?;
         let mut stored = 0;
         for run in runs {
             let row = RunRow::of(run)?;
@@ -159,18 +247,24 @@ impl Archive {
             .bind(row.labels)
             .bind(row.object)
             .execute(&mut *tx)
-            .await
-            .step("store a run")?;
+            .timed(&self.metrics, "store a run")
+            .await?;
             stored += done.rows_affected();
         }
-        tx.commit().await.step("commit the stored runs")?;
+        tx.commit()
+            .timed(&self.metrics, "commit the stored runs")
+            .await?;
         Ok(stored)
     }
 
     /// Stores finished CancelRequests as [`Self::archive_stage_runs`] does runs.
     pub async fn archive_cancel_requests(&self, requests: &[CancelRequest]) -> Result<u64> {
         self.migrate().await?;
-        let mut tx = self.pool.begin().await.step("begin storing requests")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .timed(&self.metrics, "begin storing requests")
+            .await?;
         let mut stored = 0;
         for req in requests {
             let uid = req.uid().ok_or(Error::MissingField("uid"))?;
@@ -195,11 +289,13 @@ impl Archive {
             .bind(json!(req.labels()))
             .bind(object_of(&trimmed_request(req))?)
             .execute(&mut *tx)
-            .await
-            .step("store a request")?;
+            .timed(&self.metrics, "store a request")
+            .await?;
             stored += done.rows_affected();
         }
-        tx.commit().await.step("commit the stored requests")?;
+        tx.commit()
+            .timed(&self.metrics, "commit the stored requests")
+            .await?;
         Ok(stored)
     }
 
@@ -210,8 +306,8 @@ impl Archive {
             "SELECT COALESCE(MAX(id), 0), COALESCE(MAX(max_job_id), 0) FROM stage_runs",
         )
         .fetch_one(&self.pool)
+        .timed(&self.metrics, "read the highest archived ids")
         .await
-        .step("read the highest archived ids")
     }
 
     /// The namespaces with archived runs of a pipeline's stage: those
@@ -234,8 +330,11 @@ impl Archive {
         .bind(pipeline)
         .bind(stage)
         .fetch_all(&self.pool)
+        .timed(
+            &self.metrics,
+            "list the namespaces of a stage's archived runs",
+        )
         .await
-        .step("list the namespaces of a stage's archived runs")
     }
 
     /// The archived runs of a pipeline's stage in `namespaces` (all when
@@ -258,8 +357,8 @@ impl Archive {
             .bind(stage)
             .bind(excluding)
             .fetch_one(&self.pool)
-            .await
-            .step("count a stage's archived runs")?;
+            .timed(&self.metrics, "count a stage's archived runs")
+            .await?;
         let objects: Vec<Value> = sqlx::query_scalar(concat!(
             "SELECT object ",
             of_stage!(),
@@ -274,8 +373,8 @@ impl Archive {
         .bind(limit.max(0))
         .bind(offset.max(0))
         .fetch_all(&self.pool)
-        .await
-        .step("read a stage's archived runs")?;
+        .timed(&self.metrics, "read a stage's archived runs")
+        .await?;
         let runs = objects.into_iter().map(decoded).collect::<Result<_>>()?;
         Ok(Page { runs, total })
     }
@@ -301,8 +400,8 @@ impl Archive {
                 .bind(stage)
                 .bind(excluding)
                 .fetch_one(&self.pool)
-                .await
-                .step("read the range of a stage's archived ids")?;
+                .timed(&self.metrics, "read the range of a stage's archived ids")
+                .await?;
         let (id, sql) = match window {
             IdWindow::Below(id) => (
                 id,
@@ -329,8 +428,11 @@ impl Archive {
             .bind(id)
             .bind(limit.max(0))
             .fetch_all(&self.pool)
-            .await
-            .step("read a page of a stage's archived runs by id")?;
+            .timed(
+                &self.metrics,
+                "read a page of a stage's archived runs by id",
+            )
+            .await?;
         let mut runs: Vec<StageRun> = objects.into_iter().map(decoded).collect::<Result<_>>()?;
         if matches!(window, IdWindow::Above(_)) {
             runs.reverse();
@@ -365,8 +467,8 @@ impl Archive {
         let object: Option<Value> = sqlx::query_scalar(query)
             .bind(uid)
             .fetch_optional(&self.pool)
-            .await
-            .step("read an archived object")?;
+            .timed(&self.metrics, "read an archived object")
+            .await?;
         object.map(decoded).transpose()
     }
 }
@@ -441,7 +543,11 @@ const CONTAINER_FIELDS: [&str; 5] = ["name", "image", "command", "args", "resour
 /// and without its pod templates but for the first job's first container,
 /// trimmed to what the reads show.
 pub fn trimmed_run(run: &StageRun) -> StageRun {
-    let mut run = run.clone();
+    trim_run(run.clone())
+}
+
+/// [`trimmed_run`], in place.
+pub fn trim_run(mut run: StageRun) -> StageRun {
     trim_meta(&mut run.metadata);
     for (i, job) in run.spec.jobs.iter_mut().enumerate() {
         let kept = (i == 0)

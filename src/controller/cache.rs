@@ -369,8 +369,9 @@ fn trim_stagerun(run: &mut StageRun) {
     // A finished run is never reconciled again. Only what CancelRequests
     // that name it read is kept: its identity and labels, the fields its
     // index keys come from, and how and when it ended (retention reads
-    // when). Most of a namespace's runs are its history, so this is most
-    // of the cache.
+    // when), and its highest job id (ids are floored above every id in
+    // the cluster). Most of a namespace's runs are its history, so this is
+    // most of the cache.
     if run.is_finished() {
         let meta = &mut run.metadata;
         meta.annotations = None;
@@ -380,7 +381,10 @@ fn trim_stagerun(run: &mut StageRun) {
         run.spec.cleanup = Vec::new();
         run.spec.approved_by = String::new();
         if let Some(status) = run.status.as_mut() {
-            status.jobs = Vec::new();
+            let highest = std::mem::take(&mut status.jobs)
+                .into_iter()
+                .max_by_key(|j| j.id);
+            status.jobs.extend(highest);
             status.conditions = Vec::new();
             status.failure_reason = None;
             status.start_time = None;
@@ -657,7 +661,22 @@ mod tests {
             .annotations
             .get_or_insert_with(Default::default)
             .insert(LAST_APPLIED.into(), "{...}".into());
+        let jobs = |ids: &[i64]| -> Vec<crate::crd::JobStatus> {
+            (ids.iter())
+                .map(|id| {
+                    serde_json::from_value(json!({"name": format!("j{id}"), "id": id,
+                        "state": "Completed", "result": "Passed"}))
+                    .expect("job status")
+                })
+                .collect()
+        };
+        r.status.as_mut().expect("status").jobs = jobs(&[4, 9, 7]);
         trim_stagerun(&mut r);
+        assert_eq!(
+            r.status.as_ref().expect("status").jobs,
+            jobs(&[9]),
+            "only the highest job id, for the id floor"
+        );
         assert!(r.metadata.managed_fields.is_none());
         assert!(r.annotations().get(LAST_APPLIED).is_none());
         assert!(r.spec.jobs.is_empty());

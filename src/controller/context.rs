@@ -66,6 +66,7 @@ impl Context {
             Api::<ConfigMap>::namespaced(client.clone(), &config.state_namespace),
             config.id_configmap.clone(),
             archive.clone(),
+            Some(caches.runs.clone()),
         );
         let recorder = Recorder::new(client.clone(), reporter);
         let (event_retries, worker) = events::queue(

@@ -9,9 +9,10 @@
 //! has since stopped); ids left in a block when its process stops are
 //! skipped, like GoCD's own gaps.
 //!
-//! With an archive, a block also starts past every archived id, so that ids
-//! never go backwards when the ConfigMap is lost (a reinstall, a deletion)
-//! or edited into something that does not parse.
+//! A block also starts past every id the cluster's StageRuns carry and,
+//! with an archive, past every archived id, so that ids never go backwards
+//! when the ConfigMap is lost (a reinstall, a deletion) or edited into
+//! something that does not parse, or back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+use super::cache::Cache;
 use crate::archive::Archive;
+use crate::crd::StageRun;
 use crate::{Error, Result, Step, labels};
 
 /// Ids stay exact in JSON consumers that use doubles.
@@ -74,6 +77,8 @@ pub struct IdAllocator {
     reserved: tokio::sync::Mutex<Reserved>,
     /// Ids are floored above the archive's highest.
     archive: Option<Arc<Archive>>,
+    /// And above the highest of the runs in the cluster.
+    runs: Option<Arc<Cache<StageRun>>>,
 }
 
 /// What the archive says of the ids it holds.
@@ -88,17 +93,35 @@ enum Floor {
 }
 
 /// Where the counters continue from: past what the ConfigMap says
-/// (`None`: missing or not a number) and past every archived id. Without
-/// the archive's answer, counters that read are trusted (they passed every
-/// id handed out since they were written); missing ones are not (`None`:
-/// wait for the archive).
-fn continue_from(counters: (Option<i64>, Option<i64>), floor: Floor) -> Option<(i64, i64)> {
-    let (stage, job) = counters;
-    match floor {
-        Floor::NoArchive => Some((stage.unwrap_or(0), job.unwrap_or(0))),
-        Floor::Archived(s, j) => Some((stage.unwrap_or(0).max(s), job.unwrap_or(0).max(j))),
-        Floor::Unknown => stage.zip(job),
+/// (`None`: missing or not a number), past every id in the cluster
+/// (`cluster`, the highest stage and job ids there) and past every
+/// archived id. Without the archive's answer, counters that read are
+/// trusted (they passed every id handed out since they were written);
+/// missing ones are not (`None`: wait for the archive).
+fn continue_from(
+    counters: (Option<i64>, Option<i64>),
+    cluster: (i64, i64),
+    floor: Floor,
+) -> Option<(i64, i64)> {
+    let (stage, job) = match floor {
+        Floor::NoArchive => (counters.0.unwrap_or(0), counters.1.unwrap_or(0)),
+        Floor::Archived(s, j) => (
+            counters.0.unwrap_or(0).max(s),
+            counters.1.unwrap_or(0).max(j),
+        ),
+        Floor::Unknown => counters.0.zip(counters.1)?,
+    };
+    Some((stage.max(cluster.0), job.max(cluster.1)))
+}
+
+/// The highest stage id and job id among `runs` (0 when none).
+fn highest_ids<'a>(runs: impl IntoIterator<Item = &'a StageRun>) -> (i64, i64) {
+    let mut highest = (0, 0);
+    for status in runs.into_iter().filter_map(|r| r.status.as_ref()) {
+        highest.0 = highest.0.max(status.id.unwrap_or(0));
+        highest.1 = (status.jobs.iter().map(|j| j.id)).fold(highest.1, i64::max);
     }
+    highest
 }
 
 impl IdAllocator {
@@ -106,12 +129,22 @@ impl IdAllocator {
         api: Api<ConfigMap>,
         name: impl Into<String>,
         archive: Option<Arc<Archive>>,
+        runs: Option<Arc<Cache<StageRun>>>,
     ) -> Self {
         IdAllocator {
             api,
             name: name.into(),
             reserved: tokio::sync::Mutex::new(Reserved::default()),
             archive,
+            runs,
+        }
+    }
+
+    /// The highest ids of the runs in the cluster, asked before each block.
+    fn cluster_floor(&self) -> (i64, i64) {
+        match &self.runs {
+            Some(runs) => highest_ids(runs.store().state().iter().map(|r| &**r)),
+            None => (0, 0),
         }
     }
 
@@ -148,6 +181,7 @@ impl IdAllocator {
     /// Advances the counters by a block each; returns the blocks.
     async fn reserve(&self, stages: i64, jobs: i64) -> Result<(Range, Range)> {
         let floor = self.floor().await;
+        let cluster = self.cluster_floor();
         loop {
             let current = match self
                 .api
@@ -158,7 +192,7 @@ impl IdAllocator {
                 Some(cm) => cm,
                 None => {
                     // A lost ConfigMap starts again past every archived id.
-                    let Some((stage, job)) = continue_from((None, None), floor) else {
+                    let Some((stage, job)) = continue_from((None, None), cluster, floor) else {
                         return Err(Error::IdsUnfloored);
                     };
                     let cm = ConfigMap {
@@ -190,7 +224,9 @@ impl IdAllocator {
                     .and_then(|d| d.get(key))
                     .and_then(|v| v.parse().ok())
             };
-            let Some((stage, job)) = continue_from((read(STAGE_KEY), read(JOB_KEY)), floor) else {
+            let Some((stage, job)) =
+                continue_from((read(STAGE_KEY), read(JOB_KEY)), cluster, floor)
+            else {
                 return Err(Error::IdsUnfloored);
             };
             // The counters are a ConfigMap anyone with access may edit.
@@ -247,27 +283,88 @@ mod tests {
     #[test]
     fn counters_continue_past_every_archived_id() {
         use Floor::*;
+        let none = (0, 0);
         // As before an archive existed.
-        assert_eq!(continue_from((Some(5), Some(9)), NoArchive), Some((5, 9)));
-        assert_eq!(continue_from((None, Some(9)), NoArchive), Some((0, 9)));
+        assert_eq!(
+            continue_from((Some(5), Some(9)), none, NoArchive),
+            Some((5, 9))
+        );
+        assert_eq!(
+            continue_from((None, Some(9)), none, NoArchive),
+            Some((0, 9))
+        );
         // The ConfigMap behind the archive (lost, recreated, edited back).
         assert_eq!(
-            continue_from((Some(5), Some(9)), Archived(700, 2000)),
+            continue_from((Some(5), Some(9)), none, Archived(700, 2000)),
             Some((700, 2000))
         );
         assert_eq!(
-            continue_from((None, None), Archived(700, 2000)),
+            continue_from((None, None), none, Archived(700, 2000)),
             Some((700, 2000))
         );
         // Ahead of it: the counters hold.
         assert_eq!(
-            continue_from((Some(800), Some(2100)), Archived(700, 2000)),
+            continue_from((Some(800), Some(2100)), none, Archived(700, 2000)),
             Some((800, 2100))
         );
         // The archive away: counters that read are trusted, missing or
         // unreadable ones are not.
-        assert_eq!(continue_from((Some(5), Some(9)), Unknown), Some((5, 9)));
-        assert_eq!(continue_from((None, Some(9)), Unknown), None);
-        assert_eq!(continue_from((None, None), Unknown), None);
+        assert_eq!(
+            continue_from((Some(5), Some(9)), none, Unknown),
+            Some((5, 9))
+        );
+        assert_eq!(continue_from((None, Some(9)), none, Unknown), None);
+        assert_eq!(continue_from((None, None), none, Unknown), None);
+    }
+
+    #[test]
+    fn counters_continue_past_every_id_in_the_cluster() {
+        use Floor::*;
+        let cluster = (40, 90);
+        // A reinstall without an archive, its old runs still there.
+        assert_eq!(
+            continue_from((None, None), cluster, NoArchive),
+            Some((40, 90))
+        );
+        // Counters edited back, or behind in one of the two.
+        assert_eq!(
+            continue_from((Some(5), Some(95)), cluster, NoArchive),
+            Some((40, 95))
+        );
+        assert_eq!(
+            continue_from((Some(5), Some(9)), cluster, Unknown),
+            Some((40, 90))
+        );
+        // The higher of the cluster and the archive.
+        assert_eq!(
+            continue_from((None, None), cluster, Archived(30, 100)),
+            Some((40, 100))
+        );
+        // Without the archive's answer a lost ConfigMap still waits: the
+        // archive may hold higher ids than the cluster.
+        assert_eq!(continue_from((None, None), cluster, Unknown), None);
+    }
+
+    #[test]
+    fn the_cluster_floor_is_the_highest_stage_and_job_id() {
+        let run = |status: serde_json::Value| -> StageRun {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cancel.dev/v1alpha1", "kind": "StageRun",
+                "metadata": {"name": "r", "namespace": "ns"},
+                "spec": {"pipeline": "p", "pipelineCounter": 1, "stage": "s",
+                         "jobs": [{"name": "a", "template": {}}]},
+                "status": status
+            }))
+            .expect("stagerun")
+        };
+        let runs = [
+            run(serde_json::json!({"id": 7, "jobs": [
+                {"name": "a", "id": 30, "state": "Completed", "result": "Passed"},
+                {"name": "b", "id": 12, "state": "Completed", "result": "Passed"}]})),
+            run(serde_json::json!({"id": 9, "jobs": []})),
+            run(serde_json::json!({})),
+        ];
+        assert_eq!(highest_ids(&runs), (9, 30));
+        assert_eq!(highest_ids(&[]), (0, 0));
     }
 }

@@ -63,7 +63,15 @@ fn cancel_histogram() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_archive(None)
+    }
+
+    /// The metrics, with the archive's queries among them when there is one.
+    pub fn with_archive(archive: Option<&crate::archive::Archive>) -> Self {
         let mut registry = Registry::default();
+        if let Some(archive) = archive {
+            archive.register_metrics(&mut registry);
+        }
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(
             reconcile_histogram as fn() -> Histogram,

@@ -40,8 +40,8 @@ use crate::archive::Archive;
 /// Runs the controllers until a termination signal; with leader election,
 /// only while this instance holds the Lease (see `leader.rs`).
 pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
-    let metrics = Arc::new(metrics::Metrics::new());
     let archive = open_archive(&config).await?;
+    let metrics = Arc::new(metrics::Metrics::with_archive(archive.as_deref()));
     if let Some(addr) = config.metrics_address {
         // Served from the start, so that a standby answers health checks too.
         let listening = metrics::serve(metrics.clone(), addr, crate::shutdown::signal());

@@ -20,14 +20,13 @@ struct Index {
     by_pipeline: HashMap<String, BTreeSet<String>>,
 }
 
-/// Drops what no endpoint reads before a run is kept: managedFields and
-/// kubectl's copy of the last applied object are most of a run's size.
-fn trim(mut run: StageRun) -> StageRun {
-    run.metadata.managed_fields = None;
-    if let Some(a) = run.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    run
+/// Drops what no endpoint reads before a run is kept: managedFields,
+/// kubectl's copy of the last applied object and the pod templates (but for
+/// what Cloud Foundry shows of the first container) are most of a run's
+/// size. A run is kept as the archive keeps it, so that a read answers the
+/// same before and after the run moves there.
+fn trim(run: StageRun) -> StageRun {
+    crate::archive::trim_run(run)
 }
 
 impl Index {
@@ -232,6 +231,9 @@ mod tests {
     fn kept_runs_lose_what_no_endpoint_reads() {
         let mut sr = run("foo-1-dev", "a", "foo", 1, "DEV");
         sr.metadata.managed_fields = Some(vec![Default::default()]);
+        sr.spec.jobs[0].template = json!({"metadata": {"labels": {"a": "b"}},
+            "spec": {"volumes": [{"name": "v"}], "containers": [
+                {"name": "c", "image": "i", "env": [{"name": "K", "value": "V"}]}]}});
         sr.metadata.annotations = Some(
             [
                 ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
@@ -250,6 +252,11 @@ mod tests {
         assert!(kept.metadata.managed_fields.is_none());
         let annotations = kept.metadata.annotations.clone().unwrap();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
+        assert_eq!(
+            kept.spec.jobs[0].template,
+            json!({"spec": {"containers": [{"name": "c", "image": "i"}]}}),
+            "what Cloud Foundry shows of the first container, nothing else"
+        );
     }
 
     #[test]

@@ -58,14 +58,34 @@ pub fn merged_page(
     offset: usize,
     size: usize,
 ) -> Vec<Arc<StageRun>> {
-    let mut merged: Vec<Arc<StageRun>> = cluster.to_vec();
-    merged.extend(archived.into_iter().map(Arc::new));
-    // Stable, and the cluster's runs first: on a tie (which the uid rules
-    // out) the cluster's would win.
-    merged.sort_by(|a, b| newest_first(a, b));
+    merged_window(
+        cluster.to_vec(),
+        archived.into_iter().map(Arc::new),
+        window_start,
+        offset,
+        size,
+        |a, b| newest_first(a, b),
+    )
+}
+
+/// [`merged_page`] of anything in any total `order`: the cluster's
+/// entries whole, the archive's window from `window_start`. The cluster's
+/// come first on a tie.
+pub fn merged_window<T>(
+    cluster: Vec<T>,
+    archived: impl IntoIterator<Item = T>,
+    window_start: usize,
+    offset: usize,
+    size: usize,
+    order: impl Fn(&T, &T) -> Ordering,
+) -> Vec<T> {
+    let mut merged = cluster;
+    merged.extend(archived);
+    // Stable: on a tie the cluster's entry stays first.
+    merged.sort_by(order);
     merged
         .into_iter()
-        .skip(offset - window_start)
+        .skip(offset.saturating_sub(window_start))
         .take(size)
         .collect()
 }
@@ -130,6 +150,42 @@ mod tests {
                         uids(&page),
                         uids(&expected),
                         "split {n}, offset {offset}, size {size}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The same for a pipeline's counters (GoCD's pipeline history): the
+    /// cluster's counters and the archive's, disjoint, newest first.
+    #[test]
+    fn pages_of_merged_counters_are_pages_of_the_whole() {
+        let whole: Vec<i64> = (1..=25).rev().collect();
+        for split in [0, 1, 2, 3, 5, 7] {
+            let cluster: Vec<i64> = whole
+                .iter()
+                .copied()
+                .filter(|c| split > 0 && c % split == 0)
+                .collect();
+            let archived: Vec<i64> = whole
+                .iter()
+                .copied()
+                .filter(|c| !cluster.contains(c))
+                .collect();
+            for size in [1, 10] {
+                for offset in 0..=30 {
+                    let (start, count) = archive_window(offset, size, cluster.len());
+                    let window: Vec<i64> =
+                        archived.iter().copied().skip(start).take(count).collect();
+                    let page =
+                        merged_window(cluster.clone(), window, start, offset, size, |a, b| {
+                            b.cmp(a)
+                        });
+                    let expected: Vec<i64> =
+                        whole.iter().copied().skip(offset).take(size).collect();
+                    assert_eq!(
+                        page, expected,
+                        "split {split}, offset {offset}, size {size}"
                     );
                 }
             }

@@ -38,7 +38,15 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_archive(None)
+    }
+
+    /// The metrics, with the archive's queries among them when there is one.
+    pub fn with_archive(archive: Option<&crate::archive::Archive>) -> Self {
         let mut registry = Registry::default();
+        if let Some(archive) = archive {
+            archive.register_metrics(&mut registry);
+        }
         let requests = MetricFamily::<RequestLabels, Counter>::default();
         let latency = MetricFamily::<RouteLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,

@@ -41,6 +41,43 @@ pub(crate) fn errors_for(family: Family, headers: &HeaderMap) -> Box<dyn ApiErro
     }
 }
 
+/// `/readyz`: ready once the StageRun cache has synced. The archive does
+/// not make the process unready (cancels never need it, and reads that do
+/// answer their API's unavailable error); `?verbose` lists each check, the
+/// archive's included, as the API server's own `/readyz?verbose` does.
+async fn readiness(service: &Service, verbose: bool) -> Response {
+    let synced = service.cache.is_synced();
+    let status = if synced {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !verbose {
+        return match synced {
+            true => text(status, "ok"),
+            false => text(status, "the StageRun cache has not synced yet"),
+        };
+    }
+    let mut lines = vec![match synced {
+        true => "[+]stagerun-cache ok".to_string(),
+        false => "[-]stagerun-cache failed: not synced yet".to_string(),
+    }];
+    if let Some(archive) = &service.archive {
+        lines.push(match archive.ping().await {
+            Ok(()) => "[+]archive ok".to_string(),
+            Err(_) => {
+                "[-]archive failed (not required): history reads that need it answer unavailable"
+                    .to_string()
+            }
+        });
+    }
+    lines.push(match synced {
+        true => "readyz check passed".to_string(),
+        false => "readyz check failed".to_string(),
+    });
+    text(status, &(lines.join("\n") + "\n"))
+}
+
 async fn dispatch(service: &Service, route: &Route, call: &Call<'_>) -> Response {
     match route {
         Route::GoCd(r) => gocd::handle(service, r, call).await,
@@ -49,16 +86,7 @@ async fn dispatch(service: &Service, route: &Route, call: &Call<'_>) -> Response
         Route::CloudFoundry(r) => cloudfoundry::handle(service, r, call).await,
         Route::Uaa(r) => uaa::handle(service, r, call).await,
         Route::Healthz => text(StatusCode::OK, "ok"),
-        Route::Readyz => {
-            if service.cache.is_synced() {
-                text(StatusCode::OK, "ok")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the StageRun cache has not synced yet",
-                )
-            }
-        }
+        Route::Readyz => readiness(service, call.query_param("verbose").is_some()).await,
         Route::Metrics => {
             let mut r = text(StatusCode::OK, &service.metrics.encode(service.cache.len()));
             r.headers_mut().insert(

@@ -21,10 +21,10 @@ use super::Limits;
 use super::auth::{self, Authenticator};
 use super::auth::{AuthError, AuthMode, Credentials, Identity};
 use super::cache::StageRunCache;
-use super::history::{archive_window, merged_page, newest_first};
+use super::history::{archive_window, merged_page, merged_window, newest_first};
 use super::http::Call;
 use super::metrics::Metrics;
-use crate::archive::{Archive, IdPage, IdWindow};
+use crate::archive::{Archive, CounterWindow, IdPage, IdWindow};
 use crate::crd::{CancelMode, CancelRequest, CancelTarget, StageRun};
 use crate::request::{Naming, NewCancelRequest, name_for_uids};
 
@@ -94,12 +94,13 @@ pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<Service>> {
                 .watch_users_file(path.clone(), config.users_file_poll),
         );
     }
+    let metrics = Metrics::with_archive(archive.as_deref());
     Ok(Arc::new(Service {
         auth,
         client,
         cache,
         archive,
-        metrics: Metrics::new(),
+        metrics,
         external_url: config.external_url.clone(),
         limits: config.limits.clone(),
         in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
@@ -175,6 +176,17 @@ pub struct CancelCall<'a> {
 /// A failed read of the archive, as the APIs report it.
 fn archive_failure(e: crate::Error) -> Failure {
     Failure::ArchiveUnavailable(e.to_string())
+}
+
+/// The pipeline counters of `runs`, newest first, once each.
+pub fn counters_of(runs: &[Arc<StageRun>]) -> Vec<i64> {
+    let set: BTreeSet<i64> = runs.iter().map(|r| r.spec.pipeline_counter).collect();
+    set.into_iter().rev().collect()
+}
+
+/// The uids of `runs`.
+pub fn uids_of(runs: &[Arc<StageRun>]) -> Vec<String> {
+    runs.iter().filter_map(|r| r.metadata.uid.clone()).collect()
 }
 
 /// True while a StageRun can still be cancelled.
@@ -370,16 +382,40 @@ impl Service {
         stage: &str,
         cluster: &[Arc<StageRun>],
     ) -> Result<Vec<String>, Failure> {
+        let archived = match &self.archive {
+            Some(archive) => archive.stage_namespaces(pipeline, stage).await,
+            None => Ok(Vec::new()),
+        };
+        self.served_namespaces(cluster, archived)
+    }
+
+    /// The served namespaces where a pipeline has runs, in the cluster
+    /// (`cluster`, its runs there) or in the archive.
+    pub async fn pipeline_namespaces(
+        &self,
+        pipeline: &str,
+        cluster: &[Arc<StageRun>],
+    ) -> Result<Vec<String>, Failure> {
+        let archived = match &self.archive {
+            Some(archive) => archive.pipeline_namespaces(pipeline).await,
+            None => Ok(Vec::new()),
+        };
+        self.served_namespaces(cluster, archived)
+    }
+
+    /// The namespaces of `cluster` and the served ones of `archived`.
+    fn served_namespaces(
+        &self,
+        cluster: &[Arc<StageRun>],
+        archived: crate::Result<Vec<String>>,
+    ) -> Result<Vec<String>, Failure> {
         let mut all: BTreeSet<String> = namespaces(cluster).into_iter().collect();
-        if let Some(archive) = &self.archive {
-            let archived =
-                (archive.stage_namespaces(pipeline, stage).await).map_err(archive_failure)?;
-            all.extend(
-                archived
-                    .into_iter()
-                    .filter(|ns| self.cache.serves_namespace(ns)),
-            );
-        }
+        let archived = archived.map_err(archive_failure)?;
+        all.extend(
+            archived
+                .into_iter()
+                .filter(|ns| self.cache.serves_namespace(ns)),
+        );
         Ok(all.into_iter().collect())
     }
 
@@ -446,6 +482,165 @@ impl Service {
             )
             .await
             .map_err(archive_failure)
+    }
+
+    /// The runs of a page of a pipeline's history (its pipeline runs,
+    /// newest counter first, `size` from `offset`) and how many pipeline
+    /// runs it has: the cluster's runs `cluster` (those the caller may
+    /// read) and the archive's in the `readable` namespaces but for the
+    /// uids `in_cluster`. Pages are cut from the union of the two sides'
+    /// counters: the archive counts and windows only counters the cluster
+    /// has none of, so that the two lists are disjoint.
+    pub async fn pipeline_history(
+        &self,
+        pipeline: &str,
+        readable: &[String],
+        cluster: Vec<Arc<StageRun>>,
+        in_cluster: &[String],
+        offset: usize,
+        size: usize,
+    ) -> Result<(Vec<Arc<StageRun>>, usize), Failure> {
+        let counters = counters_of(&cluster);
+        let Some(archive) = self.archive.as_ref().filter(|_| !readable.is_empty()) else {
+            let total = counters.len();
+            let page: BTreeSet<i64> = counters.into_iter().skip(offset).take(size).collect();
+            let runs = (cluster.into_iter())
+                .filter(|r| page.contains(&r.spec.pipeline_counter))
+                .collect();
+            return Ok((runs, total));
+        };
+        let (start, count) = archive_window(offset, size, counters.len());
+        let archived = archive
+            .pipeline_counters(
+                readable,
+                pipeline,
+                &counters,
+                i64::try_from(start).unwrap_or(i64::MAX),
+                i64::try_from(count).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(archive_failure)?;
+        let total = counters.len() + usize::try_from(archived.total).unwrap_or(0);
+        let page = merged_window(counters, archived.counters, start, offset, size, |a, b| {
+            b.cmp(a)
+        });
+        let runs = self
+            .pipeline_runs_of(pipeline, readable, cluster, in_cluster, &page)
+            .await?;
+        Ok((runs, total))
+    }
+
+    /// The archive's counters of a pipeline in the `readable` namespaces
+    /// but for `in_cluster`, paged by counter as
+    /// [`Archive::pipeline_counter_window`] does; nothing without an
+    /// archive.
+    pub async fn archived_pipeline_counters(
+        &self,
+        pipeline: &str,
+        readable: &[String],
+        in_cluster: &[i64],
+        window: IdWindow,
+        size: usize,
+    ) -> Result<CounterWindow, Failure> {
+        let Some(archive) = self.archive.as_ref().filter(|_| !readable.is_empty()) else {
+            return Ok(CounterWindow::default());
+        };
+        archive
+            .pipeline_counter_window(
+                readable,
+                pipeline,
+                in_cluster,
+                window,
+                i64::try_from(size).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(archive_failure)
+    }
+
+    /// The runs of the pipeline runs `page`: the cluster's (`cluster`, the
+    /// runs the caller may read) and the archive's in the `readable`
+    /// namespaces, but for those the cluster has (`in_cluster`, every uid
+    /// it has of the pipeline): a pipeline run may have stages on both
+    /// sides.
+    pub async fn pipeline_runs_of(
+        &self,
+        pipeline: &str,
+        readable: &[String],
+        cluster: Vec<Arc<StageRun>>,
+        in_cluster: &[String],
+        page: &[i64],
+    ) -> Result<Vec<Arc<StageRun>>, Failure> {
+        let mut runs: Vec<Arc<StageRun>> = (cluster.into_iter())
+            .filter(|r| page.contains(&r.spec.pipeline_counter))
+            .collect();
+        if let Some(archive) = self.archive.as_ref()
+            && !page.is_empty()
+            && !readable.is_empty()
+        {
+            let archived = (archive
+                .pipeline_runs(readable, pipeline, page, in_cluster)
+                .await)
+                .map_err(archive_failure)?;
+            runs.extend(archived.into_iter().map(Arc::new));
+        }
+        Ok(runs)
+    }
+
+    /// Every run of one pipeline run, from the cluster and, but for the
+    /// cluster's uids, the archive, in the served namespaces.
+    pub async fn build_runs(
+        &self,
+        pipeline: &str,
+        counter: i64,
+    ) -> Result<Vec<Arc<StageRun>>, Failure> {
+        let mut runs = self.cache.by_build(pipeline, counter);
+        let Some(archive) = &self.archive else {
+            return Ok(runs);
+        };
+        let namespaces = self.pipeline_namespaces(pipeline, &[]).await?;
+        if namespaces.is_empty() {
+            return Ok(runs);
+        }
+        let archived = archive
+            .pipeline_runs(&namespaces, pipeline, &[counter], &uids_of(&runs))
+            .await
+            .map_err(archive_failure)?;
+        runs.extend(archived.into_iter().map(Arc::new));
+        Ok(runs)
+    }
+
+    /// The runs of one stage instance: the cluster's, else the archive's in
+    /// the served namespaces (asked only when the cluster has none).
+    pub async fn stage_instance_runs(
+        &self,
+        pipeline: &str,
+        pipeline_counter: i64,
+        stage: &str,
+        stage_counter: i64,
+    ) -> Result<Vec<Arc<StageRun>>, Failure> {
+        let runs: Vec<Arc<StageRun>> = (self.cache.by_stage(pipeline, stage).into_iter())
+            .filter(|r| {
+                r.spec.pipeline_counter == pipeline_counter && r.spec.stage_counter == stage_counter
+            })
+            .collect();
+        let Some(archive) = self.archive.as_ref().filter(|_| runs.is_empty()) else {
+            return Ok(runs);
+        };
+        let namespaces = self.stage_namespaces(pipeline, stage, &[]).await?;
+        if namespaces.is_empty() {
+            return Ok(runs);
+        }
+        let archived = archive
+            .stage_instance(
+                &namespaces,
+                pipeline,
+                pipeline_counter,
+                stage,
+                stage_counter,
+            )
+            .await
+            .map_err(archive_failure)?;
+        Ok(archived.into_iter().map(Arc::new).collect())
     }
 
     /// One CancelRequest per namespace, named after its set of targets so

@@ -18,7 +18,7 @@ use super::http::{Call, html, json, json_as, text};
 use super::render::ApiErrors;
 use super::routes::{GoCdRoute, StageInstance};
 use super::service::Service;
-use super::service::{CancelCall, Failure, Rights, Signing};
+use super::service::{CancelCall, Failure, Rights, Signing, counters_of, uids_of};
 use crate::archive::IdWindow;
 use crate::crd::StageRun;
 use shapes::{
@@ -348,30 +348,25 @@ fn no_operate(pipeline: &str, stage: &str) -> String {
     format!("You do not have operate permissions for stage '{stage}' of pipeline '{pipeline}'.")
 }
 
-/// The runs of one stage instance; not found unless the counters are
-/// counters and it exists.
-fn find_instance(state: &Service, instance: &StageInstance) -> Result<Vec<Arc<StageRun>>, Refused> {
-    let counters =
-        parse_counter(&instance.pipeline_counter).zip(parse_counter(&instance.stage_counter));
-    let runs: Vec<Arc<StageRun>> = counters
-        .map(|(pc, sc)| {
-            state
-                .cache
-                .by_stage(&instance.pipeline, &instance.stage)
-                .into_iter()
-                .filter(|r| r.spec.pipeline_counter == pc && r.spec.stage_counter == sc)
-                .collect()
-        })
-        .unwrap_or_default();
+/// The runs of one stage instance, in the cluster or the archive; not
+/// found unless the counters are counters and it exists.
+async fn find_instance(
+    state: &Service,
+    instance: &StageInstance,
+) -> Result<Vec<Arc<StageRun>>, Refused> {
+    let Some((pc, sc)) =
+        parse_counter(&instance.pipeline_counter).zip(parse_counter(&instance.stage_counter))
+    else {
+        return Err(instance_not_found(instance));
+    };
+    let runs = state
+        .stage_instance_runs(&instance.pipeline, pc, &instance.stage, sc)
+        .await
+        .map_err(|f| Refused::Service(f, String::new()))?;
     if runs.is_empty() {
         return Err(instance_not_found(instance));
     }
     Ok(runs)
-}
-
-/// The uids of `runs`.
-fn uids(runs: &[Arc<StageRun>]) -> Vec<String> {
-    runs.iter().filter_map(|r| r.metadata.uid.clone()).collect()
 }
 
 /// The runs of `runs` in one of `namespaces`.
@@ -522,7 +517,7 @@ impl GoCd<'_, '_> {
                 "Missing required header 'X-GoCD-Confirm' with value 'true'".into(),
             ));
         }
-        let runs = find_instance(self.state, instance)?;
+        let runs = find_instance(self.state, instance).await?;
         self.cancel_runs(runs, &instance.pipeline, &instance.stage)
             .await
     }
@@ -571,9 +566,29 @@ impl GoCd<'_, '_> {
         pipeline: &str,
         stage: &str,
     ) -> Result<Option<(Vec<String>, BTreeMap<String, Rights>)>, Refused> {
+        let namespaces = self.state.stage_namespaces(pipeline, stage, all).await;
+        self.history_rights(namespaces, pipeline).await
+    }
+
+    /// [`Self::stage_rights`] for a pipeline's history.
+    async fn pipeline_rights(
+        &self,
+        all: &[Arc<StageRun>],
+        pipeline: &str,
+    ) -> Result<Option<(Vec<String>, BTreeMap<String, Rights>)>, Refused> {
+        let namespaces = self.state.pipeline_namespaces(pipeline, all).await;
+        self.history_rights(namespaces, pipeline).await
+    }
+
+    /// The caller's rights in the `namespaces` of a history and those it
+    /// may read; None when there are none, refused when it may read none.
+    async fn history_rights(
+        &self,
+        namespaces: Result<Vec<String>, Failure>,
+        pipeline: &str,
+    ) -> Result<Option<(Vec<String>, BTreeMap<String, Rights>)>, Refused> {
         let view = format!("You do not have view permissions for pipeline '{pipeline}'.");
-        let namespaces = (self.state.stage_namespaces(pipeline, stage, all).await)
-            .map_err(|f| Refused::Service(f, view.clone()))?;
+        let namespaces = namespaces.map_err(|f| Refused::Service(f, view.clone()))?;
         if namespaces.is_empty() {
             return Ok(None);
         }
@@ -597,7 +612,7 @@ impl GoCd<'_, '_> {
         let Some((readable, rights)) = self.stage_rights(&all, pipeline, stage).await? else {
             return Err(stage_not_found(pipeline, stage));
         };
-        let in_cluster = uids(&all);
+        let in_cluster = uids_of(&all);
         let runs = in_namespaces(all, &readable);
         let (page, total) = self
             .state
@@ -640,7 +655,7 @@ impl GoCd<'_, '_> {
                 stages: vec![],
             }));
         };
-        let in_cluster = uids(&all);
+        let in_cluster = uids_of(&all);
         let runs = in_namespaces(all, &readable);
         let window = match cursor {
             Cursor::Latest => IdWindow::Below(i64::MAX),
@@ -688,7 +703,7 @@ impl GoCd<'_, '_> {
 
     /// A stage instance, legacy or current (v3).
     async fn stage_instance(&self, instance: &StageInstance) -> Answer {
-        let runs = find_instance(self.state, instance)?;
+        let runs = find_instance(self.state, instance).await?;
         let (runs, _) = self.readable(runs, &instance.pipeline).await?;
         let run = runs.first().ok_or_else(|| instance_not_found(instance))?;
         Ok(match self.flavour {
@@ -697,21 +712,24 @@ impl GoCd<'_, '_> {
         })
     }
 
-    /// `GET /go/api/pipelines/{pipeline}/history[/{offset}]` (legacy).
+    /// `GET /go/api/pipelines/{pipeline}/history[/{offset}]` (legacy),
+    /// from the cluster and the archive together.
     async fn pipeline_offset_history(&self, pipeline: &str, offset: Option<&str>) -> Answer {
         let offset = legacy_offset(self.call, offset)?;
         let all = self.state.cache.by_pipeline(pipeline);
-        if all.is_empty() {
+        let Some((readable, rights)) = self.pipeline_rights(&all, pipeline).await? else {
             return Err(pipeline_not_found(pipeline));
-        }
-        let (runs, rights) = self.readable(all, pipeline).await?;
-        let groups = pipeline_runs(&runs);
-        let total = groups.len();
+        };
+        let in_cluster = uids_of(&all);
+        let runs = in_namespaces(all, &readable);
+        let (runs, total) = self
+            .state
+            .pipeline_history(pipeline, &readable, runs, &in_cluster, offset, PAGE_SIZE)
+            .await
+            .map_err(|f| Refused::Service(f, String::new()))?;
         let operate = |r: &StageRun| can_operate(&rights, r);
-        let pipelines = groups
+        let pipelines = pipeline_runs(&runs)
             .iter()
-            .skip(offset)
-            .take(PAGE_SIZE)
             .filter_map(|(counter, stages)| legacy_pipeline(*counter, stages, &operate))
             .collect();
         Ok(json(
@@ -728,17 +746,43 @@ impl GoCd<'_, '_> {
     }
 
     /// `GET /go/api/pipelines/{pipeline}/history` with `Accept:
-    /// application/vnd.go.cd.v1+json`: paged by pipeline counter.
+    /// application/vnd.go.cd.v1+json`: paged by pipeline counter, from the
+    /// cluster and the archive together.
     async fn pipeline_cursor_history(&self, pipeline: &str) -> Answer {
         let (cursor, size) = cursor(self.call).map_err(Refused::bad_request)?;
         let all = self.state.cache.by_pipeline(pipeline);
-        if all.is_empty() {
+        let Some((readable, rights)) = self.pipeline_rights(&all, pipeline).await? else {
             return Err(pipeline_not_found(pipeline));
-        }
-        let (runs, rights) = self.readable(all, pipeline).await?;
-        let groups = pipeline_runs(&runs);
-        let ids: Vec<i64> = groups.iter().map(|(c, _)| *c).collect();
+        };
+        let uids = uids_of(&all);
+        let runs = in_namespaces(all, &readable);
+        let in_cluster = counters_of(&runs);
+        let window = match cursor {
+            Cursor::Latest => IdWindow::Below(i64::MAX),
+            Cursor::After(c) => IdWindow::Below(c),
+            Cursor::Before(c) => IdWindow::Above(c),
+        };
+        let archived = self
+            .state
+            .archived_pipeline_counters(pipeline, &readable, &in_cluster, window, size)
+            .await
+            .map_err(|f| Refused::Service(f, String::new()))?;
+        // The archive's window holds every archived counter of the page,
+        // and its newest and oldest tell whether there are pages beyond.
+        let mut ids: Vec<i64> = (in_cluster.iter().copied())
+            .chain(archived.counters)
+            .chain(archived.newest)
+            .chain(archived.oldest)
+            .collect();
+        ids.sort_by_key(|id| std::cmp::Reverse(*id));
+        ids.dedup();
         let (page, previous, next) = cursor_page(&ids, cursor, size);
+        let runs = self
+            .state
+            .pipeline_runs_of(pipeline, &readable, runs, &uids, &page)
+            .await
+            .map_err(|f| Refused::Service(f, String::new()))?;
+        let groups = pipeline_runs(&runs);
         let operate = |r: &StageRun| can_operate(&rights, r);
         let pipelines = page
             .iter()
@@ -768,7 +812,8 @@ impl GoCd<'_, '_> {
                 "The pipeline counter should be an integer of at least 1.".into(),
             ));
         };
-        let runs = self.state.cache.by_build(pipeline, counter);
+        let runs = (self.state.build_runs(pipeline, counter).await)
+            .map_err(|f| Refused::Service(f, String::new()))?;
         if runs.is_empty() {
             return Err(Refused::not_found(format!(
                 "Not Found {{ Pipeline '{pipeline}' with counter '{counter}' not found. }}"
