@@ -52,16 +52,18 @@ kubectl apply --server-side -f crds/cancel.dev.yaml >/dev/null
 kubectl wait --for=condition=Established crd/stageruns.cancel.dev crd/cancelrequests.cancel.dev --timeout=60s >/dev/null
 kubectl apply -f examples/demo/namespace.yaml >/dev/null
 
-# The archive (the control plane's PostgreSQL): ids continue past every
-# archived run, and the REST API reads archived runs beside the cluster's.
-# No --keep-finished yet: runs stay in the cluster, as some of the REST API's
-# reads (pipeline history, stage instances, CodeArts, Studio) still read the
-# cluster alone.
+# The archive (the control plane's PostgreSQL): a finished run moves there
+# a minute after it ends (KEEP_FINISHED), and the REST API reads archived
+# runs beside the cluster's, so that its history answers the same.
 archive_url=""
-[[ ! -f $state/postgres.url ]] || archive_url=$(<"$state/postgres.url")
+keep=()
+if [[ -f $state/postgres.url ]]; then
+  archive_url=$(<"$state/postgres.url")
+  keep=(--keep-finished "${KEEP_FINISHED:-1m}")
+fi
 log "starting the controller (log: $state/controller.log)"
 CANCEL_OPERATOR_ARCHIVE_URL=$archive_url LOG_FORMAT=text "$bin" controller --state-namespace demo --metrics-address "127.0.0.1:${METRICS_PORT:-8080}" \
-  >"$state/controller.log" 2>&1 &
+  "${keep[@]}" >"$state/controller.log" 2>&1 &
 pids+=($!)
 log "starting the sidecar on http://127.0.0.1:$port (log: $state/sidecar.log)"
 CANCEL_OPERATOR_ARCHIVE_URL=$archive_url LOG_FORMAT=text "$bin" sidecar --listen "127.0.0.1:$port" --namespace demo \
@@ -91,6 +93,10 @@ cancel-operator is running.
   curl -u admin:badger http://127.0.0.1:$port/go/api/stages/foo/DEV/history/0
   curl -u admin:badger -d "" http://127.0.0.1:$port/go/api/stages/demo_pipeline/first_stage/cancel
   kubectl -n demo wait --for=jsonpath='{.status.phase}'=Failed stagerun/demo-pipeline-1-first-stage
+
+Finished runs move to the archive (PostgreSQL) a minute after they end; the
+history above answers the same from there:
+  psql "\$(cat $state/postgres.url)" -c 'select name, phase, result from stage_runs'
 
 Tokens for the users operator, viewer and nobody are in $state/*.token.
 Press Ctrl-C to stop.
