@@ -34,6 +34,13 @@ pub enum Error {
     #[error("archive schema: {0}")]
     ArchiveSchema(Box<sqlx::migrate::MigrateError>),
 
+    /// A reader found the archive's schema older than it knows (the
+    /// controller applies it).
+    #[error(
+        "archive schema at version {applied}, this binary reads version {known}: waiting for the controller to apply it"
+    )]
+    ArchiveSchemaBehind { applied: i64, known: i64 },
+
     #[error("invalid job template for {job}: {message}")]
     InvalidTemplate { job: String, message: String },
 

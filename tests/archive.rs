@@ -353,6 +353,74 @@ async fn a_run_left_in_both_places_by_a_crash_is_shown_once_and_moved_once() {
     assert_eq!(after, history, "the same history, from the archive alone");
 }
 
+/// The REST API only reads: it answers from the archive as a role that can
+/// only `SELECT` (the chart's `sidecar.archive.urlSecret`), and never
+/// writes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_api_reads_the_archive_as_a_role_that_can_only_select() {
+    let _db = DATABASE.read().await;
+    let s = setup("archive-reader", |ns| {
+        world::archiving_config(ns, Some(Duration::from_secs(1)))
+    })
+    .await;
+    world::grant_readers_and_cancellers(&s.ns).await;
+    let runs = s.ns.api::<StageRun>();
+    create(&runs, quick("foo-1-dev", 1)).await;
+    wait_gone(&runs, "foo-1-dev").await;
+
+    let owner = sqlx::PgPool::connect(&support::archive_url())
+        .await
+        .expect("connect as the owner");
+    let role = unique("reader").replace('-', "_");
+    let password = unique("pw");
+    // Identifiers and passwords cannot be bound; these are our own.
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        format!("GRANT SELECT ON stage_runs, cancel_requests, _sqlx_migrations TO {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&owner)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let owner_url = support::archive_url();
+    let (_, at_host) = owner_url.split_once('@').expect("a URL with credentials");
+    let reader_url = format!("postgres://{role}:{password}@{at_host}");
+    let reader = sqlx::PgPool::connect(&reader_url)
+        .await
+        .expect("connect as the reader");
+    let refused = sqlx::query("DELETE FROM stage_runs WHERE false")
+        .execute(&reader)
+        .await;
+    assert!(refused.is_err(), "the reader role can write");
+
+    let (addr, server) = world::spawn_sidecar_reading(
+        support::client(support::User::Admin).await,
+        &s.ns.name,
+        Duration::from_secs(1),
+        reader_url,
+    )
+    .await;
+    let _server = world::AbortOnDrop(vec![server.abort_handle()]);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    world::wait_ready(&http, addr).await;
+    let (status, body) = ask(
+        &http,
+        addr,
+        "GET",
+        "/go/api/stages/foo/DEV/history",
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pagination"]["total"], 1, "{body}");
+    let text = support::get_text(&http, &format!("http://{addr}/readyz?verbose")).await;
+    assert!(text.contains("[+]archive ok"), "{text}");
+}
+
 /// Without an archive, ids continue above every id the cluster's runs
 /// carry when the counters' ConfigMap is lost or edited back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

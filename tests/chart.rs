@@ -115,6 +115,7 @@ fn the_archive_url_reaches_both_processes_from_its_secret() {
     let archived = [
         "controller.archive.urlSecret=archive-db",
         "controller.archive.poolSize=3",
+        "sidecar.archive.poolSize=3",
         "controller.archive.keepFinished=1h",
     ];
     let secret = r#"secretKeyRef: {name: "archive-db", key: "url"}"#;
@@ -133,6 +134,22 @@ fn the_archive_url_reaches_both_processes_from_its_secret() {
         let plain = render(&[], template);
         assert!(!plain.contains("ARCHIVE"), "{template}: {plain}");
     }
+    // The REST API may read as a role of its own.
+    let own = [
+        "controller.archive.urlSecret=archive-db",
+        "sidecar.archive.urlSecret=archive-reader",
+        "sidecar.archive.urlSecretKey=uri",
+    ];
+    let text = render(&own, "templates/sidecar.yaml");
+    assert!(
+        text.contains(r#"secretKeyRef: {name: "archive-reader", key: "uri"}"#),
+        "{text}"
+    );
+    let text = render(&own, "templates/controller.yaml");
+    assert!(text.contains(secret), "{text}");
+    // Without the controller's archive there is none to read.
+    let text = render(&own[1..], "templates/sidecar.yaml");
+    assert!(!text.contains("ARCHIVE"), "{text}");
     let controller = render(&archived, "templates/controller.yaml");
     assert!(
         controller.contains("name: CANCEL_OPERATOR_KEEP_FINISHED\n              value: \"1h\"")

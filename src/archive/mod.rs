@@ -47,6 +47,17 @@ pub struct Archive {
     /// Set once the schema is known to be current.
     migrated: tokio::sync::OnceCell<()>,
     metrics: QueryMetrics,
+    role: Role,
+}
+
+/// What a process does to the archive's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Applies the migrations it knows (the controller).
+    Owner,
+    /// Only reads, and waits for the schema it knows to be applied: the REST
+    /// API, which may hold a role that can only `SELECT`.
+    Reader,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -161,6 +172,11 @@ impl Archive {
     /// queries need them: a database that is away at start fails the
     /// queries made meanwhile, not the process. Fails only on a bad URL.
     pub fn connect(url: &str, pool_size: u32) -> Result<Self> {
+        Self::connect_as(url, pool_size, Role::Owner)
+    }
+
+    /// [`Self::connect`] for a process in `role`.
+    pub fn connect_as(url: &str, pool_size: u32, role: Role) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -170,6 +186,7 @@ impl Archive {
             pool,
             migrated: tokio::sync::OnceCell::new(),
             metrics: QueryMetrics::new(),
+            role,
         })
     }
 
@@ -198,18 +215,37 @@ impl Archive {
             .map(|_| ())
     }
 
-    /// Applies the migrations this binary knows and the database lacks;
-    /// once per process (every query waits for it).
+    /// Applies the migrations this binary knows and the database lacks (a
+    /// reader checks that they are applied); once per process (every query
+    /// waits for it).
     pub async fn migrate(&self) -> Result<()> {
         self.migrated
             .get_or_try_init(|| async {
-                MIGRATOR
-                    .run(&self.pool)
-                    .await
-                    .map_err(|e| Error::ArchiveSchema(Box::new(e)))
+                match self.role {
+                    Role::Owner => MIGRATOR
+                        .run(&self.pool)
+                        .await
+                        .map_err(|e| Error::ArchiveSchema(Box::new(e))),
+                    Role::Reader => self.schema_applied().await,
+                }
             })
             .await
             .map(|_| ())
+    }
+
+    /// Whether every migration this binary knows has been applied.
+    async fn schema_applied(&self) -> Result<()> {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .timed(&self.metrics, "read the schema's version")
+        .await?;
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        if applied < known {
+            return Err(Error::ArchiveSchemaBehind { applied, known });
+        }
+        Ok(())
     }
 
     /// Stores finished runs, in one transaction: all or none. A run already

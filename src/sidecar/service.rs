@@ -76,7 +76,12 @@ pub fn start(client: Client, config: &Config) -> anyhow::Result<Arc<Service>> {
     };
     let cache = Arc::new(StageRunCache::new(config.namespaces.clone()));
     let archive = match config.archive_url() {
-        Some(url) => Some(Arc::new(Archive::connect(url, config.archive_pool_size)?)),
+        // The REST API only reads: the controller applies the schema.
+        Some(url) => Some(Arc::new(Archive::connect_as(
+            url,
+            config.archive_pool_size,
+            crate::archive::Role::Reader,
+        )?)),
         None => None,
     };
     tokio::spawn(cache.clone().run(client.clone()));

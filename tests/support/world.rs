@@ -174,7 +174,16 @@ pub async fn spawn_sidecar_archived(
     ns: &str,
     auth_cache_ttl: Duration,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let url = super::archive_url();
+    spawn_sidecar_reading(client, ns, auth_cache_ttl, super::archive_url()).await
+}
+
+/// As [`spawn_sidecar_archived`], with the archive at `url` (another role).
+pub async fn spawn_sidecar_reading(
+    client: Client,
+    ns: &str,
+    auth_cache_ttl: Duration,
+    url: String,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     spawn_sidecar_with(
         client,
         &[ns],
