@@ -394,19 +394,7 @@ async fn the_rest_api_reads_the_archive_as_a_role_that_can_only_select() {
         .await;
     assert!(refused.is_err(), "the reader role can write");
 
-    let (addr, server) = world::spawn_sidecar_reading(
-        support::client(support::User::Admin).await,
-        &s.ns.name,
-        Duration::from_secs(1),
-        reader_url,
-    )
-    .await;
-    let _server = world::AbortOnDrop(vec![server.abort_handle()]);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    world::wait_ready(&http, addr).await;
+    let (addr, _server, http) = sidecar_at(&s, reader_url).await;
     let (status, body) = ask(
         &http,
         addr,
@@ -671,10 +659,19 @@ const READS: [(&str, &str); 11] = [
 ];
 
 async fn sidecar(s: &Served) -> (std::net::SocketAddr, world::AbortOnDrop, reqwest::Client) {
-    let (addr, server) = world::spawn_sidecar_archived(
+    sidecar_at(s, support::archive_url()).await
+}
+
+/// A REST API reading the archive at `url`.
+async fn sidecar_at(
+    s: &Served,
+    url: String,
+) -> (std::net::SocketAddr, world::AbortOnDrop, reqwest::Client) {
+    let (addr, server) = world::spawn_sidecar_reading(
         support::client(support::User::Admin).await,
         &s.ns.name,
         Duration::from_secs(1),
+        url,
     )
     .await;
     let http = reqwest::Client::builder()

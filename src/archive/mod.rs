@@ -351,6 +351,12 @@ impl Archive {
     /// of the history index one by one (a loose index scan), so that its cost
     /// follows the number of namespaces, not of runs.
     pub async fn stage_namespaces(&self, pipeline: &str, stage: &str) -> Result<Vec<String>> {
+        self.namespaces_with(pipeline, Some(stage)).await
+    }
+
+    /// The namespaces with archived runs of a pipeline, or of one of its
+    /// stages.
+    async fn namespaces_with(&self, pipeline: &str, stage: Option<&str>) -> Result<Vec<String>> {
         self.migrate().await?;
         sqlx::query_scalar(
             "WITH RECURSIVE ns(namespace) AS ( \
@@ -360,16 +366,13 @@ impl Archive {
                        ORDER BY s.namespace LIMIT 1) \
                FROM ns WHERE ns.namespace IS NOT NULL) \
              SELECT namespace FROM ns WHERE namespace IS NOT NULL AND EXISTS ( \
-               SELECT 1 FROM stage_runs s \
-               WHERE s.namespace = ns.namespace AND s.pipeline = $1 AND s.stage = $2)",
+               SELECT 1 FROM stage_runs s WHERE s.namespace = ns.namespace \
+               AND s.pipeline = $1 AND ($2::text IS NULL OR s.stage = $2))",
         )
         .bind(pipeline)
         .bind(stage)
         .fetch_all(&self.pool)
-        .timed(
-            &self.metrics,
-            "list the namespaces of a stage's archived runs",
-        )
+        .timed(&self.metrics, "list the namespaces of archived runs")
         .await
     }
 

@@ -39,24 +39,7 @@ impl Archive {
     /// The namespaces with archived runs of a pipeline, walked as
     /// [`Archive::stage_namespaces`] walks them.
     pub async fn pipeline_namespaces(&self, pipeline: &str) -> Result<Vec<String>> {
-        self.migrate().await?;
-        sqlx::query_scalar(
-            "WITH RECURSIVE ns(namespace) AS ( \
-               (SELECT namespace FROM stage_runs ORDER BY namespace LIMIT 1) \
-               UNION ALL \
-               SELECT (SELECT s.namespace FROM stage_runs s WHERE s.namespace > ns.namespace \
-                       ORDER BY s.namespace LIMIT 1) \
-               FROM ns WHERE ns.namespace IS NOT NULL) \
-             SELECT namespace FROM ns WHERE namespace IS NOT NULL AND EXISTS ( \
-               SELECT 1 FROM stage_runs s WHERE s.namespace = ns.namespace AND s.pipeline = $1)",
-        )
-        .bind(pipeline)
-        .fetch_all(&self.pool)
-        .timed(
-            &self.metrics,
-            "list the namespaces of a pipeline's archived runs",
-        )
-        .await
+        self.namespaces_with(pipeline, None).await
     }
 
     /// The pipeline's archived counters in `namespaces` but for those in
