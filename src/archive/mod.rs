@@ -98,6 +98,10 @@ impl<T> Step<T> for std::result::Result<T, sqlx::Error> {
     }
 }
 
+// Cloud Foundry task lists.
+mod tasks;
+pub use tasks::{TaskFilter, TaskOrder, TaskTime};
+
 impl Archive {
     /// A pool of at most `pool_size` connections to `url`, opened as
     /// queries need them: a database that is away at start fails the
