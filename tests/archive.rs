@@ -909,7 +909,7 @@ async fn task_lists_read_the_same_before_and_after_archiving() {
     assert_eq!(total(&prod), 3, "{}", prod.1);
     assert_eq!(guids(&prod)[0], both_uid);
     let running_only = get("/v3/tasks?states=RUNNING").await;
-    assert_eq!(guids(&running_only), [running_uid.clone()]);
+    assert_eq!(guids(&running_only), [running_uid.as_str()]);
     let failed = get("/v3/tasks?states=FAILED").await;
     assert_eq!(failed, before[6]);
     let (status, bar) = get("/v3/apps/bar/tasks?order_by=-created_at").await;
