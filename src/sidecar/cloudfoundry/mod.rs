@@ -6,6 +6,7 @@ pub mod list;
 pub mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
@@ -540,44 +541,53 @@ impl Tasks<'_, '_> {
             return Ok(app_not_found());
         }
         let cluster = query.selected(runs.iter().map(|r| task(r, &self.base, false)).collect());
-        let archived = match &self.state.archive {
-            Some(archive) if !archived_in.is_empty() => {
-                // The cluster's copy of a run that is in both is the one shown.
-                let excluding = (runs.iter())
-                    .filter(|r| {
-                        r.metadata
-                            .namespace
-                            .as_ref()
-                            .is_some_and(|ns| archived_in.contains(ns))
-                    })
-                    .filter_map(|r| r.metadata.uid.clone())
-                    .collect();
-                let filter = query.archive_filter(archived_in, app, excluding);
-                let (start, count) = query.archive_window(cluster.len());
-                let page = archive
-                    .tasks(
-                        &filter,
-                        query.archive_order(),
-                        i64::try_from(start).unwrap_or(i64::MAX),
-                        i64::try_from(count).unwrap_or(i64::MAX),
-                    )
-                    .await
-                    .map_err(|e| Failure::ArchiveUnavailable(e.to_string()))?;
-                list::ArchivedWindow {
-                    tasks: (page.runs.iter())
-                        .map(|r| task(r, &self.base, false))
-                        .collect(),
-                    start,
-                    total: u64::try_from(page.total).unwrap_or(0),
-                }
-            }
-            _ => list::ArchivedWindow::default(),
-        };
+        let archived =
+            (self.archived_window(&query, app, archived_in, &runs, cluster.len())).await?;
         let href = format!("{}{}", self.base, self.call.path);
         Ok(json(
             StatusCode::OK,
             &query.merged_page(cluster, archived, &href),
         ))
+    }
+
+    /// The archive's part of a list page: the window of its runs (in the
+    /// `readable` namespaces with archived runs, without the cluster's
+    /// `runs`) that the page needs beside `in_cluster` selected tasks of the
+    /// cluster, and how many it selects in all.
+    async fn archived_window(
+        &self,
+        query: &list::ListQuery,
+        app: Option<&str>,
+        readable: Vec<String>,
+        runs: &[Arc<StageRun>],
+        in_cluster: usize,
+    ) -> Result<list::ArchivedWindow, Failure> {
+        let Some(archive) = self.state.archive.as_ref().filter(|_| !readable.is_empty()) else {
+            return Ok(list::ArchivedWindow::default());
+        };
+        // The cluster's copy of a run that is in both is the one shown.
+        let excluding = (runs.iter())
+            .filter(|r| (r.metadata.namespace.as_ref()).is_some_and(|ns| readable.contains(ns)))
+            .filter_map(|r| r.metadata.uid.clone())
+            .collect();
+        let filter = query.archive_filter(readable, app, excluding);
+        let (start, count) = query.archive_window(in_cluster);
+        let page = archive
+            .tasks(
+                &filter,
+                query.archive_order(),
+                i64::try_from(start).unwrap_or(i64::MAX),
+                i64::try_from(count).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(|e| Failure::ArchiveUnavailable(e.to_string()))?;
+        Ok(list::ArchivedWindow {
+            tasks: (page.runs.iter())
+                .map(|r| task(r, &self.base, false))
+                .collect(),
+            start,
+            total: u64::try_from(page.total).unwrap_or(0),
+        })
     }
 
     /// The served namespaces with archived runs (of the app's pipeline,
