@@ -910,6 +910,16 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
             .0,
         200
     );
+    // Task lists: the archived run and the running one.
+    const LISTS: [&str; 2] = ["/v3/tasks", "/v3/apps/foo/tasks?order_by=-updated_at"];
+    for path in LISTS {
+        let (status, body) = ask(&http, addr, "GET", path, "application/json").await;
+        assert_eq!(
+            (status, &body["pagination"]["total_results"]),
+            (200, &json!(2)),
+            "{path}: {body}"
+        );
+    }
 
     tokio::task::spawn_blocking(|| support::stop_component("postgres"))
         .await
@@ -941,6 +951,13 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["errors"][0]["code"], 10015);
     assert_eq!(body["errors"][0]["title"], "CF-ServiceUnavailable");
+    // A task list is whole or not given: never the cluster's part alone.
+    for path in LISTS {
+        let (status, body) = ask(&http, addr, "GET", path, "application/json").await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(body["errors"][0]["code"], 10015, "{path}: {body}");
+        assert_eq!(body["errors"][0]["title"], "CF-ServiceUnavailable");
+    }
     // What is in the cluster still reads, and cancels.
     let (status, body) = ask(
         &http,
@@ -986,4 +1003,217 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
         ),
         "{metrics}"
     );
+    let (status, body) = ask(&http, addr, "GET", LISTS[0], "application/json").await;
+    assert_eq!(
+        (status, &body["pagination"]["total_results"]),
+        (200, &json!(2)),
+        "{body}"
+    );
+}
+
+/// A finished run of pipeline `pipeline` labelled `labels`, failing when
+/// `fails`.
+fn task_run(pipeline: &str, counter: i64, labels: serde_json::Value, fails: bool) -> StageRun {
+    let sim = if fails {
+        json!({"sim.cancel.dev/run-for": "1s", "sim.cancel.dev/exit-code": "1"})
+    } else {
+        json!({"sim.cancel.dev/run-for": "1s"})
+    };
+    stage_run(&format!("{pipeline}-{counter}-dev"))
+        .pipeline(pipeline)
+        .counter(counter)
+        .labels(labels)
+        .job("build", sim)
+        .build()
+}
+
+/// The Cloud Foundry task lists compared before and after the runs move
+/// to the archive: filters, both orders each way, pages, label selectors,
+/// an app's tasks. `{uid0}` and `{uid2}` stand for runs' guids.
+const TASK_LISTS: [&str; 18] = [
+    "/v3/tasks",
+    "/v3/tasks?order_by=-created_at",
+    "/v3/tasks?order_by=-created_at&per_page=2",
+    "/v3/tasks?order_by=-created_at&per_page=2&page=2",
+    "/v3/tasks?order_by=updated_at&per_page=2&page=3",
+    "/v3/tasks?order_by=-updated_at",
+    "/v3/tasks?states=FAILED",
+    "/v3/tasks?states=SUCCEEDED,RUNNING&order_by=-created_at&per_page=1&page=2",
+    "/v3/tasks?label_selector=env%3Dprod",
+    "/v3/tasks?label_selector=env+notin+(prod),!legacy&per_page=1&page=2",
+    "/v3/tasks?label_selector=team+in+(x,y),env!%3Dstaging",
+    "/v3/tasks?sequence_ids=1,3&names=foo-1-dev,foo-3-dev,bar-1-dev",
+    "/v3/tasks?guids={uid0},{uid2}&order_by=-updated_at",
+    "/v3/tasks?page=9&per_page=2",
+    "/v3/apps/foo/tasks?order_by=-created_at",
+    "/v3/apps/bar/tasks?per_page=1&page=2",
+    "/v3/apps/bar/tasks?label_selector=env",
+    "/v3/apps/nope/tasks",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_lists_read_the_same_before_and_after_archiving() {
+    let _db = DATABASE.read().await;
+    // First a controller that archives nothing: the answers from the cluster.
+    let mut s = setup("archive-lists", |ns| world::archiving_config(ns, None)).await;
+    world::grant_readers_and_cancellers(&s.ns).await;
+    let runs = s.ns.api::<StageRun>();
+    let made = [
+        task_run("foo", 1, json!({"env": "prod"}), false),
+        task_run("foo", 2, json!({"env": "dev", "team": "x"}), true),
+        task_run("foo", 3, json!({}), false),
+        task_run("bar", 1, json!({"env": "prod", "team": "y"}), false),
+        task_run("bar", 2, json!({"env": "staging", "legacy": "1"}), true),
+    ];
+    let names: Vec<String> = made.iter().map(|r| r.name_any()).collect();
+    for run in made {
+        create(&runs, run).await;
+    }
+    let mut uids = Vec::new();
+    for name in &names {
+        let done = wait_for(&runs, name, "the run to finish", T, |sr| sr.is_finished()).await;
+        uids.push(done.uid().expect("uid"));
+    }
+    let (addr, before_server, http) = sidecar(&s).await;
+    for (uid, name) in uids.iter().zip(&names) {
+        let state = if name.ends_with("2-dev") {
+            "FAILED"
+        } else {
+            "SUCCEEDED"
+        };
+        world::wait_cached(&http, &format!("http://{addr}"), uid, state).await;
+    }
+    let lists: Vec<String> = (TASK_LISTS.iter())
+        .map(|p| p.replace("{uid0}", &uids[0]).replace("{uid2}", &uids[2]))
+        .collect();
+    let mut before = Vec::new();
+    for path in &lists {
+        before.push(ask(&http, addr, "GET", path, "application/json").await);
+    }
+    let total = |answer: &(u16, serde_json::Value)| answer.1["pagination"]["total_results"].clone();
+    // The answers are worth comparing: each list selects what it should.
+    assert_eq!(
+        (before[0].0, total(&before[0])),
+        (200, json!(5)),
+        "{}",
+        before[0].1
+    );
+    assert_eq!(total(&before[6]), 2, "failed: {}", before[6].1);
+    assert_eq!(total(&before[8]), 2, "env=prod: {}", before[8].1);
+    assert_eq!(
+        total(&before[9]),
+        2,
+        "env notin (prod),!legacy: {}",
+        before[9].1
+    );
+    assert_eq!(total(&before[10]), 2, "team in (x,y): {}", before[10].1);
+    assert_eq!(
+        total(&before[11]),
+        3,
+        "sequence ids and names: {}",
+        before[11].1
+    );
+    assert_eq!(total(&before[12]), 2, "guids: {}", before[12].1);
+    assert_eq!(total(&before[14]), 3, "foo's tasks: {}", before[14].1);
+    assert_eq!(before[17].0, 404, "{}", before[17].1);
+    for (path, answer) in lists.iter().zip(&before).take(17) {
+        assert_eq!(answer.0, 200, "{path}: {}", answer.1);
+    }
+    drop(before_server);
+
+    // Then one that moves them: gone from the cluster, in the archive.
+    s._controller = world::AbortOnDrop(Vec::new());
+    let handle = tokio::spawn(controller::run(
+        s.ns.client.clone(),
+        world::archiving_config(&s.ns.name, Some(Duration::from_secs(1))),
+    ));
+    s._controller = world::AbortOnDrop(vec![handle.abort_handle()]);
+    for name in &names {
+        wait_gone(&runs, name).await;
+    }
+
+    // A sidecar that never saw them in the cluster answers from the archive
+    // alone, the same.
+    let (addr, _server, http) = sidecar(&s).await;
+    for (path, expected) in lists.iter().zip(&before) {
+        let answer = ask(&http, addr, "GET", path, "application/json").await;
+        assert_eq!(&answer, expected, "{path}");
+    }
+
+    // A run in the cluster beside them, and a finished one archived but not
+    // yet deleted (kept by a controller that archives nothing): one list,
+    // each run once.
+    s._controller = world::AbortOnDrop(Vec::new());
+    let handle = tokio::spawn(controller::run(
+        s.ns.client.clone(),
+        world::archiving_config(&s.ns.name, None),
+    ));
+    s._controller = world::AbortOnDrop(vec![handle.abort_handle()]);
+    create(&runs, long("foo-9-dev", 9)).await;
+    let running = support::wait_jobs_building(&runs, "foo-9-dev", T).await;
+    create(&runs, task_run("bar", 3, json!({"env": "prod"}), false)).await;
+    let in_both = wait_for(&runs, "bar-3-dev", "bar-3-dev to pass", T, |sr| {
+        phase(sr) == Some(StagePhase::Succeeded)
+    })
+    .await;
+    assert_eq!(
+        archive()
+            .archive_stage_runs(std::slice::from_ref(&in_both))
+            .await
+            .expect("archive bar-3-dev"),
+        1
+    );
+    let base = format!("http://{addr}");
+    let running_uid = running.uid().expect("uid");
+    let both_uid = in_both.uid().expect("uid");
+    world::wait_cached(&http, &base, &running_uid, "RUNNING").await;
+    world::wait_cached(&http, &base, &both_uid, "SUCCEEDED").await;
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move { ask(&http, addr, "GET", path, "application/json").await }
+    };
+    let guids = |answer: &(u16, serde_json::Value)| -> Vec<String> {
+        (answer.1["resources"].as_array().expect("resources").iter())
+            .map(|t| t["guid"].as_str().expect("guid").to_string())
+            .collect()
+    };
+    // Newest first: the two in the cluster, then the archive's as before.
+    let all = get("/v3/tasks?order_by=-created_at").await;
+    assert_eq!(total(&all), 7, "{}", all.1);
+    let whole = guids(&all);
+    let mut newest = whole[..2].to_vec();
+    newest.sort();
+    let mut cluster_uids = vec![running_uid.clone(), both_uid.clone()];
+    cluster_uids.sort();
+    assert_eq!(newest, cluster_uids, "{}", all.1);
+    assert_eq!(
+        all.1["resources"].as_array().expect("resources")[2..],
+        before[1].1["resources"].as_array().expect("resources")[..]
+    );
+    // Pages cut across both places, each run once.
+    let mut paged = Vec::new();
+    for page in 1..=4 {
+        let path = format!("/v3/tasks?order_by=-created_at&per_page=2&page={page}");
+        let answer = ask(&http, addr, "GET", &path, "application/json").await;
+        assert_eq!(
+            (answer.0, total(&answer)),
+            (200, json!(7)),
+            "{path}: {}",
+            answer.1
+        );
+        paged.extend(guids(&answer));
+    }
+    assert_eq!(paged, whole);
+    // Filters select across both places.
+    let prod = get("/v3/tasks?label_selector=env%3Dprod&order_by=-created_at").await;
+    assert_eq!(total(&prod), 3, "{}", prod.1);
+    assert_eq!(guids(&prod)[0], both_uid);
+    let running_only = get("/v3/tasks?states=RUNNING").await;
+    assert_eq!(guids(&running_only), [running_uid.as_str()]);
+    let failed = get("/v3/tasks?states=FAILED").await;
+    assert_eq!(failed, before[6]);
+    let (status, bar) = get("/v3/apps/bar/tasks?order_by=-created_at").await;
+    assert_eq!(status, 200, "{bar}");
+    assert_eq!(bar["pagination"]["total_results"], 3, "{bar}");
+    assert_eq!(bar["resources"][0]["guid"], json!(both_uid));
 }

@@ -167,6 +167,10 @@ impl<T> Step<T> for std::result::Result<T, sqlx::Error> {
     }
 }
 
+// Cloud Foundry task lists.
+mod tasks;
+pub use tasks::{TaskFilter, TaskOrder, TaskTime};
+
 impl Archive {
     /// A pool of at most `pool_size` connections to `url`, opened as
     /// queries need them: a database that is away at start fails the
@@ -351,12 +355,16 @@ impl Archive {
     /// of the history index one by one (a loose index scan), so that its cost
     /// follows the number of namespaces, not of runs.
     pub async fn stage_namespaces(&self, pipeline: &str, stage: &str) -> Result<Vec<String>> {
-        self.namespaces_with(pipeline, Some(stage)).await
+        self.namespaces_with(Some(pipeline), Some(stage)).await
     }
 
-    /// The namespaces with archived runs of a pipeline, or of one of its
-    /// stages.
-    async fn namespaces_with(&self, pipeline: &str, stage: Option<&str>) -> Result<Vec<String>> {
+    /// The namespaces with archived runs (of a pipeline, or of one of its
+    /// stages, when given).
+    async fn namespaces_with(
+        &self,
+        pipeline: Option<&str>,
+        stage: Option<&str>,
+    ) -> Result<Vec<String>> {
         self.migrate().await?;
         sqlx::query_scalar(
             "WITH RECURSIVE ns(namespace) AS ( \
@@ -365,9 +373,9 @@ impl Archive {
                SELECT (SELECT s.namespace FROM stage_runs s WHERE s.namespace > ns.namespace \
                        ORDER BY s.namespace LIMIT 1) \
                FROM ns WHERE ns.namespace IS NOT NULL) \
-             SELECT namespace FROM ns WHERE namespace IS NOT NULL AND EXISTS ( \
+             SELECT namespace FROM ns WHERE namespace IS NOT NULL AND ($1::text IS NULL OR EXISTS ( \
                SELECT 1 FROM stage_runs s WHERE s.namespace = ns.namespace \
-               AND s.pipeline = $1 AND ($2::text IS NULL OR s.stage = $2))",
+               AND s.pipeline = $1 AND ($2::text IS NULL OR s.stage = $2)))",
         )
         .bind(pipeline)
         .bind(stage)

@@ -39,7 +39,7 @@ impl Archive {
     /// The namespaces with archived runs of a pipeline, walked as
     /// [`Archive::stage_namespaces`] walks them.
     pub async fn pipeline_namespaces(&self, pipeline: &str) -> Result<Vec<String>> {
-        self.namespaces_with(pipeline, None).await
+        self.namespaces_with(Some(pipeline), None).await
     }
 
     /// The pipeline's archived counters in `namespaces` but for those in

@@ -1,15 +1,19 @@
 //! Task lists: the query a Cloud Controller accepts on `GET /v3/tasks` and
 //! `GET /v3/apps/{guid}/tasks`, the filters it applies, and its pagination
-//! object. Pure: the handler feeds it tasks and gets a page back.
+//! object, and how a page merges the cluster's tasks with a window of the
+//! archive's. Pure: the handler feeds it tasks and gets a page back.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::Serialize;
 
-use super::Task;
 use super::selector::{self, LabelSelector};
+use super::{Task, phases_in};
+use crate::archive::{TaskFilter, TaskOrder, TaskTime};
+use crate::sidecar::history::{archive_window, merged_window};
 
 /// Task states a filter may name.
 pub const STATES: [&str; 5] = ["PENDING", "RUNNING", "CANCELING", "SUCCEEDED", "FAILED"];
@@ -299,36 +303,120 @@ impl ListQuery {
         }
     }
 
-    /// Filters, sorts and cuts one page out of `tasks`. `base_path` is the
-    /// absolute URL of the list (without query).
-    pub fn page(&self, tasks: Vec<Task>, base_path: &str) -> TaskList {
-        let mut tasks: Vec<Task> = tasks.into_iter().filter(|t| self.selects(t)).collect();
+    /// The list's order: by the time asked for, then sequence id, then
+    /// guid (both ascending either way). The archive sorts its rows the
+    /// same way (`archive::tasks::order_by`), so that the two merge.
+    pub fn compare(&self, a: &Task, b: &Task) -> Ordering {
         let column = self.order.column;
-        tasks.sort_by(|a, b| {
-            let by_time = sort_key(a, column).cmp(sort_key(b, column));
-            let by_time = if self.order.descending {
-                by_time.reverse()
-            } else {
-                by_time
-            };
+        let by_time = sort_key(a, column).cmp(sort_key(b, column));
+        let by_time = if self.order.descending {
+            by_time.reverse()
+        } else {
             by_time
-                .then_with(|| a.sequence_id.cmp(&b.sequence_id))
-                .then_with(|| a.guid.cmp(&b.guid))
-        });
-        let total = tasks.len() as u64;
+        };
+        by_time
+            .then_with(|| a.sequence_id.cmp(&b.sequence_id))
+            .then_with(|| a.guid.cmp(&b.guid))
+    }
+
+    /// The tasks of `tasks` the query selects, in its order.
+    pub fn selected(&self, tasks: Vec<Task>) -> Vec<Task> {
+        let mut tasks: Vec<Task> = tasks.into_iter().filter(|t| self.selects(t)).collect();
+        tasks.sort_by(|a, b| self.compare(a, b));
+        tasks
+    }
+
+    /// How many tasks come before the page.
+    fn offset(&self) -> usize {
+        let offset = u64::from(self.page - 1) * u64::from(self.per_page);
+        usize::try_from(offset).unwrap_or(usize::MAX)
+    }
+
+    /// Which of the archive's selected tasks (offset and count, in the
+    /// list's order) the page can hold, when `in_cluster` selected tasks
+    /// come from the cluster.
+    pub fn archive_window(&self, in_cluster: usize) -> (usize, usize) {
+        archive_window(self.offset(), self.per_page as usize, in_cluster)
+    }
+
+    /// The archive's side of the query: its filters for the archived runs
+    /// of `namespaces` (and of `pipeline`, an app), without the uids
+    /// `excluding` that the cluster has.
+    pub fn archive_filter(
+        &self,
+        namespaces: Vec<String>,
+        pipeline: Option<&str>,
+        excluding: Vec<String>,
+    ) -> TaskFilter {
+        TaskFilter {
+            namespaces,
+            pipeline: pipeline.map(String::from),
+            guids: self.guids.as_ref().map(|g| g.iter().cloned().collect()),
+            names: self.names.as_ref().map(|n| n.iter().cloned().collect()),
+            phases: self.states.as_ref().map(phases_in),
+            sequence_ids: self
+                .sequence_ids
+                .as_ref()
+                .map(|s| s.iter().copied().collect()),
+            labels: self
+                .label_selector
+                .as_ref()
+                .map(LabelSelector::requirements)
+                .unwrap_or_default(),
+            excluding,
+        }
+    }
+
+    /// The archive's order for the query's.
+    pub fn archive_order(&self) -> TaskOrder {
+        TaskOrder {
+            time: match self.order.column {
+                OrderColumn::CreatedAt => TaskTime::CreatedAt,
+                OrderColumn::UpdatedAt => TaskTime::UpdatedAt,
+            },
+            descending: self.order.descending,
+        }
+    }
+
+    /// Filters, sorts and cuts one page out of `tasks` (all there are).
+    /// `base_path` is the absolute URL of the list (without query).
+    #[cfg(test)]
+    pub fn page(&self, tasks: Vec<Task>, base_path: &str) -> TaskList {
+        self.merged_page(self.selected(tasks), ArchivedWindow::default(), base_path)
+    }
+
+    /// The page of the tasks the query selects in the cluster (`cluster`,
+    /// as [`Self::selected`] gives them) and in the archive (`archived`, the
+    /// window [`Self::archive_window`] names).
+    ///
+    /// Why the cut is right: merge the two into one list `L`. An archived
+    /// task before the window lies before the page, and so does a cluster
+    /// task that sorts before the window's first; every other task at index
+    /// `i` of `L` has `window.start + i` tasks before it in the whole list.
+    /// So the page is `L[offset - window.start ..]`.
+    pub fn merged_page(
+        &self,
+        cluster: Vec<Task>,
+        archived: ArchivedWindow,
+        base_path: &str,
+    ) -> TaskList {
+        let total = cluster.len() as u64 + archived.total;
         let per_page = u64::from(self.per_page);
         let total_pages = total.div_ceil(per_page);
         let page = u64::from(self.page);
-        let resources: Vec<Task> = tasks
-            .into_iter()
-            .skip(((page - 1) * per_page) as usize)
-            .take(per_page as usize)
-            .collect();
+        let resources = merged_window(
+            cluster,
+            archived.tasks,
+            archived.start,
+            self.offset(),
+            self.per_page as usize,
+            |a, b| self.compare(a, b),
+        );
         let pagination = Pagination {
             total_results: total,
             total_pages,
             first: self.href(base_path, 1),
-            last: self.href(base_path, total_pages.max(1) as u32),
+            last: self.href(base_path, total_pages.clamp(1, u64::from(u32::MAX)) as u32),
             next: (page < total_pages).then(|| self.href(base_path, self.page + 1)),
             previous: (page > 1).then(|| self.href(base_path, self.page - 1)),
         };
@@ -337,6 +425,16 @@ impl ListQuery {
             resources,
         }
     }
+}
+
+/// The archive's part of a list: its selected tasks from `start` (in the
+/// list's order), as many as the page may need, and how many it selects in
+/// all.
+#[derive(Debug, Default)]
+pub struct ArchivedWindow {
+    pub tasks: Vec<Task>,
+    pub start: usize,
+    pub total: u64,
 }
 
 /// RFC 3339 UTC times in one format sort as the times do.
@@ -655,6 +753,118 @@ mod tests {
             refused("x=1&states=nope&y=2&x=3"),
             "The query parameter is invalid: Unknown query parameter(s): 'x', 'y'. Valid parameters are: 'guids', 'names', 'states', 'sequence_ids', 'label_selector', 'page', 'per_page', 'order_by'"
         );
+    }
+
+    /// Fifteen tasks with ties on both times, states and labels mixed.
+    fn many() -> Vec<Task> {
+        (0..15)
+            .map(|i: i64| {
+                let labels: &[(&str, &str)] = match i % 3 {
+                    0 => &[("env", "prod")],
+                    1 => &[("env", "dev"), ("team", "x")],
+                    _ => &[],
+                };
+                let mut t = task(
+                    &format!("g{:02}", (i * 7) % 15),
+                    i % 4 + 1,
+                    ["RUNNING", "FAILED", "SUCCEEDED"][(i % 3) as usize],
+                    &format!("2026-01-0{}T00:00:00Z", 1 + i % 3),
+                    labels,
+                );
+                t.updated_at = format!("2026-02-0{}T00:00:00Z", 1 + (i * 5) % 4);
+                t
+            })
+            .collect()
+    }
+
+    /// Every way of splitting the tasks between cluster and archive, in
+    /// every order, with filters, every page: the merged page is the page
+    /// of the whole. The archive's window is cut from its selected tasks
+    /// in the list's order, as its query does.
+    #[test]
+    fn pages_of_cluster_and_archive_are_pages_of_the_whole() {
+        let splits: [fn(usize) -> bool; 5] = [
+            |_| false,
+            |_| true,
+            |i| i < 4,
+            |i| i % 3 == 0,
+            |i| i % 2 == 1,
+        ];
+        for filters in [
+            "",
+            "order_by=-created_at",
+            "order_by=updated_at&states=RUNNING,FAILED",
+            "order_by=-updated_at&label_selector=env",
+            "label_selector=team+notin+(y)&sequence_ids=1,2,4",
+        ] {
+            for per_page in [1, 2, 4, 50] {
+                for page in 1..=17 {
+                    let q = query(&format!("{filters}&page={page}&per_page={per_page}"));
+                    let whole = q.page(many(), BASE);
+                    for (n, in_cluster) in splits.iter().enumerate() {
+                        let (cluster, archived): (Vec<_>, Vec<_>) = many()
+                            .into_iter()
+                            .enumerate()
+                            .partition(|(i, _)| in_cluster(*i));
+                        let cluster = q.selected(cluster.into_iter().map(|(_, t)| t).collect());
+                        let archived = q.selected(archived.into_iter().map(|(_, t)| t).collect());
+                        let (start, count) = q.archive_window(cluster.len());
+                        let total = archived.len() as u64;
+                        let window = ArchivedWindow {
+                            tasks: archived.into_iter().skip(start).take(count).collect(),
+                            start,
+                            total,
+                        };
+                        assert_eq!(
+                            q.merged_page(cluster, window, BASE),
+                            whole,
+                            "{filters}, page {page} of {per_page}, split {n}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_archive_is_asked_what_the_query_selects_and_its_order() {
+        let q = query(
+            "guids=b,a&names=x&states=RUNNING,FAILED&sequence_ids=3,-1&label_selector=env%3Dprod&order_by=-updated_at",
+        );
+        let f = q.archive_filter(vec!["ns".into()], Some("app"), vec!["u".into()]);
+        assert_eq!(f.namespaces, ["ns"]);
+        assert_eq!(f.pipeline.as_deref(), Some("app"));
+        assert_eq!(f.guids, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(f.names, Some(vec!["x".to_string()]));
+        assert_eq!(
+            f.phases,
+            Some(vec!["Running".to_string(), "Failed".to_string()])
+        );
+        assert_eq!(f.sequence_ids, Some(vec![-1, 3]));
+        assert_eq!(
+            f.labels,
+            [kube::core::Expression::Equal("env".into(), "prod".into())]
+        );
+        assert_eq!(f.excluding, ["u"]);
+        assert_eq!(
+            q.archive_order(),
+            TaskOrder {
+                time: TaskTime::UpdatedAt,
+                descending: true
+            }
+        );
+        let all = query("").archive_filter(Vec::new(), None, Vec::new());
+        assert!(all.guids.is_none() && all.phases.is_none() && all.labels.is_empty());
+        // An empty filter selects nothing there too.
+        assert_eq!(
+            query("states=")
+                .archive_filter(Vec::new(), None, Vec::new())
+                .phases,
+            Some(Vec::new())
+        );
+        // The window: what comes before the page, less the cluster's.
+        assert_eq!(query("page=3&per_page=10").archive_window(4), (16, 14));
+        assert_eq!(query("page=1&per_page=10").archive_window(4), (0, 10));
     }
 
     #[test]

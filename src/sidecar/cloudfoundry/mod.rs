@@ -5,7 +5,8 @@
 pub mod list;
 pub mod selector;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
@@ -274,7 +275,12 @@ pub fn quantity_mb(q: &str) -> Option<i64> {
 }
 
 fn state_of(run: &StageRun, canceling: bool) -> &'static str {
-    match run.status.as_ref().and_then(|s| s.phase) {
+    state_in(run.status.as_ref().and_then(|s| s.phase), canceling)
+}
+
+/// The task state of a run in `phase`.
+fn state_in(phase: Option<StagePhase>, canceling: bool) -> &'static str {
+    match phase {
         Some(StagePhase::Succeeded) => "SUCCEEDED",
         Some(StagePhase::Failed) => "FAILED",
         _ if canceling => "CANCELING",
@@ -282,6 +288,27 @@ fn state_of(run: &StageRun, canceling: bool) -> &'static str {
         Some(StagePhase::Running) => "RUNNING",
         Some(StagePhase::Pending) | None => "PENDING",
     }
+}
+
+const PHASES: [StagePhase; 5] = [
+    StagePhase::Pending,
+    StagePhase::Running,
+    StagePhase::Canceling,
+    StagePhase::Succeeded,
+    StagePhase::Failed,
+];
+
+/// The phases, as the archive spells them (`Succeeded`), of the runs whose
+/// tasks are in one of `states` (no cancel just requested, as in a list).
+pub fn phases_in(states: &BTreeSet<&'static str>) -> Vec<String> {
+    PHASES
+        .into_iter()
+        .filter(|p| states.contains(state_in(Some(*p), false)))
+        .filter_map(|p| match serde_json::to_value(p) {
+            Ok(Value::String(word)) => Some(word),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The first job's first container: what a task's command and resources
@@ -484,8 +511,10 @@ impl Tasks<'_, '_> {
     }
 
     /// `GET /v3/tasks` and `GET /v3/apps/{app_guid}/tasks`: the tasks the
-    /// caller may read (per namespace), filtered and paged as the query
-    /// says. An app is a pipeline; one the caller cannot see is not found.
+    /// caller may read (per namespace), in the cluster and in the archive,
+    /// filtered and paged as the query says. An app is a pipeline; one the
+    /// caller cannot see in either is not found. Without the archive (when
+    /// one is configured) there is no list: 503, never part of one.
     async fn list(&self, app: Option<&str>) -> Result<Response, Failure> {
         let query = match list::ListQuery::parse(&self.call.query_pairs()) {
             Ok(q) => q,
@@ -495,13 +524,98 @@ impl Tasks<'_, '_> {
             Some(pipeline) => self.state.cache.by_pipeline(pipeline),
             None => self.state.cache.all(),
         };
-        let runs = self.state.visible(&self.who, runs).await?;
-        if app.is_some() && runs.is_empty() {
+        let archived_in = self.archived_namespaces(app).await?;
+        let mut asked: BTreeSet<String> = archived_in.iter().cloned().collect();
+        asked.extend(runs.iter().filter_map(|r| r.metadata.namespace.clone()));
+        let readable = self.readable(asked).await?;
+        let is_readable = |ns: &Option<String>| ns.as_ref().is_some_and(|ns| readable.contains(ns));
+        let runs: Vec<_> = runs
+            .into_iter()
+            .filter(|r| is_readable(&r.metadata.namespace))
+            .collect();
+        let archived_in: Vec<String> = archived_in
+            .into_iter()
+            .filter(|ns| readable.contains(ns))
+            .collect();
+        if app.is_some() && runs.is_empty() && archived_in.is_empty() {
             return Ok(app_not_found());
         }
-        let tasks = runs.iter().map(|r| task(r, &self.base, false)).collect();
+        let cluster = query.selected(runs.iter().map(|r| task(r, &self.base, false)).collect());
+        let archived =
+            (self.archived_window(&query, app, archived_in, &runs, cluster.len())).await?;
         let href = format!("{}{}", self.base, self.call.path);
-        Ok(json(StatusCode::OK, &query.page(tasks, &href)))
+        Ok(json(
+            StatusCode::OK,
+            &query.merged_page(cluster, archived, &href),
+        ))
+    }
+
+    /// The archive's part of a list page: the window of its runs (in the
+    /// `readable` namespaces with archived runs, without the cluster's
+    /// `runs`) that the page needs beside `in_cluster` selected tasks of the
+    /// cluster, and how many it selects in all.
+    async fn archived_window(
+        &self,
+        query: &list::ListQuery,
+        app: Option<&str>,
+        readable: Vec<String>,
+        runs: &[Arc<StageRun>],
+        in_cluster: usize,
+    ) -> Result<list::ArchivedWindow, Failure> {
+        let Some(archive) = self.state.archive.as_ref().filter(|_| !readable.is_empty()) else {
+            return Ok(list::ArchivedWindow::default());
+        };
+        // The cluster's copy of a run that is in both is the one shown.
+        let excluding = (runs.iter())
+            .filter(|r| (r.metadata.namespace.as_ref()).is_some_and(|ns| readable.contains(ns)))
+            .filter_map(|r| r.metadata.uid.clone())
+            .collect();
+        let filter = query.archive_filter(readable, app, excluding);
+        let (start, count) = query.archive_window(in_cluster);
+        let page = archive
+            .tasks(
+                &filter,
+                query.archive_order(),
+                i64::try_from(start).unwrap_or(i64::MAX),
+                i64::try_from(count).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(|e| Failure::ArchiveUnavailable(e.to_string()))?;
+        Ok(list::ArchivedWindow {
+            tasks: (page.runs.iter())
+                .map(|r| task(r, &self.base, false))
+                .collect(),
+            start,
+            total: u64::try_from(page.total).unwrap_or(0),
+        })
+    }
+
+    /// The served namespaces with archived runs (of the app's pipeline,
+    /// when given); none without an archive.
+    async fn archived_namespaces(&self, app: Option<&str>) -> Result<Vec<String>, Failure> {
+        let Some(archive) = &self.state.archive else {
+            return Ok(Vec::new());
+        };
+        let found = (archive.task_namespaces(app).await)
+            .map_err(|e| Failure::ArchiveUnavailable(e.to_string()))?;
+        Ok(found
+            .into_iter()
+            .filter(|ns| self.state.cache.serves_namespace(ns))
+            .collect())
+    }
+
+    /// Those of `namespaces` where the caller may read runs (`list
+    /// stageruns`).
+    async fn readable(&self, namespaces: BTreeSet<String>) -> Result<BTreeSet<String>, Failure> {
+        let mut readable = BTreeSet::new();
+        for ns in namespaces {
+            let may =
+                (self.state.auth.can_read(&self.who, &ns).await).map_err(Failure::Unavailable)?;
+            if may {
+                readable.insert(ns);
+            }
+        }
+        Ok(readable)
     }
 
     /// `POST /v3/tasks/{guid}/actions/cancel` and `PUT /v3/tasks/{guid}/cancel`.
@@ -568,6 +682,34 @@ mod tests {
             v3_root("http://h:1"),
             json!({"links": {"self": {"href": "http://h:1/v3"}, "tasks": {"href": "http://h:1/v3/tasks"}}})
         );
+    }
+
+    /// The phases asked of the archive are exactly those whose runs' tasks
+    /// are in the states asked for.
+    #[test]
+    fn phases_in_states_invert_the_task_state() {
+        let all: BTreeSet<&str> = list::STATES.into_iter().collect();
+        let subsets: Vec<BTreeSet<&'static str>> = (0..1u32 << all.len())
+            .map(|bits| {
+                (list::STATES.iter().enumerate())
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, s)| *s)
+                    .collect()
+            })
+            .collect();
+        for states in &subsets {
+            let phases = phases_in(states);
+            for phase in PHASES {
+                let word = serde_json::to_value(phase).unwrap();
+                assert_eq!(
+                    phases.iter().any(|p| word == json!(p)),
+                    states.contains(state_in(Some(phase), false)),
+                    "{states:?} {phase:?}"
+                );
+            }
+        }
+        assert_eq!(phases_in(&["SUCCEEDED"].into()), ["Succeeded"]);
+        assert!(phases_in(&BTreeSet::new()).is_empty());
     }
 
     #[test]

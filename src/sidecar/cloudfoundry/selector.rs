@@ -14,6 +14,12 @@ impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.matches(labels)
     }
+
+    /// Its requirements, in the order written: what the archive's query
+    /// translates into conditions on its rows.
+    pub fn requirements(&self) -> Vec<Expression> {
+        self.0.clone().into_iter().collect()
+    }
 }
 
 /// Splits at commas outside parentheses.
