@@ -398,13 +398,8 @@ impl Archive {
         limit: i64,
     ) -> Result<Page> {
         self.migrate().await?;
-        let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) ", of_stage!()))
-            .bind(namespaces)
-            .bind(pipeline)
-            .bind(stage)
-            .bind(excluding)
-            .fetch_one(&self.pool)
-            .timed(&self.metrics, "count a stage's archived runs")
+        let total = self
+            .counted(namespaces, Some(pipeline), Some(stage), excluding)
             .await?;
         let objects: Vec<Value> = sqlx::query_scalar(concat!(
             "SELECT object ",
@@ -424,6 +419,36 @@ impl Archive {
         .await?;
         let runs = objects.into_iter().map(decoded).collect::<Result<_>>()?;
         Ok(Page { runs, total })
+    }
+
+    /// How many archived runs there are in `namespaces` (all when empty),
+    /// of a pipeline and one of its stages when given, but for the uids in
+    /// `excluding`: the stages' counts (`stage_run_counts`, kept by the
+    /// database) less those of `excluding` that are archived, so that the
+    /// cost follows the number of stages, not of runs.
+    pub(crate) async fn counted(
+        &self,
+        namespaces: &[String],
+        pipeline: Option<&str>,
+        stage: Option<&str>,
+        excluding: &[String],
+    ) -> Result<i64> {
+        self.migrate().await?;
+        sqlx::query_scalar(
+            "SELECT (SELECT COALESCE(SUM(runs), 0)::bigint FROM stage_run_counts \
+               WHERE (cardinality($1::text[]) = 0 OR namespace = ANY($1)) \
+               AND ($2::text IS NULL OR pipeline = $2) AND ($3::text IS NULL OR stage = $3)) \
+             - (SELECT COUNT(*) FROM stage_runs WHERE uid = ANY($4::text[]) \
+               AND (cardinality($1::text[]) = 0 OR namespace = ANY($1)) \
+               AND ($2::text IS NULL OR pipeline = $2) AND ($3::text IS NULL OR stage = $3))",
+        )
+        .bind(namespaces)
+        .bind(pipeline)
+        .bind(stage)
+        .bind(excluding)
+        .fetch_one(&self.pool)
+        .timed(&self.metrics, "count archived runs")
+        .await
     }
 
     /// Archived runs of a pipeline's stage (as [`Self::stage_history`]

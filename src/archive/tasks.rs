@@ -48,6 +48,18 @@ pub struct TaskFilter {
     pub excluding: Vec<String>,
 }
 
+impl TaskFilter {
+    /// True when only the namespaces and the app select: what the archive's
+    /// per-stage counts can total.
+    fn counts_by_stage(&self) -> bool {
+        self.guids.is_none()
+            && self.names.is_none()
+            && self.phases.is_none()
+            && self.sequence_ids.is_none()
+            && self.labels.is_empty()
+    }
+}
+
 /// The SQL order of [`TaskOrder`], which must be the order in which the
 /// REST API sorts tasks (`sidecar::cloudfoundry::list::ListQuery::compare`):
 /// the time (stored to the second, as tasks show it), the sequence id, then
@@ -212,11 +224,17 @@ impl Archive {
         if filter.namespaces.is_empty() {
             return Ok(Page::default());
         }
-        let total: i64 = count_query(filter)
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .timed(&self.metrics, "count archived tasks")
-            .await?;
+        // Only by namespace and app: the stages' counts, whatever their size.
+        let total: i64 = if filter.counts_by_stage() {
+            let pipeline = filter.pipeline.as_deref();
+            (self.counted(&filter.namespaces, pipeline, None, &filter.excluding)).await?
+        } else {
+            count_query(filter)
+                .build_query_scalar()
+                .fetch_one(&self.pool)
+                .timed(&self.metrics, "count archived tasks")
+                .await?
+        };
         let objects: Vec<Value> = window_query(filter, order, offset, limit)
             .build_query_scalar()
             .fetch_all(&self.pool)
