@@ -900,11 +900,28 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
     let done = create(&runs, quick("foo-1-dev", 1)).await;
     wait_gone(&runs, "foo-1-dev").await;
     create(&runs, long("foo-2-dev", 2)).await;
+    // Runs of another pipeline, for CodeArts and Studio to cancel.
+    for counter in 1..=2 {
+        let name = format!("bar-{counter}-dev");
+        let run = stage_run(&name)
+            .of(("bar", counter, "DEV"))
+            .job("build", json!({"sim.cancel.dev/run-for": "600s"}))
+            .build();
+        create(&runs, run).await;
+    }
     let running = support::wait_jobs_building(&runs, "foo-2-dev", T).await;
     let (addr, _server, http) = sidecar(&s).await;
     let base = format!("http://{addr}");
     let running_uid = running.uid().expect("uid");
     world::wait_cached(&http, &base, &running_uid, "RUNNING").await;
+    let mut bar = Vec::new();
+    for counter in 1..=2 {
+        let name = format!("bar-{counter}-dev");
+        let run = support::wait_jobs_building(&runs, &name, T).await;
+        let uid = run.uid().expect("uid");
+        world::wait_cached(&http, &base, &uid, "RUNNING").await;
+        bar.push(uid);
+    }
     let archived = format!("/v3/tasks/{}", done.uid().expect("uid"));
     assert_eq!(
         ask(&http, addr, "GET", &archived, "application/json")
@@ -914,11 +931,12 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
     );
     // Task lists: the archived run and the running one.
     const LISTS: [&str; 2] = ["/v3/tasks", "/v3/apps/foo/tasks?order_by=-updated_at"];
-    for path in LISTS {
+    // Every task (foo's two and bar's two), and foo's.
+    for (path, total) in LISTS.iter().zip([4, 2]) {
         let (status, body) = ask(&http, addr, "GET", path, "application/json").await;
         assert_eq!(
             (status, &body["pagination"]["total_results"]),
-            (200, &json!(2)),
+            (200, &json!(total)),
             "{path}: {body}"
         );
     }
@@ -960,6 +978,100 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
         assert_eq!(body["errors"][0]["code"], 10015, "{path}: {body}");
         assert_eq!(body["errors"][0]["title"], "CF-ServiceUnavailable");
     }
+    // CodeArts: a 500 in its error format for what needs the archive: the
+    // history, a build's details, a stop of a build only the archive has.
+    for (method, path) in [
+        ("GET", "/v3/jobs/foo/history"),
+        ("GET", "/v3/jobs/foo/1/history-details"),
+        ("GET", "/v3/jobs/foo/2/history-details"),
+        ("POST", "/v3/jobs/foo/1/stop"),
+    ] {
+        let (status, body) = ask(&http, addr, method, path, "application/json").await;
+        assert_eq!(status, 500, "{path}: {body}");
+        assert_eq!(body["error_code"], "CB.00060299", "{path}: {body}");
+    }
+    // Studio: its envelope's internal failure; Crafter's v1 message.
+    let archived_uid = done.uid().expect("uid");
+    let (status, body) = ask(
+        &http,
+        addr,
+        "GET",
+        "/studio/api/2/publish/packages?siteId=foo",
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["response"]["code"]),
+        (500, &json!(1000)),
+        "{body}"
+    );
+    let (status, body) = ask_json(
+        &http,
+        addr,
+        "/studio/api/2/publish/cancel",
+        &json!({"siteId": "foo", "packageIds": [archived_uid]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["response"]["code"]),
+        (500, &json!(1000)),
+        "{body}"
+    );
+    let (status, body) = ask_json(
+        &http,
+        addr,
+        "/api/1/services/api/1/publish/cancel-publish-requests.json",
+        &json!({"site_id": "foo", "package_ids": [archived_uid]}),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Internal server error. "), "{body}");
+    // What the cluster has answers without it: a task's status, a stop, a
+    // Studio cancel.
+    let (status, body) = ask(
+        &http,
+        addr,
+        "GET",
+        "/v3/jobs/foo/status",
+        "application/json",
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"result": true})));
+    let (status, body) = ask(
+        &http,
+        addr,
+        "POST",
+        "/v3/jobs/bar/1/stop",
+        "application/json",
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"result": true})));
+    let (status, body) = ask_json(
+        &http,
+        addr,
+        "/studio/api/2/publish/cancel",
+        &json!({"siteId": "bar", "packageIds": [bar[1]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["response"]["code"]),
+        (200, &json!(0)),
+        "{body}"
+    );
+    let requests = (s
+        .ns
+        .api::<CancelRequest>()
+        .list(&ListParams::default())
+        .await)
+        .expect("list requests");
+    let mut targets: Vec<Vec<String>> = (requests.items.iter())
+        .filter_map(|r| r.spec.target.uids.clone())
+        .collect();
+    targets.sort();
+    let mut want = vec![vec![bar[0].clone()], vec![bar[1].clone()]];
+    want.sort();
+    assert_eq!(targets, want);
     // What is in the cluster still reads, and cancels.
     let (status, body) = ask(
         &http,
@@ -1005,12 +1117,22 @@ async fn reads_that_need_the_archive_say_unavailable_while_it_is_away() {
         ),
         "{metrics}"
     );
+    // Every task again, foo's and bar's.
     let (status, body) = ask(&http, addr, "GET", LISTS[0], "application/json").await;
     assert_eq!(
         (status, &body["pagination"]["total_results"]),
-        (200, &json!(2)),
+        (200, &json!(4)),
         "{body}"
     );
+    let (status, body) = ask(
+        &http,
+        addr,
+        "GET",
+        "/v3/jobs/foo/history",
+        "application/json",
+    )
+    .await;
+    assert_eq!((status, &body["total"]), (200, &json!(2)), "{body}");
 }
 
 /// A finished run of pipeline `pipeline` labelled `labels`, failing when
@@ -1218,4 +1340,299 @@ async fn task_lists_read_the_same_before_and_after_archiving() {
     assert_eq!(status, 200, "{bar}");
     assert_eq!(bar["pagination"]["total_results"], 3, "{bar}");
     assert_eq!(bar["resources"][0]["guid"], json!(both_uid));
+}
+
+/// As [`ask`], with a JSON body.
+async fn ask_json(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}{path}");
+    let r = http
+        .post(&url)
+        .bearer_auth(support::token(support::User::Operator))
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
+/// A CodeArts or Studio call: method, path and, for a POST with one, its body.
+type Call = (&'static str, String, Option<serde_json::Value>);
+
+async fn call(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    (method, path, body): &Call,
+) -> (u16, serde_json::Value) {
+    match body {
+        Some(body) => ask_json(http, addr, path, body).await,
+        None => ask(http, addr, method, path, "application/json").await,
+    }
+}
+
+/// The answer with each running build step's time left out: it grows while
+/// the step runs.
+fn without_running_times(mut answer: (u16, serde_json::Value)) -> (u16, serde_json::Value) {
+    if let Some(steps) = (answer.1.get_mut("build_steps")).and_then(|s| s.as_array_mut()) {
+        for step in steps.iter_mut().filter(|s| s["status"] == "running") {
+            step["build_time"] = serde_json::Value::Null;
+        }
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codearts_and_studio_read_the_same_before_and_after_archiving() {
+    let _db = DATABASE.read().await;
+    // First a controller that archives nothing: the answers from the cluster.
+    let mut s = setup("archive-builds", |ns| world::archiving_config(ns, None)).await;
+    world::grant_readers_and_cancellers(&s.ns).await;
+    let runs = s.ns.api::<StageRun>();
+    // Build task (and site) app: build 1 passed in both its stages, build 2
+    // failed in its second, build 3 passed its first stage and runs its
+    // second (which stays in the cluster). Task lib: one build, passed.
+    let passes = json!({"sim.cancel.dev/run-for": "1s"});
+    let fails = json!({"sim.cancel.dev/exit-code": "1"});
+    let finished = [
+        ("app-1-build", ("app", 1, "build"), &passes),
+        ("app-1-test", ("app", 1, "test"), &passes),
+        ("app-2-build", ("app", 2, "build"), &passes),
+        ("app-2-test", ("app", 2, "test"), &fails),
+        ("app-3-build", ("app", 3, "build"), &passes),
+        ("lib-1-build", ("lib", 1, "build"), &passes),
+    ];
+    for (name, of, sim) in &finished {
+        create(
+            &runs,
+            stage_run(name)
+                .of(*of)
+                .job("compile", (*sim).clone())
+                .build(),
+        )
+        .await;
+    }
+    create(
+        &runs,
+        stage_run("app-3-deploy")
+            .of(("app", 3, "deploy"))
+            .job("compile", json!({"sim.cancel.dev/run-for": "600s"}))
+            .build(),
+    )
+    .await;
+    let mut uid = std::collections::BTreeMap::new();
+    let mut done = Vec::new();
+    for (name, _, _) in &finished {
+        let run = wait_for(&runs, name, "the run to finish", T, |sr| sr.is_finished()).await;
+        uid.insert(*name, run.uid().expect("uid"));
+        done.push(run);
+    }
+    let running = support::wait_jobs_building(&runs, "app-3-deploy", T).await;
+    uid.insert("app-3-deploy", running.uid().expect("uid"));
+    let (addr, before_server, http) = sidecar(&s).await;
+    let base = format!("http://{addr}");
+    for run in &done {
+        let state = match phase(run) {
+            Some(StagePhase::Succeeded) => "SUCCEEDED",
+            _ => "FAILED",
+        };
+        world::wait_cached(&http, &base, &run.uid().expect("uid"), state).await;
+    }
+    world::wait_cached(&http, &base, &uid["app-3-deploy"], "RUNNING").await;
+
+    let get = |path: &str| -> Call { ("GET", path.to_string(), None) };
+    let post =
+        |path: &str, body: Option<serde_json::Value>| -> Call { ("POST", path.to_string(), body) };
+    let studio_cancel = "/studio/api/2/publish/cancel";
+    let calls: Vec<Call> = vec![
+        get("/v3/jobs/app/status"),
+        get("/v3/jobs/lib/status"),
+        get("/v3/jobs/app/history"),
+        get("/v3/jobs/app/history?offset=1&limit=1"),
+        get("/v3/jobs/app/history?offset=1&limit=2"),
+        get("/v3/jobs/app/history?interval=1&limit=100"),
+        get("/v3/jobs/lib/history"),
+        get("/v3/jobs/app/1/history-details"),
+        get("/v3/jobs/app/2/history-details"),
+        get("/v3/jobs/app/3/history-details"),
+        get("/v3/jobs/lib/1/history-details"),
+        get("/v3/jobs/app/9/history-details"),
+        get("/v3/jobs/nope/history"),
+        get("/studio/api/2/publish/packages?siteId=app"),
+        get("/studio/api/2/publish/packages?siteId=app&offset=2&limit=3"),
+        get("/studio/api/2/publish/packages?siteId=app&offset=6"),
+        get("/studio/api/2/publish/packages?siteId=app&states=COMPLETED"),
+        get("/studio/api/2/publish/packages?siteId=app&states=BLOCKED,READY_FOR_LIVE"),
+        get("/studio/api/2/publish/packages?siteId=app&environment=BUILD&limit=2"),
+        get("/studio/api/2/publish/packages?siteId=lib"),
+        get("/studio/api/2/publish/packages?siteId=nope"),
+        // Stops and cancels of finished builds and packages.
+        post("/v3/jobs/app/1/stop", None),
+        post(
+            "/v3/jobs/stop",
+            Some(json!({"job_id": "lib", "build_no": "1"})),
+        ),
+        post("/v3/jobs/app/9/stop", None),
+        post("/v3/jobs/nope/1/stop", None),
+        post(
+            studio_cancel,
+            Some(json!({"siteId": "app", "packageIds": [uid["app-1-build"], uid["app-2-test"]]})),
+        ),
+        post(
+            studio_cancel,
+            Some(json!({"siteId": "lib", "packageIds": [uid["lib-1-build"]]})),
+        ),
+        post(
+            studio_cancel,
+            Some(json!({"siteId": "app", "packageIds": [uid["lib-1-build"]]})),
+        ),
+        post(
+            studio_cancel,
+            Some(json!({"siteId": "nope", "packageIds": []})),
+        ),
+        post(
+            "/api/1/services/api/1/publish/cancel-publish-requests.json",
+            Some(json!({"site_id": "app", "package_ids": [uid["app-2-build"]]})),
+        ),
+    ];
+    let mut before = Vec::new();
+    for c in &calls {
+        before.push(without_running_times(call(&http, addr, c).await));
+    }
+    // What the cluster answered, in part: the comparison below is only
+    // worth what these are.
+    let answer = |path: &str| -> &(u16, serde_json::Value) {
+        let i = (calls.iter())
+            .position(|(_, p, _)| p == path)
+            .unwrap_or_else(|| panic!("{path} is not asked"));
+        &before[i]
+    };
+    assert_eq!(
+        answer("/v3/jobs/app/status"),
+        &(200, json!({"result": true}))
+    );
+    assert_eq!(
+        answer("/v3/jobs/lib/status"),
+        &(200, json!({"result": false}))
+    );
+    let history = &answer("/v3/jobs/app/history").1;
+    assert_eq!(history["total"], 3, "{history}");
+    let results: Vec<&serde_json::Value> = (history["history_records"].as_array())
+        .expect("records")
+        .iter()
+        .map(|r| &r["result"])
+        .collect();
+    assert_eq!(
+        results,
+        [&json!("RUNNING"), &json!("FAILURE"), &json!("SUCCESS")]
+    );
+    let page = &answer("/v3/jobs/app/history?offset=1&limit=2").1;
+    assert_eq!(page["history_records"][0]["build_number"], 1, "{page}");
+    let steps = &answer("/v3/jobs/app/3/history-details").1["build_steps"];
+    assert_eq!(steps[0]["status"], "success", "{steps}");
+    assert_eq!(steps[1]["status"], "running", "{steps}");
+    let queue = &answer("/studio/api/2/publish/packages?siteId=app").1;
+    assert_eq!(queue["total"], 6, "{queue}");
+    // Newest first: creation time (a second's), then pipeline and stage
+    // counters, newest first, then name.
+    let mut site: Vec<&StageRun> = (done.iter().chain([&running]))
+        .filter(|r| r.spec.pipeline == "app")
+        .collect();
+    site.sort_by_key(|r| {
+        (
+            std::cmp::Reverse(r.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+            std::cmp::Reverse(r.spec.pipeline_counter),
+            std::cmp::Reverse(r.spec.stage_counter),
+            r.name_any(),
+        )
+    });
+    let order: Vec<serde_json::Value> = site.iter().map(|r| json!(r.uid())).collect();
+    let ids: Vec<serde_json::Value> = (queue["packages"].as_array())
+        .expect("packages")
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect();
+    assert_eq!(ids, order, "newest first");
+    let queue =
+        &answer("/studio/api/2/publish/packages?siteId=app&states=BLOCKED,READY_FOR_LIVE").1;
+    assert_eq!(queue["total"], 2, "{queue}");
+    assert_eq!(
+        answer("/v3/jobs/app/1/stop"),
+        &(200, json!({"result": false}))
+    );
+    assert_eq!(answer("/v3/jobs/app/9/stop").0, 404);
+    assert_eq!(answer("/v3/jobs/nope/1/stop").0, 404);
+    let studio: Vec<u16> = (calls.iter().zip(&before))
+        .filter(|((_, p, _), _)| p == studio_cancel)
+        .map(|(_, (status, _))| *status)
+        .collect();
+    assert_eq!(studio, [200, 200, 404, 404]);
+    for (c, (status, body)) in calls.iter().zip(&before) {
+        assert!(*status == 200 || *status == 404, "{c:?}: {status} {body}");
+    }
+    drop(before_server);
+
+    // Then one that moves the finished runs: gone from the cluster, in the
+    // archive; the running stage of build 3 stays.
+    s._controller = world::AbortOnDrop(Vec::new());
+    let handle = tokio::spawn(controller::run(
+        s.ns.client.clone(),
+        world::archiving_config(&s.ns.name, Some(Duration::from_secs(1))),
+    ));
+    s._controller = world::AbortOnDrop(vec![handle.abort_handle()]);
+    for (name, _, _) in &finished {
+        wait_gone(&runs, name).await;
+    }
+    let archive = archive();
+    for (name, _, _) in &finished {
+        let archived = archive
+            .stage_run(&uid[name])
+            .await
+            .expect("read the archive");
+        assert!(archived.is_some(), "{name} archived");
+    }
+
+    // A sidecar that never saw them in the cluster answers the same.
+    let (addr, _server, http) = sidecar(&s).await;
+    world::wait_cached(
+        &http,
+        &format!("http://{addr}"),
+        &uid["app-3-deploy"],
+        "RUNNING",
+    )
+    .await;
+    for (c, expected) in calls.iter().zip(&before) {
+        let answer = without_running_times(call(&http, addr, c).await);
+        assert_eq!(&answer, expected, "{c:?}");
+    }
+    // Stops and cancels of archived builds and packages wrote nothing.
+    let requests = s.ns.api::<CancelRequest>();
+    let written = requests.list(&ListParams::default()).await.expect("list");
+    assert!(written.items.is_empty(), "{:?}", written.items);
+
+    // A Studio cancel of an archived package and one in the cluster
+    // cancels the one in the cluster, and only it.
+    let (status, body) = ask_json(
+        &http,
+        addr,
+        studio_cancel,
+        &json!({"siteId": "app", "packageIds": [uid["app-1-test"], uid["app-3-deploy"]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["response"]["code"]),
+        (200, &json!(0)),
+        "{body}"
+    );
+    let written = requests.list(&ListParams::default()).await.expect("list");
+    let targets: Vec<Option<Vec<String>>> = (written.items.iter())
+        .map(|r| r.spec.target.uids.clone())
+        .collect();
+    assert_eq!(targets, [Some(vec![uid["app-3-deploy"].clone()])]);
 }

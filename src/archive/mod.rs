@@ -156,6 +156,9 @@ macro_rules! newest_first {
     };
 }
 
+mod builds;
+pub use builds::BuildPage;
+
 /// Names a failed database call: `query.timed(&self.metrics, "store the runs").await?`.
 trait Step<T> {
     fn step(self, step: &'static str) -> Result<T>;
@@ -266,9 +269,10 @@ impl Archive {
             let row = RunRow::of(run)?;
             let done = sqlx::query(
                 "INSERT INTO stage_runs (uid, namespace, name, pipeline, pipeline_counter, stage, \
-                 stage_counter, id, max_job_id, phase, result, created_at, completion_time, labels, object) \
+                 stage_counter, id, max_job_id, phase, result, created_at, completion_time, labels, object, \
+                 start_time) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                 $12::text::timestamptz, $13::text::timestamptz, $14, $15) \
+                 $12::text::timestamptz, $13::text::timestamptz, $14, $15, $16::text::timestamptz) \
                  ON CONFLICT (uid) DO NOTHING",
             )
             .bind(row.uid)
@@ -286,6 +290,7 @@ impl Archive {
             .bind(row.completion_time)
             .bind(row.labels)
             .bind(row.object)
+            .bind(row.start_time)
             .execute(&mut *tx)
             .timed(&self.metrics, "store a run")
             .await?;
@@ -556,6 +561,9 @@ struct RunRow {
     result: Option<String>,
     created_at: Option<String>,
     completion_time: Option<String>,
+    /// `status.startTime`, else the creation time: when CodeArts counts the
+    /// run as started (`sidecar::codearts::started`).
+    start_time: Option<String>,
     labels: Value,
     object: Value,
 }
@@ -575,6 +583,9 @@ impl RunRow {
             result: status.and_then(|s| word(&s.result)),
             created_at: (run.metadata.creation_timestamp.as_ref()).map(|t| t.0.to_string()),
             completion_time: (status.and_then(|s| s.completion_time.as_ref()))
+                .map(|t| t.0.to_string()),
+            start_time: (status.and_then(|s| s.start_time.as_ref()))
+                .or(run.metadata.creation_timestamp.as_ref())
                 .map(|t| t.0.to_string()),
             labels: json!(run.labels()),
             object: object_of(&trimmed_run(run))?,
@@ -723,6 +734,22 @@ mod tests {
         assert_eq!(row.phase, "Failed");
         assert_eq!(row.result.as_deref(), Some("Cancelled"));
         assert_eq!(row.completion_time.as_deref(), Some("2025-01-02T03:04:05Z"));
+        // Not started: counted from its creation.
+        assert_eq!(row.start_time, None);
+        let mut created = run();
+        created.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2025-01-02T03:00:00Z".parse().expect("time"),
+            ));
+        let row = RunRow::of(&created).expect("row");
+        assert_eq!(row.start_time.as_deref(), Some("2025-01-02T03:00:00Z"));
+        if let Some(s) = created.status.as_mut() {
+            s.start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2025-01-02T03:00:07Z".parse().expect("time"),
+            ));
+        }
+        let row = RunRow::of(&created).expect("row");
+        assert_eq!(row.start_time.as_deref(), Some("2025-01-02T03:00:07Z"));
         let mut unfinished = run();
         unfinished.status = None;
         assert!(RunRow::of(&unfinished).is_err());

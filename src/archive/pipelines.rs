@@ -154,6 +154,9 @@ impl Archive {
         counters: &[i64],
         excluding: &[String],
     ) -> Result<Vec<StageRun>> {
+        if counters.is_empty() {
+            return Ok(Vec::new());
+        }
         self.migrate().await?;
         let objects: Vec<Value> = sqlx::query_scalar(
             "SELECT object FROM stage_runs \

@@ -6,18 +6,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::{RoundMode, SignedDuration, Timestamp, TimestampRound, Unit};
 use serde::Serialize;
 use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::auth::Identity;
+use super::by_pipeline::{self, in_namespaces};
+use super::history::archive_window;
+use super::history::merged_window;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::routes::CodeArtsRoute;
 use super::service::Service;
 use super::service::{CancelCall, Failure, Signing, is_active};
+use super::service::{archive_failure, uids_of as uids};
 use crate::crd::{JobState, RunResult, StageRun};
 
 /// The error codes this API answers with (also listed in README.md).
@@ -168,6 +172,17 @@ impl ApiErrors for Errors {
             "internal error: the Kubernetes API could not be reached; try again",
         )
     }
+    fn archive_unavailable(&self, why: &str) -> Response {
+        tracing::error!(
+            error = why,
+            "CodeArts request failed: the archive could not be read"
+        );
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "internal error: the build history could not be read; try again",
+        )
+    }
     fn forbidden(&self) -> Response {
         error(
             StatusCode::FORBIDDEN,
@@ -217,8 +232,9 @@ impl Refused {
                 codes::UNAUTHENTICATED,
                 &format!("authentication failed: {why}"),
             ),
-            Refused::Service(Failure::Unavailable(why) | Failure::ArchiveUnavailable(why), _) => {
-                Errors.unavailable(&why)
+            Refused::Service(Failure::Unavailable(why), _) => Errors.unavailable(&why),
+            Refused::Service(Failure::ArchiveUnavailable(why), _) => {
+                Errors.archive_unavailable(&why)
             }
             Refused::Service(Failure::Forbidden | Failure::Hidden, job_id) => error(
                 StatusCode::FORBIDDEN,
@@ -315,7 +331,7 @@ pub fn history_query(call: &Call<'_>) -> Result<HistoryQuery, String> {
 }
 
 /// One build in the history (the SDK's `HistoryRecord`).
-#[derive(Serialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRecord {
     pub record_id: String,
     pub job_id: String,
@@ -381,55 +397,101 @@ fn record_id(job_id: &str, build: i64) -> String {
     crate::labels::digest(&["codearts-build", job_id, &build.to_string()])[..32].to_string()
 }
 
-/// The builds of `runs`, newest first, those started within the interval,
-/// one page of them.
-pub fn history_page(
-    job_id: &str,
-    runs: &[Arc<StageRun>],
-    query: &HistoryQuery,
-    now: Timestamp,
-) -> HistoryPage {
+/// The earliest start of a build in a history of the last `interval`
+/// days before `now`: rounded up to the microsecond (the archive's
+/// precision), so that the cluster and the archive draw the line at the
+/// same instant.
+pub fn history_since(now: Timestamp, interval: i64) -> Timestamp {
+    let since = now - SignedDuration::from_hours(24 * interval);
+    let to_micros = TimestampRound::new()
+        .smallest(Unit::Microsecond)
+        .mode(RoundMode::Ceil);
+    since.round(to_micros).unwrap_or(since)
+}
+
+/// `runs` by build number.
+pub fn builds_of(
+    runs: impl IntoIterator<Item = Arc<StageRun>>,
+) -> BTreeMap<i64, Vec<Arc<StageRun>>> {
     let mut builds: BTreeMap<i64, Vec<Arc<StageRun>>> = BTreeMap::new();
     for r in runs {
-        builds
-            .entry(r.spec.pipeline_counter)
-            .or_default()
-            .push(r.clone());
+        builds.entry(r.spec.pipeline_counter).or_default().push(r);
     }
-    let since = now - SignedDuration::from_hours(24 * query.interval);
-    let records: Vec<HistoryRecord> = builds
+    builds
+}
+
+/// The history record of build `number` (its runs `runs`), unless it
+/// started before `since` (its earliest run's start; runs without one
+/// aside). The archive selects builds the same way (`builds_since!`).
+pub fn build_record(
+    job_id: &str,
+    number: i64,
+    runs: &[Arc<StageRun>],
+    since: Timestamp,
+) -> Option<HistoryRecord> {
+    let start = runs.iter().filter_map(|r| started(r)).min()?;
+    if start < since {
+        return None;
+    }
+    let end = if runs.iter().any(|r| is_active(r)) {
+        String::new()
+    } else {
+        runs.iter()
+            .filter_map(|r| completed(r))
+            .max()
+            .map(codearts_time)
+            .unwrap_or_default()
+    };
+    Some(HistoryRecord {
+        record_id: record_id(job_id, number),
+        job_id: job_id.to_string(),
+        build_number: number,
+        start_time: codearts_time(start),
+        end_time: end,
+        result: build_result(runs).to_string(),
+    })
+}
+
+/// The records of `builds` started at `since` or later, newest first.
+pub fn build_records(
+    job_id: &str,
+    builds: BTreeMap<i64, Vec<Arc<StageRun>>>,
+    since: Timestamp,
+) -> Vec<HistoryRecord> {
+    builds
         .into_iter()
         .rev()
-        .filter_map(|(number, runs)| {
-            let start = runs.iter().filter_map(|r| started(r)).min()?;
-            if start < since {
-                return None;
-            }
-            let end = if runs.iter().any(|r| is_active(r)) {
-                String::new()
-            } else {
-                runs.iter()
-                    .filter_map(|r| completed(r))
-                    .max()
-                    .map(codearts_time)
-                    .unwrap_or_default()
-            };
-            Some(HistoryRecord {
-                record_id: record_id(job_id, number),
-                job_id: job_id.to_string(),
-                build_number: number,
-                start_time: codearts_time(start),
-                end_time: end,
-                result: build_result(&runs).to_string(),
-            })
-        })
-        .collect();
-    let total = records.len();
-    let history_records = records
-        .into_iter()
-        .skip(query.offset.saturating_mul(query.limit))
-        .take(query.limit)
-        .collect();
+        .filter_map(|(number, runs)| build_record(job_id, number, &runs, since))
+        .collect()
+}
+
+/// How many builds lie before the page `query` asks for (its offset
+/// counts pages).
+pub fn page_start(query: &HistoryQuery) -> usize {
+    query.offset.saturating_mul(query.limit)
+}
+
+/// The page `query` asks for of a history made of the cluster's records
+/// `cluster` (all of them) and a window of the archive's, `archived`,
+/// which starts at `window_start` ([`archive_window`]) of its
+/// `archived_total` builds. The two hold different builds, so that the
+/// window's arithmetic holds (see `history::merged_page`).
+pub fn merged_history(
+    cluster: Vec<HistoryRecord>,
+    archived: Vec<HistoryRecord>,
+    archived_total: usize,
+    window_start: usize,
+    query: &HistoryQuery,
+) -> HistoryPage {
+    let total = cluster.len() + archived_total;
+    let history_records = merged_window(
+        cluster,
+        archived,
+        window_start,
+        page_start(query),
+        query.limit,
+        |a, b| b.build_number.cmp(&a.build_number),
+    );
     HistoryPage {
         history_records,
         total,
@@ -525,82 +587,181 @@ pub fn history_details_of(
 }
 
 impl CodeArts<'_, '_> {
-    /// The runs of build task `job_id` the caller may read: refused 404
-    /// when the task has no run, 403 when it may read none of them.
-    async fn readable_runs(&self, job_id: &str) -> Result<Vec<Arc<StageRun>>, Refused> {
-        let runs = self.state.cache.by_pipeline(job_id);
-        if runs.is_empty() {
+    /// The service's refusal of a call about build task `job_id`.
+    fn refused(job_id: &str) -> impl FnOnce(Failure) -> Refused + '_ {
+        move |f| Refused::Service(f, job_id.to_string())
+    }
+
+    /// The namespaces of build task `job_id` (its runs in the cluster,
+    /// `cluster`, and in the archive) where the caller may read: refused
+    /// 404 when the task has no run in either, 403 when it may read none.
+    async fn readable_namespaces(
+        &self,
+        job_id: &str,
+        cluster: &[Arc<StageRun>],
+    ) -> Result<Vec<String>, Refused> {
+        let all = (self.state.pipeline_namespaces(job_id, cluster).await)
+            .map_err(Self::refused(job_id))?;
+        if all.is_empty() {
             return Err(Refused::job_not_found(job_id));
         }
-        let (visible, _) = self
-            .state
-            .readable(&self.who, runs)
-            .await
-            .map_err(|f| Refused::Service(f, job_id.to_string()))?;
-        if visible.is_empty() {
+        let readable = (by_pipeline::readable(self.state, &self.who, all).await)
+            .map_err(Self::refused(job_id))?;
+        if readable.is_empty() {
             return Err(Refused::Error(
                 StatusCode::FORBIDDEN,
                 codes::FORBIDDEN,
                 format!("no permission to read build task {job_id}"),
             ));
         }
-        Ok(visible)
+        Ok(readable)
+    }
+
+    /// The archive's runs of builds `numbers` of `job_id` in `namespaces`
+    /// (all when empty) but for the uids `excluding`; none without an
+    /// archive.
+    async fn archived_runs(
+        &self,
+        namespaces: &[String],
+        job_id: &str,
+        numbers: &[i64],
+        excluding: &[String],
+    ) -> Result<Vec<Arc<StageRun>>, Refused> {
+        let Some(archive) = &self.state.archive else {
+            return Ok(Vec::new());
+        };
+        let runs = (archive
+            .pipeline_runs(namespaces, job_id, numbers, excluding)
+            .await)
+            .map_err(|e| Refused::Service(archive_failure(e), job_id.to_string()))?;
+        Ok(runs.into_iter().map(Arc::new).collect())
     }
 
     /// `GET /v3/jobs/{job_id}/status`: `{"result": true}` while a build of
-    /// the task runs (some StageRun of it is not finished).
+    /// the task runs (some StageRun of it is not finished). Only the
+    /// cluster has unfinished runs: the archive is asked only whether the
+    /// task exists when the caller may read none of its runs there.
     async fn status(&self, job_id: &str) -> Answer {
-        let runs = self.readable_runs(job_id).await?;
+        let cluster = self.state.cache.by_pipeline(job_id);
+        let (visible, _) = (self.state.readable(&self.who, cluster.clone()).await)
+            .map_err(Self::refused(job_id))?;
+        if visible.is_empty() {
+            self.readable_namespaces(job_id, &cluster).await?;
+        }
         Ok(json(
             StatusCode::OK,
             &StatusResult {
-                result: runs.iter().any(|r| is_active(r)),
+                result: visible.iter().any(|r| is_active(r)),
             },
         ))
     }
 
-    /// `GET /v3/jobs/{job_id}/history`.
+    /// `GET /v3/jobs/{job_id}/history`: the builds of the cluster (each
+    /// with its runs the archive has) and a window of the archive's other
+    /// builds, paged as one history.
     async fn history(&self, job_id: &str) -> Answer {
-        let runs = self.readable_runs(job_id).await?;
+        let cluster = self.state.cache.by_pipeline(job_id);
+        let readable = self.readable_namespaces(job_id, &cluster).await?;
         let q = history_query(self.call)
             .map_err(|msg| Refused::Error(StatusCode::BAD_REQUEST, codes::INVALID_QUERY, msg))?;
+        let since = history_since(Timestamp::now(), q.interval);
+        let visible = (cluster.iter())
+            .filter(|r| in_namespaces(r, &readable))
+            .cloned();
+        let mut builds = builds_of(visible);
+        let in_cluster: Vec<i64> = builds.keys().copied().collect();
+        let whole = self
+            .archived_runs(&readable, job_id, &in_cluster, &uids(&cluster))
+            .await?;
+        for r in whole {
+            builds.entry(r.spec.pipeline_counter).or_default().push(r);
+        }
+        let records = build_records(job_id, builds, since);
+        let (start, count) = archive_window(page_start(&q), q.limit, records.len());
+        let page = match &self.state.archive {
+            Some(archive) => archive
+                .build_page(
+                    &readable,
+                    job_id,
+                    &in_cluster,
+                    since,
+                    i64::try_from(start).unwrap_or(i64::MAX),
+                    i64::try_from(count).unwrap_or(i64::MAX),
+                )
+                .await
+                .map_err(|e| Refused::Service(archive_failure(e), job_id.to_string()))?,
+            None => Default::default(),
+        };
+        let runs = (self
+            .archived_runs(&readable, job_id, &page.numbers, &[])
+            .await)?;
+        let archived = build_records(job_id, builds_of(runs), since);
+        let total = usize::try_from(page.total).unwrap_or(0);
         Ok(json(
             StatusCode::OK,
-            &history_page(job_id, &runs, &q, Timestamp::now()),
+            &merged_history(records, archived, total, start, &q),
         ))
     }
 
-    /// `GET /v3/jobs/{job_id}/{build_number}/history-details`.
+    /// `GET /v3/jobs/{job_id}/{build_number}/history-details`: the build's
+    /// runs in the cluster and in the archive.
     async fn history_details(&self, job_id: &str, build_number: &str) -> Answer {
-        let runs = self.readable_runs(job_id).await?;
+        let cluster = self.state.cache.by_pipeline(job_id);
+        let readable = self.readable_namespaces(job_id, &cluster).await?;
         let build = validate(
             Some(&Value::String(job_id.to_string())),
             Some(&Value::String(build_number.to_string())),
         )
         .map_err(|(code, msg)| Refused::invalid((code, msg.replace("build_no", "build_number"))))?
         .build_no;
-        let runs: Vec<Arc<StageRun>> = runs
-            .into_iter()
-            .filter(|r| r.spec.pipeline_counter == build)
+        let mut runs: Vec<Arc<StageRun>> = (cluster.iter())
+            .filter(|r| r.spec.pipeline_counter == build && in_namespaces(r, &readable))
+            .cloned()
             .collect();
+        let archived = (self.archived_runs(&readable, job_id, &[build], &uids(&cluster))).await?;
+        runs.extend(archived);
         if runs.is_empty() {
             return Err(Refused::build_not_found(job_id, build));
         }
+        // In the cache's order (by uid), wherever each run is.
+        runs.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
         Ok(json(
             StatusCode::OK,
             &history_details_of(job_id, build, &runs, Timestamp::now()),
         ))
     }
 
+    /// The runs of a build the cluster has none of: the archive's, in the
+    /// served namespaces (finished, all of them); refused 404 when neither
+    /// place has the task, or the build.
+    async fn archived_build(&self, req: &StopRequest) -> Result<Vec<Arc<StageRun>>, Refused> {
+        let job_id = &req.job_id;
+        if self.state.cache.by_pipeline(job_id).is_empty()
+            && (self.state.pipeline_namespaces(job_id, &[]).await)
+                .map_err(Self::refused(job_id))?
+                .is_empty()
+        {
+            return Err(Refused::job_not_found(job_id));
+        }
+        let runs: Vec<Arc<StageRun>> = (self.archived_runs(&[], job_id, &[req.build_no], &[]))
+            .await?
+            .into_iter()
+            .filter(|r| self.state.cache.serves(r))
+            .collect();
+        if runs.is_empty() {
+            return Err(Refused::build_not_found(job_id, req.build_no));
+        }
+        Ok(runs)
+    }
+
     /// `POST /v3/jobs/stop` (body) and `POST /v3/jobs/{job_id}/{build_no}/stop` (path).
+    /// A build in the cluster is stopped without the archive; one only the
+    /// archive has is finished: `false`, as for a finished build.
     async fn stop(&self, params: Result<StopRequest, (&'static str, String)>) -> Answer {
         let req = params.map_err(Refused::invalid)?;
-        if self.state.cache.by_pipeline(&req.job_id).is_empty() {
-            return Err(Refused::job_not_found(&req.job_id));
-        }
-        let runs = self.state.cache.by_build(&req.job_id, req.build_no);
+        let mut runs = self.state.cache.by_build(&req.job_id, req.build_no);
         if runs.is_empty() {
-            return Err(Refused::build_not_found(&req.job_id, req.build_no));
+            runs = self.archived_build(&req).await?;
         }
         let reason = format!(
             "build {} of {} stopped through the CodeArts API",
@@ -629,6 +790,20 @@ impl CodeArts<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The builds of `runs` alone, newest first, those started within the
+    /// interval, one page of them: the history as one place holds it.
+    fn history_page(
+        job_id: &str,
+        runs: &[Arc<StageRun>],
+        query: &HistoryQuery,
+        now: Timestamp,
+    ) -> HistoryPage {
+        let since = history_since(now, query.interval);
+        let records = build_records(job_id, builds_of(runs.iter().cloned()), since);
+        let (start, _) = archive_window(page_start(query), query.limit, records.len());
+        merged_history(records, Vec::new(), 0, start, query)
+    }
 
     #[test]
     fn bodies_are_validated() {
@@ -774,6 +949,105 @@ mod tests {
         let recent = history_page("demo", &runs()[1..3], &q(0, 10, 1), now);
         assert_eq!(recent.total, 1);
         assert_eq!(recent.history_records[0].build_number, 3);
+    }
+
+    /// A build's stage that ran on day `day` of January 2026.
+    fn run_on(counter: i64, stage: &str, day: i64, phase: &str, result: &str) -> Arc<StageRun> {
+        let start = format!("2026-01-{day:02}T10:00:00Z");
+        let end = format!("2026-01-{day:02}T11:00:00Z");
+        run(
+            counter,
+            stage,
+            serde_json::json!({"phase": phase, "result": result,
+                "startTime": start, "completionTime": end}),
+        )
+    }
+
+    /// Every way of splitting a task's builds (and a build's stages)
+    /// between cluster and archive, every interval and page: the page is
+    /// the page of the whole, as the cluster alone gave it.
+    #[test]
+    fn pages_of_cluster_and_archive_are_pages_of_the_whole() {
+        let now = at("2026-01-20T00:00:00Z");
+        let all: Vec<Arc<StageRun>> = (1..=12)
+            .flat_map(|n| {
+                let (phase, result) = match n {
+                    5 => ("Failed", "Failed"),
+                    7 => ("Failed", "Cancelled"),
+                    11 => ("Running", "Unknown"),
+                    _ => ("Succeeded", "Passed"),
+                };
+                [
+                    run_on(n, "build", n, "Succeeded", "Passed"),
+                    // The second stage of build 9 started the day before its first.
+                    run_on(n, "test", if n == 9 { 8 } else { n }, phase, result),
+                ]
+            })
+            .collect();
+        type Split = Box<dyn Fn(&StageRun) -> bool>;
+        let splits: Vec<(&str, Split)> = vec![
+            ("none", Box::new(|_| false)),
+            ("all", Box::new(|_| true)),
+            ("newest", Box::new(|r| r.spec.pipeline_counter >= 9)),
+            ("oldest", Box::new(|r| r.spec.pipeline_counter <= 3)),
+            ("odd", Box::new(|r| r.spec.pipeline_counter % 2 == 1)),
+            (
+                "a stage of even builds",
+                Box::new(|r| r.spec.pipeline_counter % 2 == 0 && r.spec.stage == "test"),
+            ),
+        ];
+        for (name, in_cluster) in &splits {
+            let cluster: Vec<Arc<StageRun>> =
+                all.iter().filter(|r| in_cluster(r)).cloned().collect();
+            let archive: Vec<Arc<StageRun>> =
+                all.iter().filter(|r| !in_cluster(r)).cloned().collect();
+            for interval in [30, 11, 1] {
+                let since = history_since(now, interval);
+                // As the handler reads: the cluster's builds whole...
+                let mut builds = builds_of(cluster.iter().cloned());
+                let numbers: Vec<i64> = builds.keys().copied().collect();
+                for r in archive
+                    .iter()
+                    .filter(|r| numbers.contains(&r.spec.pipeline_counter))
+                {
+                    builds
+                        .entry(r.spec.pipeline_counter)
+                        .or_default()
+                        .push(r.clone());
+                }
+                let records = build_records("demo", builds, since);
+                // ...and the archive's other builds, as its query selects them.
+                let others = (archive.iter())
+                    .filter(|r| !numbers.contains(&r.spec.pipeline_counter))
+                    .cloned();
+                let archived = build_records("demo", builds_of(others), since);
+                for limit in [1, 3, 10] {
+                    for offset in 0..=13 {
+                        let q = HistoryQuery {
+                            offset,
+                            limit,
+                            interval,
+                        };
+                        let whole = history_page("demo", &all, &q, now);
+                        let (start, count) = archive_window(page_start(&q), limit, records.len());
+                        let window = archived.iter().skip(start).take(count).cloned().collect();
+                        let page =
+                            merged_history(records.clone(), window, archived.len(), start, &q);
+                        let what = format!("{name}, interval {interval}, page {offset} of {limit}");
+                        assert_eq!(page.total, whole.total, "{what}");
+                        assert_eq!(page.history_records, whole.history_records, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_interval_starts_at_a_whole_microsecond() {
+        let now = at("2026-01-20T00:00:00.000000001Z");
+        assert_eq!(history_since(now, 1), at("2026-01-19T00:00:00.000001Z"));
+        let now = at("2026-01-20T00:00:00Z");
+        assert_eq!(history_since(now, 30), at("2025-12-21T00:00:00Z"));
     }
 
     #[test]

@@ -130,7 +130,7 @@ async fn cancel(state: &Service, who: &Identity, call: &Call<'_>) -> Result<Resp
     let Some(params) = parse_body(call.body) else {
         return Ok(invalid());
     };
-    let packages = match site_packages(state, &params.site_id, &params.package_ids) {
+    let packages = match site_packages(state, &params.site_id, &params.package_ids).await? {
         Ok(packages) => packages,
         Err(Missing::Site) => return Ok(message(StatusCode::NOT_FOUND, "Site not found")),
         Err(Missing::Package(_)) => {

@@ -10,6 +10,7 @@
 pub mod aksk;
 pub mod auth;
 mod body;
+mod by_pipeline;
 pub(crate) mod cache;
 pub(crate) mod cloudfoundry;
 pub(crate) mod codearts;

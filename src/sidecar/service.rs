@@ -179,7 +179,7 @@ pub struct CancelCall<'a> {
 }
 
 /// A failed read of the archive, as the APIs report it.
-fn archive_failure(e: crate::Error) -> Failure {
+pub fn archive_failure(e: crate::Error) -> Failure {
     Failure::ArchiveUnavailable(e.to_string())
 }
 

@@ -4,7 +4,7 @@
 //! `{"response": {"code", "message", "remedialAction", "documentationUrl"}, ...}`,
 //! with Studio's codes and HTTP statuses.
 
-use std::cmp::Reverse;
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -13,10 +13,14 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::auth::Identity;
+use super::by_pipeline::{self, in_namespaces};
+use super::history::archive_window;
+use super::history::merged_window;
 use super::http::{Call, json};
 use super::render::ApiErrors;
 use super::service::Service;
 use super::service::{CancelCall, Failure};
+use super::service::{archive_failure, uids_of as uids};
 use crate::crd::{RunResult, StagePhase, StageRun};
 
 /// The `response` object of every answer.
@@ -261,7 +265,7 @@ pub(crate) async fn cancel(
         Ok(p) => p,
         Err(errors) => return Ok(invalid(&errors)),
     };
-    let packages = match site_packages(state, &params.site_id, &params.package_ids) {
+    let packages = match site_packages(state, &params.site_id, &params.package_ids).await? {
         Ok(packages) => packages,
         Err(Missing::Site) => {
             return Ok(answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found()));
@@ -290,25 +294,48 @@ pub(crate) enum Missing {
 }
 
 /// The packages (StageRuns, by uid) of a site (a pipeline), all of them or
-/// which is missing: Studio's cancels are all or nothing.
-pub(crate) fn site_packages(
+/// which is missing: Studio's cancels are all or nothing. Those the cluster
+/// has are found there; the archive is asked only for the others (finished
+/// packages), and whether the site exists when the cluster has no run of it.
+pub(crate) async fn site_packages(
     state: &Service,
     site_id: &str,
     package_ids: &[String],
-) -> Result<Vec<Arc<StageRun>>, Missing> {
+) -> Result<Result<Vec<Arc<StageRun>>, Missing>, Failure> {
     let site = state.cache.by_pipeline(site_id);
-    if site.is_empty() {
-        return Err(Missing::Site);
+    if site.is_empty() && state.pipeline_namespaces(site_id, &[]).await?.is_empty() {
+        return Ok(Err(Missing::Site));
     }
-    package_ids
+    let in_cluster = |id: &String| {
+        site.iter()
+            .find(|r| r.metadata.uid.as_deref() == Some(id.as_str()))
+            .cloned()
+    };
+    let elsewhere: Vec<String> = (package_ids.iter())
+        .filter(|id| in_cluster(id).is_none())
+        .cloned()
+        .collect();
+    let archived: Vec<Arc<StageRun>> = match &state.archive {
+        Some(archive) if !elsewhere.is_empty() => (archive.site_runs(site_id, &elsewhere).await)
+            .map_err(archive_failure)?
+            .into_iter()
+            .filter(|r| state.cache.serves(r))
+            .map(Arc::new)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(package_ids
         .iter()
         .map(|id| {
-            site.iter()
-                .find(|r| r.metadata.uid.as_deref() == Some(id.as_str()))
-                .cloned()
+            in_cluster(id)
+                .or_else(|| {
+                    (archived.iter())
+                        .find(|r| r.metadata.uid.as_deref() == Some(id.as_str()))
+                        .cloned()
+                })
                 .ok_or_else(|| Missing::Package(id.clone()))
         })
-        .collect()
+        .collect())
 }
 
 /// Cancels publishing packages on behalf of `who` (both Studio APIs).
@@ -460,9 +487,24 @@ pub fn package(run: &StageRun) -> Package {
     }
 }
 
-/// The matching packages, newest first, and their total before paging.
-pub fn packages_page(runs: &[Arc<StageRun>], q: &PackagesQuery) -> (usize, Vec<Package>) {
-    let mut matching: Vec<&Arc<StageRun>> = runs
+/// Studio's queue order, newest first: creation time (none last), then
+/// pipeline and stage counters, newest first, then name and uid, so that
+/// the order is total. The archive orders its rows the same way (its
+/// `queue_order!` query text).
+pub fn queue_order(a: &StageRun, b: &StageRun) -> Ordering {
+    let created = |r: &StageRun| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    // Descending, and `None` sorts below any time: last.
+    (created(b).cmp(&created(a)))
+        .then_with(|| b.spec.pipeline_counter.cmp(&a.spec.pipeline_counter))
+        .then_with(|| b.spec.stage_counter.cmp(&a.spec.stage_counter))
+        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        .then_with(|| a.metadata.uid.cmp(&b.metadata.uid))
+}
+
+/// The packages of `runs` that `q` asks for (environment, states), in
+/// [`queue_order`].
+pub fn matching(runs: &[Arc<StageRun>], q: &PackagesQuery) -> Vec<Arc<StageRun>> {
+    let mut matching: Vec<Arc<StageRun>> = runs
         .iter()
         .filter(|r| {
             q.environment
@@ -470,27 +512,39 @@ pub fn packages_page(runs: &[Arc<StageRun>], q: &PackagesQuery) -> (usize, Vec<P
                 .is_none_or(|e| r.spec.stage.eq_ignore_ascii_case(e))
         })
         .filter(|r| q.states.is_empty() || q.states.iter().any(|s| s == package_state(r)))
+        .cloned()
         .collect();
-    matching.sort_by_key(|r| {
-        (
-            Reverse(r.metadata.creation_timestamp.as_ref().map(|t| t.0)),
-            Reverse(r.spec.pipeline_counter),
-            Reverse(r.spec.stage_counter),
-            r.metadata.name.clone(),
-        )
-    });
-    let total = matching.len();
-    let page = matching
-        .into_iter()
-        .skip(q.offset)
-        .take(q.limit)
-        .map(|r| package(r))
-        .collect();
-    (total, page)
+    matching.sort_by(|a, b| queue_order(a, b));
+    matching
+}
+
+/// The page `q` asks for of a queue made of the cluster's matching
+/// packages `cluster` (all of them) and a window of the archive's,
+/// `archived`, which starts at `window_start` ([`archive_window`]) of its
+/// `archived_total`, and the queue's total. The two hold different runs, so
+/// that the window's arithmetic holds (see `history::merged_page`).
+pub fn merged_queue(
+    cluster: Vec<Arc<StageRun>>,
+    archived: Vec<Arc<StageRun>>,
+    archived_total: usize,
+    window_start: usize,
+    q: &PackagesQuery,
+) -> (usize, Vec<Package>) {
+    let total = cluster.len() + archived_total;
+    let page = merged_window(
+        cluster,
+        archived,
+        window_start,
+        q.offset,
+        q.limit,
+        |a, b| queue_order(a, b),
+    );
+    (total, page.iter().map(|r| package(r)).collect())
 }
 
 /// `GET /studio/api/2/publish/packages`: the site's packages the caller may
-/// read; 404 for an unknown site, 403 when it may read none of them.
+/// read, in the cluster and in the archive; 404 for an unknown site, 403
+/// when it may read none of them.
 pub(crate) async fn packages(
     state: &Service,
     who: &Identity,
@@ -501,14 +555,42 @@ pub(crate) async fn packages(
         Err(errors) => return Ok(invalid(&errors)),
     };
     let site = state.cache.by_pipeline(&q.site_id);
-    if site.is_empty() {
+    let namespaces = state.pipeline_namespaces(&q.site_id, &site).await?;
+    if namespaces.is_empty() {
         return Ok(answer(StatusCode::NOT_FOUND, ApiResponse::site_not_found()));
     }
-    let (visible, _) = state.readable(who, site).await?;
-    if visible.is_empty() {
+    let readable = by_pipeline::readable(state, who, namespaces).await?;
+    if readable.is_empty() {
         return Err(Failure::Forbidden);
     }
-    let (total, page) = packages_page(&visible, &q);
+    let visible: Vec<Arc<StageRun>> = (site.iter())
+        .filter(|r| in_namespaces(r, &readable))
+        .cloned()
+        .collect();
+    let cluster = matching(&visible, &q);
+    let (start, count) = archive_window(q.offset, q.limit, cluster.len());
+    let archived = match &state.archive {
+        Some(archive) => archive
+            .site_packages(
+                &readable,
+                &q.site_id,
+                &uids(&site),
+                q.environment.as_deref(),
+                &q.states,
+                i64::try_from(start).unwrap_or(i64::MAX),
+                i64::try_from(count).unwrap_or(i64::MAX),
+            )
+            .await
+            .map_err(archive_failure)?,
+        None => Default::default(),
+    };
+    let (total, page) = merged_queue(
+        cluster,
+        archived.runs.into_iter().map(Arc::new).collect(),
+        usize::try_from(archived.total).unwrap_or(0),
+        start,
+        &q,
+    );
     let mut payload = Map::new();
     payload.insert("total".into(), json!(total));
     payload.insert("offset".into(), json!(q.offset));
@@ -521,6 +603,14 @@ pub(crate) async fn packages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The matching packages of `runs` alone, newest first, and their total
+    /// before paging: the queue as one place holds it.
+    fn packages_page(runs: &[Arc<StageRun>], q: &PackagesQuery) -> (usize, Vec<Package>) {
+        let cluster = matching(runs, q);
+        let (start, _) = archive_window(q.offset, q.limit, cluster.len());
+        merged_queue(cluster, Vec::new(), 0, start, q)
+    }
 
     const U1: &str = "588d5441-9aa9-4fb7-9a51-8c9a80f4f1d5";
     const U2: &str = "9a7a1d3a-5b33-43c7-8214-6795335a56b7";
@@ -657,6 +747,88 @@ mod tests {
                 "schedule": "2026-01-01T10:00:00Z", "approver": "admin", "comment": "job j failed"
             })
         );
+    }
+
+    /// Every way of splitting a site's packages between cluster and
+    /// archive, every filter and page: the page is the page of the whole.
+    #[test]
+    fn pages_of_cluster_and_archive_are_pages_of_the_whole() {
+        let phases = [
+            json!({"phase": "Running"}),
+            json!({"phase": "Succeeded", "result": "Passed"}),
+            json!({"phase": "Failed", "result": "Failed"}),
+            json!({"phase": "Failed", "result": "Cancelled"}),
+        ];
+        // Two packages an hour, so that times tie and counters decide.
+        let all: Vec<Arc<StageRun>> = (0..14)
+            .map(|i: i64| {
+                run(
+                    &format!("p{i:02}"),
+                    i / 3,
+                    if i % 3 == 0 { "staging" } else { "live" },
+                    &format!("2026-01-01T{:02}:00:00Z", 10 + i / 2),
+                    phases[(i % 4) as usize].clone(),
+                )
+            })
+            .collect();
+        type Split = Box<dyn Fn(usize) -> bool>;
+        let splits: Vec<(&str, Split)> = vec![
+            ("none", Box::new(|_| false)),
+            ("all", Box::new(|_| true)),
+            ("first", Box::new(|i| i < 4)),
+            ("last", Box::new(|i| i >= 10)),
+            ("every third", Box::new(|i| i % 3 == 1)),
+        ];
+        let queries = [
+            "",
+            "states=READY_FOR_LIVE",
+            "environment=LIVE&states=COMPLETED,BLOCKED",
+        ];
+        for (name, in_cluster) in &splits {
+            let cluster: Vec<Arc<StageRun>> = (all.iter().enumerate())
+                .filter(|(i, _)| in_cluster(*i))
+                .map(|(_, r)| r.clone())
+                .collect();
+            let archive: Vec<Arc<StageRun>> = (all.iter().enumerate())
+                .filter(|(i, _)| !in_cluster(*i))
+                .map(|(_, r)| r.clone())
+                .collect();
+            for filter in queries {
+                for limit in [0, 1, 3, 10] {
+                    for offset in 0..=15 {
+                        let q = parse_packages_query(&pairs(&format!(
+                            "siteId=site&offset={offset}&limit={limit}&{filter}"
+                        )))
+                        .unwrap();
+                        let whole = packages_page(&all, &q);
+                        let mine = matching(&cluster, &q);
+                        let theirs = matching(&archive, &q);
+                        let (start, count) = archive_window(offset, limit, mine.len());
+                        let window = theirs.iter().skip(start).take(count).cloned().collect();
+                        let page = merged_queue(mine, window, theirs.len(), start, &q);
+                        assert_eq!(page, whole, "{name}, {filter}, {offset}+{limit}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_queue_order_is_total() {
+        let t = "2026-01-01T10:00:00Z";
+        let a = run("a", 1, "live", t, json!({}));
+        let mut twin = (*a).clone();
+        twin.metadata.uid = Some("uid-a2".into());
+        assert_eq!(queue_order(&a, &twin), Ordering::Less);
+        assert_eq!(
+            queue_order(&run("b", 1, "live", t, json!({})), &a),
+            Ordering::Greater
+        );
+        let newer = run("z", 1, "live", "2026-01-01T10:00:01Z", json!({}));
+        assert_eq!(queue_order(&newer, &a), Ordering::Less);
+        let mut unborn = (*a).clone();
+        unborn.metadata.creation_timestamp = None;
+        assert_eq!(queue_order(&unborn, &a), Ordering::Greater, "no time: last");
     }
 
     #[test]
