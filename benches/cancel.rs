@@ -15,10 +15,16 @@
 //! - N new StageRuns to Running;
 //! - the controller's peak RSS, and its RSS and time to ready at start;
 //! - single cancel latency (REST, and a CancelRequest applied) beside one Job
-//!   deletion.
+//!   deletion;
+//! - last, history that lasts (`history.rs`): 100·N finished StageRuns in the
+//!   archive (PostgreSQL), N retained and N running; both processes' peak
+//!   RSS, history reads from the archive beside the same reads from the
+//!   cache, and how fast finished runs move to the archive.
 //!
 //! Settings come from the environment (see `Settings::from_env`).
 
+#[path = "cancel/history.rs"]
+mod history;
 #[path = "cancel/k8s.rs"]
 mod k8s;
 #[path = "cancel/observe.rs"]
@@ -75,6 +81,10 @@ struct Settings {
     timeout: Duration,
     /// Extra controller flags (BENCH_CONTROLLER_ARGS, split on whitespace).
     controller_args: Vec<String>,
+    /// Whether the history-archive section runs (BENCH_HISTORY_ARCHIVE, default 1; 0 skips it).
+    history_archive: bool,
+    /// Finished StageRuns written to the archive (BENCH_ARCHIVE_ROWS, default 100 × scale).
+    archive_rows: usize,
     /// Where the report goes besides stdout (BENCH_OUT, default BENCHMARKS.md; empty: nowhere).
     out: Option<PathBuf>,
     /// The command line to print in the report (BENCH_COMMAND).
@@ -112,6 +122,8 @@ impl Settings {
                 "BENCH_TIMEOUT_SECONDS",
                 300.max(scale * 6 / 10),
             )? as u64),
+            history_archive: env_usize("BENCH_HISTORY_ARCHIVE", 1)? != 0,
+            archive_rows: env_usize("BENCH_ARCHIVE_ROWS", 100 * scale)?,
             controller_args: std::env::var("BENCH_CONTROLLER_ARGS")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -226,6 +238,15 @@ impl Bench {
     /// until /healthz answers, and until a StageRun created before it
     /// started is Running (it has caught up with what it found).
     async fn start_controller(&mut self) -> anyhow::Result<Ready> {
+        self.start_controller_with(&[], &[]).await
+    }
+
+    /// [`Bench::start_controller`] with extra flags and environment.
+    async fn start_controller_with(
+        &mut self,
+        extra_args: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Ready> {
         self.controllers_started += 1;
         let n = self.controllers_started;
         let probes: Api<DynamicObject> =
@@ -255,10 +276,12 @@ impl Bench {
         .map(|s| s.to_string())
         .collect();
         args.extend(self.settings.controller_args.iter().cloned());
-        let mut process = Process::spawn(
+        args.extend(extra_args.iter().cloned());
+        let mut process = Process::spawn_with_env(
             &format!("controller-{n}"),
             &self.bin,
             &args,
+            env,
             &self.cluster.kubeconfig(),
             self.log_path(&format!("controller-{n}")),
         )?;
@@ -1139,6 +1162,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(s) => s.stop().await,
         None => 0,
     };
+
+    // History that lasts: last, so that the figures above are measured as
+    // before (its controllers and REST API are processes of their own).
+    let archive = b.history_archive().await?;
     let total = began.elapsed();
 
     // The report.
@@ -1148,6 +1175,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     r.table(&["", ""], &[
         vec!["command".into(), format!("`{}`", s.command)],
         vec!["scale".into(), format!("{n} running StageRuns × 2 jobs; history {} finished StageRuns, {} finished CancelRequests; {} requests in flight; {} samples per latency", s.history, s.history_requests, s.concurrency, s.samples)],
+        vec!["history archive".into(), history::scale_line(s, &archive)],
         vec!["controller flags".into(), if s.controller_args.is_empty() { "(defaults)".into() } else { format!("`{}`", s.controller_args.join(" ")) }],
         vec!["run time".into(), format!("{:.0} s", total.as_secs_f64())],
     ]);
@@ -1229,7 +1257,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     r.heading("Controller memory and start");
-    r.para(&format!("Peak RSS of the controller processes over the whole run (VmHWM, `/proc/PID/status`): **{}**. At start: seconds until `/healthz` answers, and until a StageRun created before the start is `Running` (the controller has caught up with what it found), with RSS and its high-water mark at that moment. History written in {:.1} s. The REST sidecar's peak RSS over the whole run, its watch cache holding every StageRun: **{}**.", mib(b.peak_kib), history_took.as_secs_f64(), mib(sidecar_peak_kib)));
+    r.para(&format!("Peak RSS of the controller processes over the whole run (VmHWM, `/proc/PID/status`): **{}**. At start: seconds until `/healthz` answers, and until a StageRun created before the start is `Running` (the controller has caught up with what it found), with RSS and its high-water mark at that moment. History written in {:.1} s. The REST sidecar's peak RSS over the whole run, its watch cache holding every StageRun: **{}**. (The history archive's processes, last, are measured apart, in their section.)", mib(b.peak_kib), history_took.as_secs_f64(), mib(sidecar_peak_kib)));
     r.table(
         &["start", "/healthz", "ready", "RSS", "VmHWM"],
         &[
@@ -1281,6 +1309,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "1.00×".into(),
     ]);
     r.table(&["", "mean", "÷ /healthz"], &reads);
+
+    history::report(&mut r, s, &archive);
 
     // Targets.
     let to = |m: &Measured| m.as_ref().ok().map(|d| d.as_secs_f64());
@@ -1344,8 +1374,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     }
 
+    history::targets(&mut r, &archive);
+
     r.heading("Method");
-    r.para(&format!("1. Empty namespace: a controller starts; {n} StageRuns are created and run (2 kwok pods each), then cancelled with one Cloud Foundry `POST /v3/tasks/{{guid}}/actions/cancel` each ({c} connections, as the `operator` token user); they are deleted, {n} more run and are cancelled by one CancelRequest with a label selector.\n2. Baselines: {j} bare Jobs with the same pod run, then are deleted with Background propagation (Kubernetes alone); {j} more run, then each Job and its pod are deleted directly, {c} requests in flight (floor).\n3. History: with no controller running, {h} StageRuns are created and given a finished status (Succeeded, Failed or Cancelled, with ids and times) through the status subresource, and {q} CancelRequests likewise (Completed). A controller starts; {n} StageRuns run; the controller is restarted with all of them present; the two bulk cancels are repeated.\n4. Single cancels and Job deletions, one at a time; the sidecar's reads.\n\nTimes end when the benchmark's own watches see the condition hold (no polling of the API server). A wait that reaches its deadline ({t} s) is reported as timed out and its leftovers are deleted before the next step.", c = s.concurrency, j = 2 * n, h = s.history, q = s.history_requests, t = s.timeout.as_secs()));
+    r.para(&format!("1. Empty namespace: a controller starts; {n} StageRuns are created and run (2 kwok pods each), then cancelled with one Cloud Foundry `POST /v3/tasks/{{guid}}/actions/cancel` each ({c} connections, as the `operator` token user); they are deleted, {n} more run and are cancelled by one CancelRequest with a label selector.\n2. Baselines: {j} bare Jobs with the same pod run, then are deleted with Background propagation (Kubernetes alone); {j} more run, then each Job and its pod are deleted directly, {c} requests in flight (floor).\n3. History: with no controller running, {h} StageRuns are created and given a finished status (Succeeded, Failed or Cancelled, with ids and times) through the status subresource, and {q} CancelRequests likewise (Completed). A controller starts; {n} StageRuns run; the controller is restarted with all of them present; the two bulk cancels are repeated.\n4. Single cancels and Job deletions, one at a time; the sidecar's reads.\n5. Last, the history archive: the namespace emptied, a controller and a REST API of their own with the archive (its section says how).\n\nTimes end when the benchmark's own watches see the condition hold (no polling of the API server). A wait that reaches its deadline ({t} s) is reported as timed out and its leftovers are deleted before the next step.", c = s.concurrency, j = 2 * n, h = s.history, q = s.history_requests, t = s.timeout.as_secs()));
 
     let mut text = r.markdown();
     // Notes kept across runs (profiles, analysis of a missed target).

@@ -5,7 +5,14 @@
 #   make bench                    full scale: 1,000 running StageRuns, 9,000 finished
 #   BENCH_SCALE=50 make bench     a quick run (50 running, 450 finished)
 #
+# Last comes the history archive (PostgreSQL, beside the control plane):
+# 100 × BENCH_SCALE finished StageRuns written into the archive, BENCH_SCALE
+# retained and BENCH_SCALE running; peak RSS of both processes, history reads
+# from the archive against the cache, archive throughput. BENCH_HISTORY_ARCHIVE=0
+# skips it; BENCH_ARCHIVE_ROWS sets the archive's rows.
+#
 # Settings (environment): BENCH_SCALE, BENCH_HISTORY, BENCH_HISTORY_REQUESTS,
+# BENCH_HISTORY_ARCHIVE (1), BENCH_ARCHIVE_ROWS (100 × scale),
 # BENCH_CONCURRENCY (64), BENCH_SAMPLES, BENCH_TIMEOUT_SECONDS,
 # BENCH_CONTROLLER_ARGS (extra controller flags), BENCH_OUT (report path; empty:
 # print only), BENCH_BIN (the binary to run; default: the image's, built by

@@ -55,6 +55,19 @@ impl Process {
         kubeconfig: &Path,
         log: PathBuf,
     ) -> anyhow::Result<Process> {
+        Process::spawn_with_env(name, bin, args, &[], kubeconfig, log)
+    }
+
+    /// [`Process::spawn`] with environment variables set for the child
+    /// (settings a chart passes through the environment, from a Secret).
+    pub fn spawn_with_env(
+        name: &str,
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        kubeconfig: &Path,
+        log: PathBuf,
+    ) -> anyhow::Result<Process> {
         let out =
             std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;
@@ -62,6 +75,7 @@ impl Process {
         let child = Command::new(bin)
             .args(args)
             .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -90,6 +90,14 @@ impl Report {
             .push((pass, format!("{what}: {shown} (target ≤ {limit}{unit})")));
     }
 
+    /// A target with a floor: passes when `value` is known and at least `floor`.
+    pub fn target_at_least(&mut self, what: &str, value: Option<f64>, floor: f64, unit: &str) {
+        let pass = value.is_some_and(|v| v >= floor);
+        let shown = value.map_or_else(|| "not measured".to_string(), |v| format!("{v:.2}{unit}"));
+        self.checks
+            .push((pass, format!("{what}: {shown} (target ≥ {floor}{unit})")));
+    }
+
     pub fn markdown(&self) -> String {
         let mut out = self.body.clone();
         out.push_str("\n## Targets\n\n```\n");
