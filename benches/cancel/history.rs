@@ -126,46 +126,11 @@ fn archived_place(i: usize) -> (String, usize, &'static str) {
     )
 }
 
-/// The status the controller leaves on a finished run: most passed, some
-/// failed, some cancelled (as the bulk figures' history), 2 jobs with ids.
+/// The status the controller leaves on a finished run (as the bulk
+/// figures' history), cancelled ones by a request named after `i`.
 fn finished_status(i: usize, id: i64, name: &str, started: Timestamp, done: Timestamp) -> Value {
-    let (phase, result) = workload::history_outcome(i);
     let (started, done) = (started.to_string(), done.to_string());
-    let job_result = |j: i64| match (result, j) {
-        ("Failed", 1) => "Failed",
-        (r, _) => r,
-    };
-    let jobs: Vec<Value> = (1..=2)
-        .map(|j| {
-            json!({
-                "name": format!("job{j}"), "id": id + j, "state": "Completed",
-                "result": job_result(j), "scheduledAt": started,
-                "jobName": format!("{name}-job{j}"), "completionTime": done
-            })
-        })
-        .collect();
-    let mut status = json!({
-        "id": id, "phase": phase, "result": result, "jobs": jobs,
-        "startTime": started, "completionTime": done, "observedGeneration": 1,
-        "conditions": [{
-            "type": "Succeeded", "status": if phase == "Succeeded" {"True"} else {"False"},
-            "reason": result, "message": format!("the stage {}", result.to_lowercase()),
-            "lastTransitionTime": done, "observedGeneration": 1
-        }]
-    });
-    match result {
-        "Cancelled" => {
-            status["failureReason"] = json!("task was cancelled");
-            status["cancel"] = json!({
-                "requestName": format!("cancel-{i}"), "requestedBy": "admin",
-                "reason": "superseded", "requestedAt": started, "acceptedAt": started,
-                "gracePeriodSeconds": workload::GRACE_SECONDS
-            });
-        }
-        "Failed" => status["failureReason"] = json!("job job1 failed"),
-        _ => {}
-    }
-    status
+    workload::finished_status(i, id, name, (&started, &done), &format!("cancel-{i}"))
 }
 
 /// Archived run `i` of `rows`, as it left the cluster: one every 30 s

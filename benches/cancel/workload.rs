@@ -81,9 +81,19 @@ pub fn history_stagerun(i: usize) -> (String, Value) {
 
 /// The status of history StageRun `i`, written through the status subresource.
 pub fn history_status(i: usize, now: &str) -> Value {
-    let (phase, result) = history_outcome(i);
     let id = HISTORY_ID_BASE + 3 * i as i64;
     let name = history_stagerun(i).0;
+    let request = format!("history-{i}");
+    json!({ "status": finished_status(i, id, &name, (now, now), &request) })
+}
+
+/// The status of a finished StageRun `name` with stage id `id`, as the
+/// controller leaves it: passed, failed or cancelled (by CancelRequest
+/// `request`) as [`history_outcome`] says for `i`, 2 jobs, started and done
+/// at `times`.
+pub fn finished_status(i: usize, id: i64, name: &str, times: (&str, &str), request: &str) -> Value {
+    let (phase, result) = history_outcome(i);
+    let (started, done) = times;
     let job_result = |j: i64| match (result, j) {
         ("Failed", 1) => "Failed",
         (r, _) => r,
@@ -92,33 +102,33 @@ pub fn history_status(i: usize, now: &str) -> Value {
         .map(|j| {
             json!({
                 "name": format!("job{j}"), "id": id + j, "state": "Completed",
-                "result": job_result(j), "scheduledAt": now,
-                "jobName": format!("{name}-job{j}"), "completionTime": now
+                "result": job_result(j), "scheduledAt": started,
+                "jobName": format!("{name}-job{j}"), "completionTime": done
             })
         })
         .collect();
     let mut status = json!({
         "id": id, "phase": phase, "result": result, "jobs": jobs,
-        "startTime": now, "completionTime": now, "observedGeneration": 1,
+        "startTime": started, "completionTime": done, "observedGeneration": 1,
         "conditions": [{
             "type": "Succeeded", "status": if phase == "Succeeded" {"True"} else {"False"},
             "reason": result, "message": format!("the stage {}", result.to_lowercase()),
-            "lastTransitionTime": now, "observedGeneration": 1
+            "lastTransitionTime": done, "observedGeneration": 1
         }]
     });
     match result {
         "Cancelled" => {
             status["failureReason"] = json!("task was cancelled");
             status["cancel"] = json!({
-                "requestName": format!("history-{i}"), "requestedBy": "admin",
-                "reason": "superseded", "requestedAt": now, "acceptedAt": now,
+                "requestName": request, "requestedBy": "admin",
+                "reason": "superseded", "requestedAt": started, "acceptedAt": started,
                 "gracePeriodSeconds": GRACE_SECONDS
             });
         }
         "Failed" => status["failureReason"] = json!("job job1 failed"),
         _ => {}
     }
-    json!({ "status": status })
+    status
 }
 
 /// A completed CancelRequest of the history, targeting history StageRun `target`.
