@@ -411,6 +411,58 @@ async fn the_rest_api_reads_the_archive_as_a_role_that_can_only_select() {
     assert!(text.contains("[+]archive ok"), "{text}");
 }
 
+/// TLS to the database, as a managed one is reached: with `verify-full`
+/// and the CA that signed the database's certificate the archive connects,
+/// encrypted; without that CA (the public roots only), or by a host name
+/// that the certificate does not name, it refuses to, while `verify-ca`
+/// accepts the latter (the chain is good; only the name differs).
+#[tokio::test]
+async fn the_archive_checks_the_database_certificate_as_the_url_asks() {
+    let _db = DATABASE.read().await;
+    let url = support::archive_url();
+    let ca = support::cluster_dir().join("postgres-ca.crt");
+    assert!(ca.exists(), "{}", ca.display());
+    let with = |url: &str, mode: &str, root: bool| {
+        let mut with = format!("{url}?sslmode={mode}");
+        if root {
+            with.push_str(&format!("&sslrootcert={}", ca.display()));
+        }
+        with
+    };
+    let ping = |url: String| async move { Archive::connect(&url, 1).expect("URL").ping().await };
+
+    let verified = with(&url, "verify-full", true);
+    ping(verified.clone())
+        .await
+        .expect("verify-full with the database's CA");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&verified)
+        .await
+        .expect("connect");
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_stat_ssl");
+    assert!(ssl, "the connection is not encrypted");
+
+    let refused = ping(with(&url, "verify-full", false)).await;
+    assert!(
+        refused.is_err(),
+        "verify-full accepted a certificate that no trusted CA signed"
+    );
+    // The certificate names 127.0.0.1, not localhost.
+    let by_name = url.replacen("@127.0.0.1:", "@localhost:", 1);
+    assert_ne!(by_name, url);
+    let refused = ping(with(&by_name, "verify-full", true)).await;
+    assert!(
+        refused.is_err(),
+        "verify-full accepted a certificate for another host"
+    );
+    ping(with(&by_name, "verify-ca", true))
+        .await
+        .expect("verify-ca with the database's CA, by another name");
+}
+
 /// Without an archive, ids continue above every id the cluster's runs
 /// carry when the counters' ConfigMap is lost or edited back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

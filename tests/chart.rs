@@ -96,22 +96,24 @@ fn the_watched_namespaces_are_an_explicit_choice() {
     }
 }
 
+/// One template of the chart rendered with `values` (watching the cluster).
+fn render(values: &[&str], template: &str) -> String {
+    let mut cmd = tool("helm");
+    cmd.args(["template", "rel", "--kube-version", "1.35.8"])
+        .arg(chart())
+        .args(["--set", "controller.watch.mode=cluster"])
+        .args(["--show-only", template]);
+    for v in values {
+        cmd.args(["--set", v]);
+    }
+    run(cmd)
+}
+
 /// With an archive, both processes take its URL from the Secret (never
 /// from a value in the chart), the controller with its retention; without
 /// one, neither knows of a database.
 #[test]
 fn the_archive_url_reaches_both_processes_from_its_secret() {
-    let render = |values: &[&str], template: &str| -> String {
-        let mut cmd = tool("helm");
-        cmd.args(["template", "rel", "--kube-version", "1.35.8"])
-            .arg(chart())
-            .args(["--set", "controller.watch.mode=cluster"])
-            .args(["--show-only", template]);
-        for v in values {
-            cmd.args(["--set", v]);
-        }
-        run(cmd)
-    };
     let archived = [
         "controller.archive.urlSecret=archive-db",
         "controller.archive.poolSize=3",
@@ -158,6 +160,75 @@ fn the_archive_url_reaches_both_processes_from_its_secret() {
     assert!(
         !sidecar.contains("KEEP_FINISHED"),
         "the REST API deletes nothing"
+    );
+}
+
+/// TLS to the database: the mode and the Secret's CA (and, when asked, its
+/// client certificate) reach both processes as libpq's environment, which
+/// the database client reads, with the Secret mounted read-only where that
+/// environment points; the REST API's own Secret of users stays mounted
+/// beside it. Without an archive, nothing of it.
+#[test]
+fn the_archive_tls_settings_reach_both_processes() {
+    let tls = [
+        "controller.archive.urlSecret=archive-db",
+        "controller.archive.tls.mode=verify-full",
+        "controller.archive.tls.secret=archive-ca",
+        "sidecar.usersSecret=users",
+    ];
+    let dir = "/etc/cancel-operator/archive-tls";
+    for template in ["templates/controller.yaml", "templates/sidecar.yaml"] {
+        let text = render(&tls, template);
+        for expected in [
+            "name: PGSSLMODE\n              value: \"verify-full\"".to_string(),
+            format!("name: PGSSLROOTCERT\n              value: {dir}/ca.crt"),
+            format!("- name: archive-tls\n              mountPath: {dir}\n              readOnly: true"),
+            "- name: archive-tls\n          secret:\n            secretName: \"archive-ca\"\n            defaultMode: 0440".to_string(),
+        ] {
+            assert!(text.contains(&expected), "{template}: no {expected:?} in\n{text}");
+        }
+        assert!(!text.contains("PGSSLCERT"), "{template}: {text}");
+        let with_cert: Vec<&str> = tls
+            .iter()
+            .copied()
+            .chain(["controller.archive.tls.clientCert=true"])
+            .collect();
+        let text = render(&with_cert, template);
+        assert!(
+            text.contains(&format!(
+                "name: PGSSLCERT\n              value: {dir}/tls.crt"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "name: PGSSLKEY\n              value: {dir}/tls.key"
+            )),
+            "{text}"
+        );
+        // No archive: no database, no TLS to it.
+        let text = render(&tls[1..], template);
+        assert!(
+            !text.contains("PGSSL") && !text.contains("archive-tls"),
+            "{template}: {text}"
+        );
+    }
+    let sidecar = render(&tls, "templates/sidecar.yaml");
+    assert!(
+        sidecar.contains("mountPath: /etc/cancel-operator/users"),
+        "{sidecar}"
+    );
+    // A mode that libpq does not know is refused by the chart's schema.
+    let mut cmd = tool("helm");
+    cmd.args(["template", "rel", "--kube-version", "1.35.8"])
+        .arg(chart())
+        .args(["--set", "controller.watch.mode=cluster"])
+        .args(["--set", "controller.archive.tls.mode=verify"]);
+    let out = cmd.output().expect("helm");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("/controller/archive/tls/mode"),
+        "{stderr}"
     );
 }
 

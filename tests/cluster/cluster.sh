@@ -13,7 +13,8 @@
 #   cluster.sh node up|down|state|import ARCHIVE   one real node (see node.sh)
 #
 # PostgreSQL's URL (with its password) is in postgres.url in the control
-# plane's directory.
+# plane's directory, and the CA of the certificate it serves TLS with in
+# postgres-ca.crt.
 #
 # The API server writes an audit log of every write to audit.log in the
 # control plane's directory, unless CANCEL_OPERATOR_AUDIT=off.
@@ -132,11 +133,38 @@ postgres_init() {
     --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-sync --no-instructions \
     >"$dir/postgres-init.log" 2>&1 || { tail -n 20 "$dir/postgres-init.log" >&2; die "initdb failed"; }
   rm -f "$dir/postgres/pwfile"
-  # Test data: no fsync, nothing written twice.
+  postgres_tls
+  # Test data: no fsync, nothing written twice. TLS as a managed database
+  # offers it: clients choose (the URL's sslmode; prefer by default).
   start postgres "${as[@]}" "$bin/postgres" -D "$dir/postgres/data" -p "$port" \
     -c listen_addresses=127.0.0.1 -c unix_socket_directories="$dir/postgres" \
-    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+    -c ssl=on -c ssl_cert_file="$dir/postgres/tls/server.crt" -c ssl_key_file="$dir/postgres/tls/server.key"
   (umask 077 && echo "postgres://$PG_USER:$password@127.0.0.1:$port/$PG_DATABASE" >"$dir/postgres.url")
+}
+
+# A CA of the control plane's own (its certificate in postgres-ca.crt) and a
+# certificate it signs for 127.0.0.1, which postgres serves: clients can be
+# tested with sslmode=verify-full against that CA.
+postgres_tls() {
+  local tls=$dir/postgres/tls ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  command -v openssl >/dev/null || die "openssl is missing (Debian: apt-get install openssl)"
+  mkdir -m 700 "$tls"
+  (
+    set -e
+    cd "$tls"
+    openssl req -x509 "${ec[@]}" -days 30 -subj "/CN=cancel-operator test CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout ca.key -out ca.crt
+    openssl req "${ec[@]}" -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+    printf '%s\n' subjectAltName=IP:127.0.0.1 basicConstraints=critical,CA:FALSE \
+      keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile server.ext -out server.crt
+    chmod 600 server.key
+  ) >"$dir/postgres-tls.log" 2>&1 || { cat "$dir/postgres-tls.log" >&2; die "could not make postgres's certificate"; }
+  cp "$tls/ca.crt" "$dir/postgres-ca.crt"
+  [[ $(id -u) != 0 ]] || chown -R postgres:postgres "$tls"
 }
 
 # The port postgres was started on (from its command line).

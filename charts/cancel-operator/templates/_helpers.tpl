@@ -135,3 +135,39 @@ else the controller's watched namespaces.
 []
 {{- end -}}
 {{- end -}}
+
+{{/*
+TLS to the archive (controller.archive.tls), for both processes: libpq's
+environment, which the database client reads under the URL's own settings.
+*/}}
+{{- define "cancel-operator.archiveTlsEnv" -}}
+{{- with .Values.controller.archive.tls }}
+{{- if .mode }}
+- name: PGSSLMODE
+  value: {{ .mode | quote }}
+{{- end }}
+{{- if .secret }}
+- name: PGSSLROOTCERT
+  value: /etc/cancel-operator/archive-tls/ca.crt
+{{- if .clientCert }}
+- name: PGSSLCERT
+  value: /etc/cancel-operator/archive-tls/tls.crt
+- name: PGSSLKEY
+  value: /etc/cancel-operator/archive-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "cancel-operator.archiveTlsMount" -}}
+- name: archive-tls
+  mountPath: /etc/cancel-operator/archive-tls
+  readOnly: true
+{{- end -}}
+
+{{- define "cancel-operator.archiveTlsVolume" -}}
+- name: archive-tls
+  secret:
+    secretName: {{ .Values.controller.archive.tls.secret | quote }}
+    defaultMode: 0440
+{{- end -}}
