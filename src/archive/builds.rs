@@ -96,6 +96,7 @@ impl Archive {
         limit: i64,
     ) -> Result<BuildPage> {
         self.migrate().await?;
+        let excluding = &self.held_counters(namespaces, pipeline, excluding).await?;
         let (total, numbers): (i64, Vec<i64>) = sqlx::query_as(concat!(
             builds_since!(),
             "SELECT (SELECT COUNT(*) FROM builds), \
@@ -133,6 +134,7 @@ impl Archive {
         limit: i64,
     ) -> Result<Page> {
         self.migrate().await?;
+        let excluding = &self.held(excluding).await?;
         let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) ", of_site!()))
             .bind(namespaces)
             .bind(pipeline)

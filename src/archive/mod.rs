@@ -402,7 +402,7 @@ impl Archive {
         offset: i64,
         limit: i64,
     ) -> Result<Page> {
-        self.migrate().await?;
+        let excluding = &self.held(excluding).await?;
         let total = self
             .counted(namespaces, Some(pipeline), Some(stage), excluding)
             .await?;
@@ -424,6 +424,58 @@ impl Archive {
         .await?;
         let runs = objects.into_iter().map(decoded).collect::<Result<_>>()?;
         Ok(Page { runs, total })
+    }
+
+    /// Those of `uids` that the archive holds: all that an `excluding`
+    /// list of a read has to name. A run is in the cluster and the archive
+    /// at once only between its archiving and its deletion, so these are
+    /// few however many runs the cluster has, and a read that scans many
+    /// archived rows compares each with these few (a prepared statement's
+    /// generic plan compares every row with every uid of the list it is
+    /// given). One primary-key probe per uid.
+    pub(crate) async fn held(&self, uids: &[String]) -> Result<Vec<String>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.migrate().await?;
+        sqlx::query_scalar("SELECT uid FROM stage_runs WHERE uid = ANY($1::text[])")
+            .bind(uids)
+            .fetch_all(&self.pool)
+            .timed(
+                &self.metrics,
+                "find which of the cluster's runs are archived",
+            )
+            .await
+    }
+
+    /// Those of a pipeline's `counters` (in `namespaces`, all when empty)
+    /// that the archive has runs of: all that an `excluding` list of
+    /// counters has to name, as [`Self::held`] for uids. One index probe per
+    /// counter.
+    pub(crate) async fn held_counters(
+        &self,
+        namespaces: &[String],
+        pipeline: &str,
+        counters: &[i64],
+    ) -> Result<Vec<i64>> {
+        if counters.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.migrate().await?;
+        sqlx::query_scalar(
+            "SELECT DISTINCT pipeline_counter FROM stage_runs \
+             WHERE (cardinality($1::text[]) = 0 OR namespace = ANY($1)) \
+             AND pipeline = $2 AND pipeline_counter = ANY($3::bigint[])",
+        )
+        .bind(namespaces)
+        .bind(pipeline)
+        .bind(counters)
+        .fetch_all(&self.pool)
+        .timed(
+            &self.metrics,
+            "find which of the cluster's pipeline runs are archived",
+        )
+        .await
     }
 
     /// How many archived runs there are in `namespaces` (all when empty),
@@ -470,6 +522,7 @@ impl Archive {
         limit: i64,
     ) -> Result<IdPage> {
         self.migrate().await?;
+        let excluding = &self.held(excluding).await?;
         let (newest, oldest): (Option<i64>, Option<i64>) =
             sqlx::query_as(concat!("SELECT MAX(id), MIN(id) ", of_stage!()))
                 .bind(namespaces)

@@ -53,6 +53,7 @@ impl Archive {
         limit: i64,
     ) -> Result<CounterPage> {
         self.migrate().await?;
+        let excluding = &self.held_counters(namespaces, pipeline, excluding).await?;
         let total: i64 = sqlx::query_scalar(concat!(
             "SELECT COUNT(DISTINCT pipeline_counter) ",
             of_pipeline!()
@@ -94,6 +95,7 @@ impl Archive {
         limit: i64,
     ) -> Result<CounterWindow> {
         self.migrate().await?;
+        let excluding = &self.held_counters(namespaces, pipeline, excluding).await?;
         let (newest, oldest): (Option<i64>, Option<i64>) = sqlx::query_as(concat!(
             "SELECT MAX(pipeline_counter), MIN(pipeline_counter) ",
             of_pipeline!()

@@ -224,6 +224,10 @@ impl Archive {
         if filter.namespaces.is_empty() {
             return Ok(Page::default());
         }
+        let filter = &TaskFilter {
+            excluding: self.held(&filter.excluding).await?,
+            ..filter.clone()
+        };
         // Only by namespace and app: the stages' counts, whatever their size.
         let total: i64 = if filter.counts_by_stage() {
             let pipeline = filter.pipeline.as_deref();

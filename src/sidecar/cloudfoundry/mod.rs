@@ -565,8 +565,10 @@ impl Tasks<'_, '_> {
         let Some(archive) = self.state.archive.as_ref().filter(|_| !readable.is_empty()) else {
             return Ok(list::ArchivedWindow::default());
         };
-        // The cluster's copy of a run that is in both is the one shown.
+        // The cluster's copy of a run that is in both is the one shown;
+        // only a finished run is ever archived.
         let excluding = (runs.iter())
+            .filter(|r| r.is_finished())
             .filter(|r| (r.metadata.namespace.as_ref()).is_some_and(|ns| readable.contains(ns)))
             .filter_map(|r| r.metadata.uid.clone())
             .collect();
