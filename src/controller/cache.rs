@@ -19,8 +19,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus as K8sJobStatus};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -28,6 +26,7 @@ use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Resource, ResourceExt};
 
 use super::namespaces::{self, Feed};
+use super::views::{JobView, PodView};
 use crate::crd::{CancelRequest, RequestPhase, StageRun};
 
 /// The label the job controller sets on the pods of a Job: its uid.
@@ -327,14 +326,14 @@ fn request_keys(req: &CancelRequest) -> Vec<String> {
 
 /// Jobs by their controller's uid: what makes a Job a run's is its
 /// ownerReference, not the labels anyone may edit.
-fn job_keys(job: &Job) -> Vec<String> {
+fn job_keys(job: &JobView) -> Vec<String> {
     controller_of(job)
         .map(|(_, _, uid)| vec![children_of(uid)])
         .unwrap_or_default()
 }
 
 /// Pods by their controller Job's uid, and by its name.
-fn pod_keys(pod: &Pod) -> Vec<String> {
+fn pod_keys(pod: &PodView) -> Vec<String> {
     match controller_of(pod) {
         Some(("Job", name, uid)) => vec![
             children_of(uid),
@@ -396,44 +395,21 @@ fn trim_request(req: &mut CancelRequest) {
     trim_meta(&mut req.metadata);
 }
 
-fn trim_job(job: &mut Job) {
+fn trim_job(job: &mut JobView) {
     trim_meta(&mut job.metadata);
     // Every Job is watched (a run's Job is known by its owner, whatever its
-    // labels say); of the others only the identity is kept.
+    // labels say); of the others only the identity is kept. Of a run's
+    // Job, the view holds only what the controller reads (`views`).
     if !run_controlled(job) {
         let meta = &mut job.metadata;
         (meta.labels, meta.annotations) = (None, None);
         job.spec = None;
         job.status = None;
-        return;
     }
-    // The controller reads the Job's identity, owner, deletion, suspension
-    // and outcome.
-    job.spec = job.spec.take().map(|s| JobSpec {
-        suspend: s.suspend,
-        ..JobSpec::default()
-    });
-    job.status = job.status.take().map(|s| K8sJobStatus {
-        conditions: s.conditions,
-        completion_time: s.completion_time,
-        ..K8sJobStatus::default()
-    });
 }
 
-fn trim_pod(pod: &mut Pod) {
+fn trim_pod(pod: &mut PodView) {
     trim_meta(&mut pod.metadata);
-    pod.spec = pod.spec.take().map(|s| PodSpec {
-        node_name: s.node_name,
-        ..PodSpec::default()
-    });
-    pod.status = pod.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        // Only whether containers have started being set up is read.
-        container_statuses: s
-            .container_statuses
-            .map(|c| c.into_iter().take(1).collect()),
-        ..PodStatus::default()
-    });
 }
 
 // ------------------------------------------------------------ the caches --
@@ -442,8 +418,8 @@ fn trim_pod(pod: &mut Pod) {
 pub struct Caches {
     pub runs: Arc<Cache<StageRun>>,
     pub requests: Arc<Cache<CancelRequest>>,
-    pub jobs: Arc<Cache<Job>>,
-    pub pods: Arc<Cache<Pod>>,
+    pub jobs: Arc<Cache<JobView>>,
+    pub pods: Arc<Cache<PodView>>,
 }
 
 /// The event streams that feed [`Caches`]; each must be polled.
@@ -455,7 +431,7 @@ pub struct Feeds<R, Q, J, P> {
 }
 
 /// The feeds of [`Caches`], one per kind.
-pub type AllFeeds = Feeds<Feed<StageRun>, Feed<CancelRequest>, Feed<Job>, Feed<Pod>>;
+pub type AllFeeds = Feeds<Feed<StageRun>, Feed<CancelRequest>, Feed<JobView>, Feed<PodView>>;
 
 /// The caches for `namespaces` (all namespaces when empty).
 pub fn caches(client: &kube::Client, namespaces: &[String]) -> (Caches, AllFeeds) {
@@ -687,7 +663,7 @@ mod tests {
         trim_stagerun(&mut active);
         assert_ne!(active.spec.jobs[0].template, serde_json::Value::Null);
 
-        let mut pod: Pod = serde_json::from_value(json!({
+        let mut pod: PodView = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "ns",
                          "labels": {JOB_POD_LABEL: "job-uid"},
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j-1",
@@ -705,14 +681,14 @@ mod tests {
             before.progress,
             crate::controller::plan::PodProgress::Running
         );
-        assert!(pod.spec.as_ref().is_some_and(|s| s.containers.is_empty()));
+        assert!(pod.metadata.managed_fields.is_none());
         assert_eq!(
             pod_keys(&pod),
             vec![children_of("job-uid"), pods_of_job_named("ns", "j-1")]
         );
     }
 
-    fn job(owner: serde_json::Value, labels: serde_json::Value) -> Job {
+    fn job(owner: serde_json::Value, labels: serde_json::Value) -> JobView {
         serde_json::from_value(json!({
             "metadata": {"name": "j", "namespace": "ns", "uid": "job-uid",
                          "labels": labels, "ownerReferences": [owner]},
@@ -748,7 +724,7 @@ mod tests {
         assert_eq!(ours.spec.as_ref().and_then(|s| s.suspend), Some(true));
 
         // A pod carrying a run's labels, owned by no Job, is nobody's child.
-        let bare: Pod = serde_json::from_value(json!({
+        let bare: PodView = serde_json::from_value(json!({
             "metadata": {"name": "p", "labels": {labels::STAGERUN_UID: "run-uid"}}
         }))
         .expect("pod");

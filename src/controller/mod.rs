@@ -29,6 +29,7 @@ mod retention;
 mod stagerun;
 #[cfg(test)]
 mod test_clock;
+mod views;
 mod wiring;
 
 use std::sync::Arc;

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use super::views::{JobView, PodView};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -70,7 +69,7 @@ impl ObservedJob {
     /// A Job `run` controls (the caller checks the ownership), and which of
     /// its jobs the Job runs, known by the Job's name: the annotations and
     /// labels on it are anyone's to edit.
-    pub fn from_job(job: &Job, run: &StageRun) -> Option<Self> {
+    pub fn from_job(job: &JobView, run: &StageRun) -> Option<Self> {
         let meta = &job.metadata;
         let resource_name = meta.name.clone()?;
         let run_uid = run.metadata.uid.as_deref().unwrap_or_default();
@@ -141,7 +140,7 @@ pub struct ObservedPod {
 impl ObservedPod {
     /// A pod of one of the run's Jobs (the caller checks the ownership),
     /// of the stage's `job`.
-    pub fn from_pod(pod: &Pod, job: Option<String>) -> Self {
+    pub fn from_pod(pod: &PodView, job: Option<String>) -> Self {
         let meta = &pod.metadata;
         let status = pod.status.as_ref();
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::controller::views::{JobView, PodView};
 
 // ---------------------------------------------------------------- fixtures --
 
@@ -2150,7 +2151,7 @@ fn set_condition_table() {
 
 // ------------------------------------------------ ObservedJob::from_job --
 
-fn k8s_job(value: Value) -> Job {
+fn k8s_job(value: Value) -> JobView {
     serde_json::from_value(value).unwrap()
 }
 
@@ -2376,7 +2377,7 @@ fn from_job_knows_the_job_by_its_name_not_its_annotations() {
 
 // ------------------------------------------------- ObservedPod::from_pod --
 
-fn k8s_pod(spec: Value, status: Value) -> Pod {
+fn k8s_pod(spec: Value, status: Value) -> PodView {
     let mut spec = spec;
     spec["containers"] = json!([{"name": "main", "image": "busybox"}]);
     serde_json::from_value(json!({

@@ -21,6 +21,7 @@ use super::context::{Context, key, requeue, resync};
 use super::plan::{
     self, CancelOrder, Decision, Fresh, JobCreation, Need, Observation, ObservedJob, ObservedPod,
 };
+use super::views::{JobView, PodView};
 use super::{cache, isolate};
 use crate::crd::{
     CancelMode, CancelRecord, CancelRequest, JobTemplate, RequestPhase, StagePhase, StageRun,
@@ -116,7 +117,7 @@ impl JobsOfRun {
     }
 
     /// The stage's job a pod runs, if one of these Jobs is its controller.
-    fn job_of(&self, pod: &Pod) -> Option<String> {
+    fn job_of(&self, pod: &PodView) -> Option<String> {
         match cache::controller_of(pod) {
             Some(("Job", name, uid)) => (self.by_uid.get(uid))
                 .or_else(|| self.by_name.get(name))
@@ -125,7 +126,7 @@ impl JobsOfRun {
         }
     }
 
-    fn observe<'a>(&self, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<ObservedPod> {
+    fn observe<'a>(&self, pods: impl IntoIterator<Item = &'a PodView>) -> Vec<ObservedPod> {
         let mut seen = HashSet::new();
         pods.into_iter()
             .filter(|p| seen.insert(p.metadata.name.clone()))
@@ -138,7 +139,7 @@ impl JobsOfRun {
 fn observe_pods(ctx: &Context, ns: &str, jobs: &JobsOfRun) -> Vec<ObservedPod> {
     let by_uid = jobs.by_uid.keys().map(|uid| cache::children_of(uid));
     let by_name = (jobs.by_name.keys()).map(|name| cache::pods_of_job_named(ns, name));
-    let pods: Vec<Arc<Pod>> = by_uid
+    let pods: Vec<Arc<PodView>> = by_uid
         .chain(by_name)
         .flat_map(|key| ctx.caches.pods.lookup(&key))
         .collect();
@@ -236,7 +237,7 @@ async fn read_jobs(
     uid: &str,
     names: &[String],
 ) -> Result<Vec<ObservedJob>> {
-    let api = ctx.api::<Job>(ns);
+    let api = ctx.api::<JobView>(ns);
     let reads = names
         .iter()
         .map(|name| async { api.get_opt(name).await.step("read a Job the cache lacks") });
@@ -291,8 +292,8 @@ async fn confirm_children(
 /// The pods of these Jobs, listed now: by the job controller's label for
 /// the Jobs known by uid, by this controller's label for those known only
 /// by name (recorded before Job uids were); owners are checked after.
-async fn list_job_pods(ctx: &Context, ns: &str, jobs: &JobsOfRun) -> Result<Vec<Pod>> {
-    let api = ctx.api::<Pod>(ns);
+async fn list_job_pods(ctx: &Context, ns: &str, jobs: &JobsOfRun) -> Result<Vec<PodView>> {
+    let api = ctx.api::<PodView>(ns);
     let mut selectors = Vec::new();
     if !jobs.by_uid.is_empty() {
         let uids: Vec<&str> = jobs.by_uid.keys().map(String::as_str).collect();
@@ -403,17 +404,19 @@ async fn create_job(
             uid: created.metadata.uid,
         },
         // Ours only if this StageRun owns it.
-        Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&resource_name).await {
-            Ok(Some(existing)) if owned_by(&existing, uid) => JobCreation::AlreadyOurs {
-                id: ObservedJob::from_job(&existing, run).and_then(|j| j.id),
-                uid: existing.metadata.uid.clone(),
-                resource_name,
-            },
-            Ok(Some(_)) => JobCreation::NameTaken { resource_name },
-            // Deleted in between: the next pass creates it.
-            Ok(None) => held(kube::Error::Api(s)),
-            Err(e) => held(e),
-        },
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            match (ctx.api::<JobView>(ns)).get_opt(&resource_name).await {
+                Ok(Some(existing)) if owned_by(&existing, uid) => JobCreation::AlreadyOurs {
+                    id: ObservedJob::from_job(&existing, run).and_then(|j| j.id),
+                    uid: existing.metadata.uid.clone(),
+                    resource_name,
+                },
+                Ok(Some(_)) => JobCreation::NameTaken { resource_name },
+                // Deleted in between: the next pass creates it.
+                Ok(None) => held(kube::Error::Api(s)),
+                Err(e) => held(e),
+            }
+        }
         Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => JobCreation::Refused {
             message: s.message.clone(),
         },
