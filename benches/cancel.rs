@@ -83,6 +83,9 @@ struct Settings {
     controller_args: Vec<String>,
     /// Whether the history-archive section runs (BENCH_HISTORY_ARCHIVE, default 1; 0 skips it).
     history_archive: bool,
+    /// Only the history-archive section runs, and its report is printed, not
+    /// written (BENCH_HISTORY_ARCHIVE=only).
+    archive_only: bool,
     /// Finished StageRuns written to the archive (BENCH_ARCHIVE_ROWS, default 100 × scale).
     archive_rows: usize,
     /// Where the report goes besides stdout (BENCH_OUT, default BENCHMARKS.md; empty: nowhere).
@@ -112,6 +115,7 @@ impl Settings {
             Ok(v) => Some(PathBuf::from(v)),
             Err(_) => Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md")),
         };
+        let archive_only = std::env::var("BENCH_HISTORY_ARCHIVE").as_deref() == Ok("only");
         Ok(Settings {
             scale,
             history: env_usize("BENCH_HISTORY", 9 * scale)?,
@@ -122,7 +126,8 @@ impl Settings {
                 "BENCH_TIMEOUT_SECONDS",
                 300.max(scale * 6 / 10),
             )? as u64),
-            history_archive: env_usize("BENCH_HISTORY_ARCHIVE", 1)? != 0,
+            history_archive: archive_only || env_usize("BENCH_HISTORY_ARCHIVE", 1)? != 0,
+            archive_only,
             archive_rows: env_usize("BENCH_ARCHIVE_ROWS", 100 * scale)?,
             controller_args: std::env::var("BENCH_CONTROLLER_ARGS")
                 .unwrap_or_default()
@@ -1057,6 +1062,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         cluster,
     };
     let n = b.settings.scale;
+
+    if b.settings.archive_only {
+        let archive = b.history_archive().await?;
+        let mut r = Report::default();
+        history::report(&mut r, &b.settings, &archive);
+        history::targets(&mut r, &archive);
+        println!("{}", r.markdown());
+        return Ok(());
+    }
 
     // The REST sidecar, for the whole run.
     let port = procs::free_port()?;

@@ -9,7 +9,8 @@
 # 100 × BENCH_SCALE finished StageRuns written into the archive, BENCH_SCALE
 # retained and BENCH_SCALE running; peak RSS of both processes, history reads
 # from the archive against the cache, archive throughput. BENCH_HISTORY_ARCHIVE=0
-# skips it; BENCH_ARCHIVE_ROWS sets the archive's rows.
+# skips it, BENCH_HISTORY_ARCHIVE=only runs it alone (its report printed,
+# BENCHMARKS.md left as it is); BENCH_ARCHIVE_ROWS sets the archive's rows.
 #
 # Settings (environment): BENCH_SCALE, BENCH_HISTORY, BENCH_HISTORY_REQUESTS,
 # BENCH_HISTORY_ARCHIVE (1), BENCH_ARCHIVE_ROWS (100 × scale),

@@ -16,6 +16,7 @@ use cancel_operator::crd::{
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
+use kube::core::Expression;
 use serde_json::json;
 use support::{TestNamespace, stage_run, wait_for, wait_list, world};
 
@@ -1206,7 +1207,7 @@ fn task_run(pipeline: &str, counter: i64, labels: serde_json::Value, fails: bool
 /// The Cloud Foundry task lists compared before and after the runs move
 /// to the archive: filters, both orders each way, pages, label selectors,
 /// an app's tasks. `{uid0}` and `{uid2}` stand for runs' guids.
-const TASK_LISTS: [&str; 18] = [
+const TASK_LISTS: [&str; 19] = [
     "/v3/tasks",
     "/v3/tasks?order_by=-created_at",
     "/v3/tasks?order_by=-created_at&per_page=2",
@@ -1225,6 +1226,7 @@ const TASK_LISTS: [&str; 18] = [
     "/v3/apps/bar/tasks?per_page=1&page=2",
     "/v3/apps/bar/tasks?label_selector=env",
     "/v3/apps/nope/tasks",
+    "/v3/apps/bar/tasks?label_selector=env+in+(prod,staging)&order_by=-created_at",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1292,7 +1294,18 @@ async fn task_lists_read_the_same_before_and_after_archiving() {
     assert_eq!(total(&before[12]), 2, "guids: {}", before[12].1);
     assert_eq!(total(&before[14]), 3, "foo's tasks: {}", before[14].1);
     assert_eq!(before[17].0, 404, "{}", before[17].1);
-    for (path, answer) in lists.iter().zip(&before).take(17) {
+    assert_eq!(
+        total(&before[18]),
+        2,
+        "bar's env in (prod,staging): {}",
+        before[18].1
+    );
+    let found = lists
+        .iter()
+        .zip(&before)
+        .enumerate()
+        .filter(|(i, _)| *i != 17);
+    for (_, (path, answer)) in found {
         assert_eq!(answer.0, 200, "{path}: {}", answer.1);
     }
     drop(before_server);
@@ -1384,6 +1397,10 @@ async fn task_lists_read_the_same_before_and_after_archiving() {
     let prod = get("/v3/tasks?label_selector=env%3Dprod&order_by=-created_at").await;
     assert_eq!(total(&prod), 3, "{}", prod.1);
     assert_eq!(guids(&prod)[0], both_uid);
+    let bar_prod =
+        get("/v3/apps/bar/tasks?label_selector=env+in+(prod)&order_by=-created_at").await;
+    assert_eq!(total(&bar_prod), 2, "{}", bar_prod.1);
+    assert_eq!(guids(&bar_prod)[0], both_uid);
     let running_only = get("/v3/tasks?states=RUNNING").await;
     assert_eq!(guids(&running_only), [running_uid.as_str()]);
     let failed = get("/v3/tasks?states=FAILED").await;
@@ -1687,4 +1704,140 @@ async fn codearts_and_studio_read_the_same_before_and_after_archiving() {
         .map(|r| r.spec.target.uids.clone())
         .collect();
     assert_eq!(targets, [Some(vec![uid["app-3-deploy"].clone()])]);
+}
+
+/// An archive written before the per-label counts existed: the migration
+/// that adds them counts the runs already there, and a task list selected
+/// by one label totals the same from the counts as counting rows does.
+#[tokio::test]
+async fn label_counts_added_to_an_existing_archive_count_its_runs() {
+    let _db = DATABASE.read().await;
+    let owner_url = support::archive_url();
+    let owner = sqlx::PgPool::connect(&owner_url)
+        .await
+        .expect("connect as the owner");
+    let database = unique("upgrade").replace('-', "_");
+    // Identifiers cannot be bound; this one is our own.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&owner)
+        .await
+        .expect("create a database");
+    let (server, _) = owner_url.rsplit_once('/').expect("a URL with a database");
+    let url = format!("{server}/{database}");
+
+    // The schema as it was before the label counts: the migrations before them.
+    let dir = std::env::temp_dir().join(&database);
+    std::fs::create_dir_all(&dir).expect("create a directory");
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&migrations).expect("read migrations") {
+        let path = entry.expect("a migration").path();
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .to_string();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, dir.join(&name)).expect("copy a migration");
+        }
+    }
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .expect("read the earlier migrations")
+        .run(&pool)
+        .await
+        .expect("apply the earlier migrations");
+    let rows: [(&str, &str, i64, serde_json::Value); 5] = [
+        ("a", "foo", 1, json!({"env": "prod", "team": "x"})),
+        ("a", "foo", 2, json!({"env": "dev"})),
+        ("a", "bar", 1, json!({"env": "prod"})),
+        ("b", "foo", 1, json!({"env": "prod"})),
+        ("a", "bar", 2, json!({})),
+    ];
+    for (i, (ns, pipeline, counter, labels)) in rows.iter().enumerate() {
+        let name = format!("{pipeline}-{counter}-dev");
+        let object = stage_run(&name).of((pipeline, *counter, "DEV")).build();
+        sqlx::query(
+            "INSERT INTO stage_runs (uid, namespace, name, pipeline, pipeline_counter, stage, \
+             stage_counter, phase, labels, object) VALUES ($1, $2, $3, $4, $5, 'DEV', 1, \
+             'Succeeded', $6, $7)",
+        )
+        .bind(format!("uid-{i}"))
+        .bind(ns)
+        .bind(&name)
+        .bind(pipeline)
+        .bind(counter)
+        .bind(labels)
+        .bind(serde_json::to_value(&object).expect("a run as JSON"))
+        .execute(&pool)
+        .await
+        .expect("store a run the old way");
+    }
+    pool.close().await;
+
+    let archive = Archive::connect(&url, 2).expect("archive URL");
+    let filter = |namespaces: &[&str], pipeline: Option<&str>, labels: &[Expression]| {
+        cancel_operator::archive::TaskFilter {
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            pipeline: pipeline.map(String::from),
+            guids: None,
+            names: None,
+            phases: None,
+            sequence_ids: None,
+            labels: labels.to_vec(),
+            excluding: Vec::new(),
+        }
+    };
+    let order = cancel_operator::archive::TaskOrder {
+        time: cancel_operator::archive::TaskTime::CreatedAt,
+        descending: false,
+    };
+    let is = |k: &str, v: &str| Expression::Equal(k.into(), v.into());
+    let prod_or_dev = Expression::In("env".into(), ["prod", "dev"].map(String::from).into());
+    // (namespaces, app, selector, excluding) → total, from the counts; a
+    // second label requirement makes the same list count rows.
+    let cases: [(&[&str], Option<&str>, Expression, &[&str], i64); 7] = [
+        (&["a"], None, is("env", "prod"), &[], 2),
+        (&["a", "b"], None, is("env", "prod"), &[], 3),
+        (&["a"], Some("foo"), is("env", "prod"), &[], 1),
+        (&["a"], None, prod_or_dev, &[], 3),
+        (&["a"], None, is("team", "x"), &[], 1),
+        (&["a"], None, is("env", "nope"), &[], 0),
+        (
+            &["a", "b"],
+            None,
+            is("env", "prod"),
+            &["uid-0", "uid-2", "uid-1"],
+            1,
+        ),
+    ];
+    for (namespaces, app, selector, excluding, total) in cases {
+        let f = cancel_operator::archive::TaskFilter {
+            excluding: excluding.iter().map(|u| u.to_string()).collect(),
+            ..filter(namespaces, app, std::slice::from_ref(&selector))
+        };
+        let counted = archive.tasks(&f, order, 0, 10).await.expect("a task list");
+        assert_eq!(
+            counted.total, total,
+            "{selector:?} in {namespaces:?} of {app:?}"
+        );
+        assert_eq!(counted.runs.len() as i64, total, "{selector:?}");
+        let rows = cancel_operator::archive::TaskFilter {
+            labels: vec![selector.clone(), Expression::DoesNotExist("nothing".into())],
+            ..f.clone()
+        };
+        let scanned = archive
+            .tasks(&rows, order, 0, 10)
+            .await
+            .expect("a task list");
+        assert_eq!(scanned.total, total, "{selector:?}, counted by rows");
+    }
+    drop(archive);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {database} WITH (FORCE)"
+    )))
+    .execute(&owner)
+    .await
+    .expect("drop the database");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -58,6 +58,24 @@ impl TaskFilter {
             && self.sequence_ids.is_none()
             && self.labels.is_empty()
     }
+
+    /// When only the namespaces, the app and one label requirement that
+    /// names values (`key=value`, `key in (…)`) select: that label's key
+    /// and values, what the archive's per-label counts can total.
+    fn counts_by_label(&self) -> Option<(&str, Vec<String>)> {
+        if self.guids.is_some()
+            || self.names.is_some()
+            || self.phases.is_some()
+            || self.sequence_ids.is_some()
+        {
+            return None;
+        }
+        match self.labels.as_slice() {
+            [Expression::Equal(key, value)] => Some((key, vec![value.clone()])),
+            [Expression::In(key, values)] => Some((key, values.iter().cloned().collect())),
+            _ => None,
+        }
+    }
 }
 
 /// The SQL order of [`TaskOrder`], which must be the order in which the
@@ -229,9 +247,25 @@ impl Archive {
             ..filter.clone()
         };
         // Only by namespace and app: the stages' counts, whatever their size.
+        let pipeline = filter.pipeline.as_deref();
         let total: i64 = if filter.counts_by_stage() {
-            let pipeline = filter.pipeline.as_deref();
             (self.counted(&filter.namespaces, pipeline, None, &filter.excluding)).await?
+        } else if let Some((key, values)) = filter.counts_by_label() {
+            sqlx::query_scalar(
+                "SELECT (SELECT COALESCE(SUM(runs), 0)::bigint FROM stage_run_label_counts \
+                   WHERE namespace = ANY($1) AND key = $3 AND value = ANY($4) \
+                   AND ($2::text IS NULL OR pipeline = $2)) \
+                 - (SELECT COUNT(*) FROM stage_runs WHERE uid = ANY($5) AND namespace = ANY($1) \
+                   AND ($2::text IS NULL OR pipeline = $2) AND labels ->> $3 = ANY($4))",
+            )
+            .bind(&filter.namespaces)
+            .bind(pipeline)
+            .bind(key)
+            .bind(&values)
+            .bind(&filter.excluding)
+            .fetch_one(&self.pool)
+            .timed(&self.metrics, "count archived tasks by label")
+            .await?
         } else {
             count_query(filter)
                 .build_query_scalar()
