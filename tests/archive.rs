@@ -1706,6 +1706,16 @@ async fn codearts_and_studio_read_the_same_before_and_after_archiving() {
     assert_eq!(targets, [Some(vec![uid["app-3-deploy"].clone()])]);
 }
 
+/// A task list by one label: namespaces, app, the label requirement, runs
+/// left out (in the cluster), and the total expected.
+type LabelCase = (
+    &'static [&'static str],
+    Option<&'static str>,
+    Expression,
+    &'static [&'static str],
+    i64,
+);
+
 /// An archive written before the per-label counts existed: the migration
 /// that adds them counts the runs already there, and a task list selected
 /// by one label totals the same from the counts as counting rows does.
@@ -1796,7 +1806,7 @@ async fn label_counts_added_to_an_existing_archive_count_its_runs() {
     let prod_or_dev = Expression::In("env".into(), ["prod", "dev"].map(String::from).into());
     // (namespaces, app, selector, excluding) → total, from the counts; a
     // second label requirement makes the same list count rows.
-    let cases: [(&[&str], Option<&str>, Expression, &[&str], i64); 7] = [
+    let cases: [LabelCase; 7] = [
         (&["a"], None, is("env", "prod"), &[], 2),
         (&["a", "b"], None, is("env", "prod"), &[], 3),
         (&["a"], Some("foo"), is("env", "prod"), &[], 1),
