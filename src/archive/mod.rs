@@ -277,33 +277,7 @@ impl Archive {
         if rows.is_empty() {
             return Ok(0);
         }
-        let column =
-            |f: fn(&RunRow) -> &str| rows.iter().map(|r| f(r).to_string()).collect::<Vec<_>>();
-        let number = |f: fn(&RunRow) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
-        let text = |f: fn(&RunRow) -> Option<&str>| {
-            rows.iter()
-                .map(|r| f(r).map(String::from))
-                .collect::<Vec<_>>()
-        };
-        let (uid, namespace, name) = (
-            column(|r| &r.uid),
-            column(|r| &r.namespace),
-            column(|r| &r.name),
-        );
-        let (pipeline, stage, phase) = (
-            column(|r| &r.pipeline),
-            column(|r| &r.stage),
-            column(|r| &r.phase),
-        );
-        let pipeline_counter = number(|r| Some(r.pipeline_counter));
-        let stage_counter = number(|r| Some(r.stage_counter));
-        let (id, max_job_id) = (number(|r| r.id), number(|r| r.max_job_id));
-        let result = text(|r| r.result.as_deref());
-        let created_at = text(|r| r.created_at.as_deref());
-        let completion_time = text(|r| r.completion_time.as_deref());
-        let start_time = text(|r| r.start_time.as_deref());
-        let (labels, object): (Vec<Value>, Vec<Value>) =
-            rows.into_iter().map(|r| (r.labels, r.object)).unzip();
+        let c = RunColumns::of(rows);
         // One row per element of the arrays, in one round trip: a batch
         // costs what storing it costs, not a round trip per run.
         let done = sqlx::query(
@@ -321,22 +295,22 @@ impl Archive {
                     start_time) \
              ON CONFLICT (uid) DO NOTHING",
         )
-        .bind(uid)
-        .bind(namespace)
-        .bind(name)
-        .bind(pipeline)
-        .bind(pipeline_counter)
-        .bind(stage)
-        .bind(stage_counter)
-        .bind(id)
-        .bind(max_job_id)
-        .bind(phase)
-        .bind(result)
-        .bind(created_at)
-        .bind(completion_time)
-        .bind(labels)
-        .bind(object)
-        .bind(start_time)
+        .bind(c.uid)
+        .bind(c.namespace)
+        .bind(c.name)
+        .bind(c.pipeline)
+        .bind(c.pipeline_counter)
+        .bind(c.stage)
+        .bind(c.stage_counter)
+        .bind(c.id)
+        .bind(c.max_job_id)
+        .bind(c.phase)
+        .bind(c.result)
+        .bind(c.created_at)
+        .bind(c.completion_time)
+        .bind(c.labels)
+        .bind(c.object)
+        .bind(c.start_time)
         .execute(&self.pool)
         .timed(&self.metrics, "store runs")
         .await?;
@@ -644,7 +618,7 @@ impl Archive {
     }
 }
 
-/// The columns of a run's row that are not in its spec.
+/// A run's row.
 struct RunRow {
     uid: String,
     namespace: String,
@@ -692,6 +666,52 @@ impl RunRow {
             labels: json!(run.labels()),
             object: object_of(&trimmed_run(run))?,
         })
+    }
+}
+
+/// Rows as columns, one array per column, for `UNNEST`.
+#[derive(Default)]
+struct RunColumns {
+    uid: Vec<String>,
+    namespace: Vec<String>,
+    name: Vec<String>,
+    pipeline: Vec<String>,
+    pipeline_counter: Vec<i64>,
+    stage: Vec<String>,
+    stage_counter: Vec<i64>,
+    id: Vec<Option<i64>>,
+    max_job_id: Vec<Option<i64>>,
+    phase: Vec<String>,
+    result: Vec<Option<String>>,
+    created_at: Vec<Option<String>>,
+    completion_time: Vec<Option<String>>,
+    labels: Vec<Value>,
+    object: Vec<Value>,
+    start_time: Vec<Option<String>>,
+}
+
+impl RunColumns {
+    fn of(rows: Vec<RunRow>) -> Self {
+        let mut c = RunColumns::default();
+        for r in rows {
+            c.uid.push(r.uid);
+            c.namespace.push(r.namespace);
+            c.name.push(r.name);
+            c.pipeline.push(r.pipeline);
+            c.pipeline_counter.push(r.pipeline_counter);
+            c.stage.push(r.stage);
+            c.stage_counter.push(r.stage_counter);
+            c.id.push(r.id);
+            c.max_job_id.push(r.max_job_id);
+            c.phase.push(r.phase);
+            c.result.push(r.result);
+            c.created_at.push(r.created_at);
+            c.completion_time.push(r.completion_time);
+            c.labels.push(r.labels);
+            c.object.push(r.object);
+            c.start_time.push(r.start_time);
+        }
+        c
     }
 }
 

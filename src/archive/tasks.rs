@@ -222,6 +222,33 @@ fn window_query(
 }
 
 impl Archive {
+    /// How many archived runs of `filter`'s namespaces (and app) carry label
+    /// `key` with one of `values`, less those `filter` leaves out: the
+    /// per-label counts (`stage_run_label_counts`, kept by the archive's
+    /// inserts), as [`Archive::counted`] totals a stage's.
+    async fn counted_by_label(
+        &self,
+        filter: &TaskFilter,
+        key: &str,
+        values: &[String],
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT (SELECT COALESCE(SUM(runs), 0)::bigint FROM stage_run_label_counts \
+               WHERE namespace = ANY($1) AND key = $3 AND value = ANY($4) \
+               AND ($2::text IS NULL OR pipeline = $2)) \
+             - (SELECT COUNT(*) FROM stage_runs WHERE uid = ANY($5) AND namespace = ANY($1) \
+               AND ($2::text IS NULL OR pipeline = $2) AND labels ->> $3 = ANY($4))",
+        )
+        .bind(&filter.namespaces)
+        .bind(filter.pipeline.as_deref())
+        .bind(key)
+        .bind(values)
+        .bind(&filter.excluding)
+        .fetch_one(&self.pool)
+        .timed(&self.metrics, "count archived tasks by label")
+        .await
+    }
+
     /// The namespaces with archived runs (of `pipeline`, when given): those
     /// whose permissions a task list must ask for. A loose index scan, as
     /// [`Archive::stage_namespaces`]: its cost follows the namespaces.
@@ -246,26 +273,13 @@ impl Archive {
             excluding: self.held(&filter.excluding).await?,
             ..filter.clone()
         };
-        // Only by namespace and app: the stages' counts, whatever their size.
-        let pipeline = filter.pipeline.as_deref();
+        // Only by namespace and app: the stages' counts; by one label too:
+        // the labels' counts. Either costs a few rows, whatever the total.
         let total: i64 = if filter.counts_by_stage() {
+            let pipeline = filter.pipeline.as_deref();
             (self.counted(&filter.namespaces, pipeline, None, &filter.excluding)).await?
         } else if let Some((key, values)) = filter.counts_by_label() {
-            sqlx::query_scalar(
-                "SELECT (SELECT COALESCE(SUM(runs), 0)::bigint FROM stage_run_label_counts \
-                   WHERE namespace = ANY($1) AND key = $3 AND value = ANY($4) \
-                   AND ($2::text IS NULL OR pipeline = $2)) \
-                 - (SELECT COUNT(*) FROM stage_runs WHERE uid = ANY($5) AND namespace = ANY($1) \
-                   AND ($2::text IS NULL OR pipeline = $2) AND labels ->> $3 = ANY($4))",
-            )
-            .bind(&filter.namespaces)
-            .bind(pipeline)
-            .bind(key)
-            .bind(&values)
-            .bind(&filter.excluding)
-            .fetch_one(&self.pool)
-            .timed(&self.metrics, "count archived tasks by label")
-            .await?
+            self.counted_by_label(filter, key, &values).await?
         } else {
             count_query(filter)
                 .build_query_scalar()
